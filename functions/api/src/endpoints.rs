@@ -1,0 +1,318 @@
+//! Endpoints: where a tenant's messages go, which of them, in what format, signed with
+//! which secret.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use hookline_core::catalog;
+use hookline_core::envelope::json_error;
+use hookline_core::http::{no_content, ApiResult, AppState, Caller, JsonBody, RawBody};
+use hookline_core::ids::{EndpointId, TenantId};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::urlpolicy::UrlPolicy;
+use hookline_core::{Error, Result};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use crate::views::EndpointView;
+
+const MAX_DESCRIPTION: usize = 1024;
+const MAX_EVENT_TYPES: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    url: String,
+    #[serde(default)]
+    event_types: Option<Vec<String>>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    /// A secret of the owner's choosing (`whsec_…`); generated when absent.
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// A partial update. For `event_types` and `domain`, `null` means "all events" and
+/// "organisation-wide"; an absent field is left as it is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    event_types: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    domain: Option<Option<String>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    #[serde(default)]
+    key: Option<String>,
+}
+
+/// Tells a present `null` from an absent field.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks an endpoint URL against the deployment's policy.
+pub fn validate_url(policy: &UrlPolicy, url: &str) -> Result<String> {
+    policy
+        .check_url(url)
+        .map(|u| u.to_string())
+        .map_err(|e| Error::invalid("invalid_url", e))
+}
+
+fn validate_event_types(types: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+    let Some(types) = types else {
+        return Ok(None);
+    };
+    if types.is_empty() {
+        return Err(Error::invalid(
+            "invalid_event_types",
+            "event_types must not be empty; omit it or set null to receive every event",
+        ));
+    }
+    if types.len() > MAX_EVENT_TYPES {
+        return Err(Error::invalid(
+            "invalid_event_types",
+            format!("at most {MAX_EVENT_TYPES} event types"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(types.len());
+    for t in types {
+        if catalog::lookup(&t).is_none() {
+            return Err(Error::invalid(
+                "unknown_event_type",
+                format!("unknown event type {t:?}; see GET /v1/event-types"),
+            ));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(Some(out))
+}
+
+async fn validate_domain(
+    state: &AppState,
+    tenant: TenantId,
+    domain: Option<String>,
+) -> Result<Option<String>> {
+    let Some(domain) = domain else {
+        return Ok(None);
+    };
+    let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    if state.store.get_domain(tenant, &name).await?.is_none() {
+        return Err(Error::invalid(
+            "unknown_domain",
+            format!("domain {name:?} is not registered; create it with POST /v1/domains"),
+        ));
+    }
+    Ok(Some(name))
+}
+
+fn validate_description(d: Option<String>) -> Result<String> {
+    let d = d.unwrap_or_default();
+    if d.chars().count() > MAX_DESCRIPTION {
+        return Err(Error::invalid(
+            "invalid_description",
+            format!("description is limited to {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_format(f: Option<&str>) -> Result<BodyFormat> {
+    match f {
+        None => Ok(BodyFormat::default()),
+        Some(s) => BodyFormat::parse(s)
+            .ok_or_else(|| Error::invalid("invalid_format", format!("unknown format {s:?}"))),
+    }
+}
+
+fn validate_secret(s: &str) -> Result<Secret> {
+    Secret::parse(s).ok_or_else(|| {
+        Error::invalid(
+            "invalid_secret",
+            "secret must be whsec_ followed by 16 to 64 base64-encoded bytes",
+        )
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateEndpoint>,
+) -> ApiResult<(StatusCode, Json<EndpointView>)> {
+    let tenant = caller.tenant()?;
+    let url = validate_url(&state.config.url_policy, &req.url)?;
+    let event_types = validate_event_types(req.event_types)?;
+    let description = validate_description(req.description)?;
+    let format = validate_format(req.format.as_deref())?;
+    let secret = match req.secret.as_deref() {
+        Some(s) => validate_secret(s)?,
+        None => Secret::generate(),
+    };
+    let domain = validate_domain(&state, tenant, req.domain).await?;
+    let now = state.clock.now();
+    let endpoint = Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url,
+        description,
+        event_types,
+        domain,
+        format,
+        secrets: EndpointSecrets::new(secret),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.put_endpoint(&endpoint).await?;
+    tracing::info!(tenant = %tenant, endpoint = %endpoint.id, "endpoint created");
+    Ok((StatusCode::CREATED, Json(EndpointView::from(&endpoint))))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let tenant = caller.tenant()?;
+    let endpoints = state.store.list_endpoints(tenant).await?;
+    let data: Vec<EndpointView> = endpoints.iter().map(EndpointView::from).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Endpoint> {
+    let tenant = caller.tenant()?;
+    let id = EndpointId::parse(id).ok_or(Error::NotFound("endpoint"))?;
+    Ok(state
+        .store
+        .get_endpoint(tenant, id)
+        .await?
+        .ok_or(Error::NotFound("endpoint"))?)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<EndpointView>> {
+    let endpoint = load(&state, caller, &id).await?;
+    Ok(Json(EndpointView::from(&endpoint)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<UpdateEndpoint>,
+) -> ApiResult<Json<EndpointView>> {
+    let mut endpoint = load(&state, caller, &id).await?;
+    if let Some(url) = req.url {
+        endpoint.url = validate_url(&state.config.url_policy, &url)?;
+    }
+    if let Some(types) = req.event_types {
+        endpoint.event_types = validate_event_types(types)?;
+    }
+    if let Some(description) = req.description {
+        endpoint.description = validate_description(Some(description))?;
+    }
+    if let Some(format) = req.format {
+        endpoint.format = validate_format(Some(&format))?;
+    }
+    if let Some(status) = req.status {
+        match EndpointStatus::parse(&status) {
+            Some(EndpointStatus::Active) => {
+                endpoint.status = EndpointStatus::Active;
+                endpoint.disabled_reason = None;
+            }
+            Some(EndpointStatus::Disabled) => {
+                if endpoint.status != EndpointStatus::Disabled {
+                    endpoint.disabled_reason = Some("disabled through the API".into());
+                }
+                endpoint.status = EndpointStatus::Disabled;
+            }
+            None => {
+                return Err(Error::invalid(
+                    "invalid_status",
+                    "status must be \"active\" or \"disabled\"",
+                )
+                .into())
+            }
+        }
+    }
+    if let Some(domain) = req.domain {
+        endpoint.domain = validate_domain(&state, endpoint.tenant, domain).await?;
+    }
+    endpoint.updated_at = state.clock.now();
+    state.store.put_endpoint(&endpoint).await?;
+    Ok(Json(EndpointView::from(&endpoint)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let endpoint = load(&state, caller, &id).await?;
+    state
+        .store
+        .delete_endpoint(endpoint.tenant, endpoint.id)
+        .await?;
+    tracing::info!(tenant = %endpoint.tenant, endpoint = %endpoint.id, "endpoint deleted");
+    Ok(no_content())
+}
+
+pub async fn secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let endpoint = load(&state, caller, &id).await?;
+    Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
+}
+
+/// Makes a new secret current. The old one keeps signing for the grace period, so
+/// receivers can switch without dropping a message.
+pub async fn rotate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<Value>> {
+    let mut endpoint = load(&state, caller, &id).await?;
+    let req: RotateSecret = if body.is_empty() {
+        RotateSecret::default()
+    } else {
+        serde_json::from_slice(&body).map_err(json_error)?
+    };
+    let next = match req.key.as_deref() {
+        Some(s) => validate_secret(s)?,
+        None => Secret::generate(),
+    };
+    let now = state.clock.now();
+    let grace = state.config.secret_grace.as_millis() as i64;
+    endpoint.secrets.rotate(next, now, grace);
+    endpoint.updated_at = now;
+    state.store.put_endpoint(&endpoint).await?;
+    tracing::info!(tenant = %endpoint.tenant, endpoint = %endpoint.id, "endpoint secret rotated");
+    Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
+}

@@ -1,0 +1,127 @@
+//! Tenants (created by the operator) and their API keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use hookline_core::http::{no_content, ApiResult, AppState, Caller, JsonBody};
+use hookline_core::ids::{ApiKeyId, TenantId};
+use hookline_core::keys::PlainKey;
+use hookline_core::model::{ApiKeyRecord, Tenant};
+use hookline_core::Error;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::views::{ApiKeyView, TenantView};
+
+const MAX_NAME: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    name: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_operator()?;
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            format!("name must be 1 to {MAX_NAME} printable characters"),
+        )
+        .into());
+    }
+    let now = state.clock.now();
+    let tenant = Tenant {
+        id: TenantId::new(),
+        name: name.to_string(),
+        created_at: now,
+    };
+    let (key, record) = new_key(tenant.id, now);
+    state.store.create_tenant(&tenant, &record).await?;
+    tracing::info!(tenant = %tenant.id, "tenant created");
+    let mut body = serde_json::to_value(TenantView::from(&tenant)).expect("view serializes");
+    body["api_key"] = json!(key.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TenantView>> {
+    let tenant = tenant_for(&state, caller, &id).await?;
+    Ok(Json(TenantView::from(&tenant)))
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = tenant_for(&state, caller, &id).await?;
+    let (key, record) = new_key(tenant.id, state.clock.now());
+    state.store.insert_api_key(&record).await?;
+    tracing::info!(tenant = %tenant.id, key = %record.id, "API key created");
+    let mut body = serde_json::to_value(ApiKeyView::from(&record)).expect("view serializes");
+    body["api_key"] = json!(key.expose());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let tenant = tenant_for(&state, caller, &id).await?;
+    let keys = state.store.list_api_keys(tenant.id).await?;
+    let data: Vec<ApiKeyView> = keys.iter().map(ApiKeyView::from).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, key_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let tenant = tenant_for(&state, caller, &id).await?;
+    let key_id = ApiKeyId::parse(&key_id).ok_or(Error::NotFound("API key"))?;
+    if !state
+        .store
+        .revoke_api_key(tenant.id, key_id, state.clock.now())
+        .await?
+    {
+        return Err(Error::NotFound("API key").into());
+    }
+    tracing::info!(tenant = %tenant.id, key = %key_id, "API key revoked");
+    Ok(no_content())
+}
+
+/// The tenant named in the path, if the caller may act on it; 404 otherwise.
+async fn tenant_for(state: &AppState, caller: Caller, id: &str) -> ApiResult<Tenant> {
+    let id = TenantId::parse(id).ok_or(Error::NotFound("tenant"))?;
+    caller.may_act_on(id)?;
+    Ok(state
+        .store
+        .get_tenant(id)
+        .await?
+        .ok_or(Error::NotFound("tenant"))?)
+}
+
+fn new_key(tenant: TenantId, now: i64) -> (PlainKey, ApiKeyRecord) {
+    let key = PlainKey::generate_tenant();
+    let record = ApiKeyRecord {
+        id: ApiKeyId::new(),
+        tenant,
+        hash: key.hash(),
+        prefix: key.shown_prefix(),
+        created_at: now,
+        revoked_at: None,
+    };
+    (key, record)
+}

@@ -1,0 +1,188 @@
+//! Response bodies. Records are turned into views here so that secrets and key hashes
+//! have no way into a response.
+
+use hookline_core::catalog::EventTypeDef;
+use hookline_core::http::rfc3339;
+use hookline_core::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
+use hookline_core::model::{ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, Tenant};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+#[derive(Serialize)]
+pub struct TenantView {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<&Tenant> for TenantView {
+    fn from(t: &Tenant) -> Self {
+        TenantView {
+            id: t.id,
+            name: t.name.clone(),
+            created_at: rfc3339(t.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ApiKeyView {
+    pub id: ApiKeyId,
+    pub prefix: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(k: &ApiKeyRecord) -> Self {
+        ApiKeyView {
+            id: k.id,
+            prefix: k.prefix.clone(),
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DomainView {
+    pub name: String,
+    pub created_at: String,
+}
+
+impl From<&Domain> for DomainView {
+    fn from(d: &Domain) -> Self {
+        DomainView {
+            name: d.name.clone(),
+            created_at: rfc3339(d.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EndpointView {
+    pub id: EndpointId,
+    pub url: String,
+    pub description: String,
+    pub event_types: Option<Vec<String>>,
+    pub domain: Option<String>,
+    pub format: &'static str,
+    pub status: &'static str,
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Endpoint> for EndpointView {
+    fn from(e: &Endpoint) -> Self {
+        EndpointView {
+            id: e.id,
+            url: e.url.clone(),
+            description: e.description.clone(),
+            event_types: e.event_types.clone(),
+            domain: e.domain.clone(),
+            format: e.format.as_str(),
+            status: e.status.as_str(),
+            disabled_reason: e.disabled_reason.clone(),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct MessageView<'a> {
+    pub id: MessageId,
+    #[serde(rename = "type")]
+    pub event_type: &'a str,
+    pub domain: Option<&'a str>,
+    pub payload: &'a RawValue,
+    pub idempotency_key: Option<&'a str>,
+    pub received_at: String,
+}
+
+impl<'a> From<&'a Message> for MessageView<'a> {
+    fn from(m: &'a Message) -> Self {
+        MessageView {
+            id: m.id,
+            event_type: &m.event_type,
+            domain: m.domain.as_deref(),
+            payload: &m.payload,
+            idempotency_key: m.idempotency_key.as_deref(),
+            received_at: rfc3339(m.received_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeliveryView {
+    pub endpoint_id: EndpointId,
+    pub status: &'static str,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(d: &Delivery) -> Self {
+        DeliveryView {
+            endpoint_id: d.endpoint,
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            last_status_code: d.last_status_code,
+            last_error: d.last_error.clone(),
+            updated_at: rfc3339(d.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct AttemptView {
+    pub id: AttemptId,
+    pub endpoint_id: EndpointId,
+    pub attempt: u32,
+    pub at: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: u32,
+    pub response: String,
+    pub error: Option<String>,
+    pub outcome: &'static str,
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        AttemptView {
+            id: a.id,
+            endpoint_id: a.endpoint,
+            attempt: a.number,
+            at: rfc3339(a.at),
+            status_code: a.status_code,
+            latency_ms: a.latency_ms,
+            response: a.response.clone(),
+            error: a.error.clone(),
+            outcome: a.outcome.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct EventTypeView<'a> {
+    pub name: &'a str,
+    pub provider: &'a str,
+    pub description: &'a str,
+    pub sample: &'a RawValue,
+}
+
+impl<'a> From<&'a EventTypeDef> for EventTypeView<'a> {
+    fn from(d: &'a EventTypeDef) -> Self {
+        EventTypeView {
+            name: &d.name,
+            provider: &d.provider,
+            description: &d.description,
+            sample: &d.sample,
+        }
+    }
+}

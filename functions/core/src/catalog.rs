@@ -1,0 +1,275 @@
+//! The built-in event-type catalog: the provider webhook events Hookline accepts, each with
+//! a description and a sample payload, compiled in from `catalog.json`, plus the syntax
+//! rule every event type name must follow.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Longest event type name, in characters.
+const MAX_NAME_CHARS: usize = 128;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventTypeDef {
+    pub name: String,
+    pub provider: String,
+    pub description: String,
+    /// Kept as the exact JSON text from the catalog file, so it is served byte for byte.
+    pub sample: Box<RawValue>,
+}
+
+/// The on-disk shape. Kept apart from `EventTypeDef` so the public type stays
+/// serialize-only and the file format can change without touching callers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogEntry {
+    name: String,
+    provider: String,
+    description: String,
+    sample: Box<RawValue>,
+}
+
+static BUILTIN: LazyLock<Vec<EventTypeDef>> = LazyLock::new(|| {
+    // The file is compiled in and covered by the tests below, so a parse failure is a
+    // build defect rather than a runtime condition worth recovering from.
+    let entries: Vec<CatalogEntry> = serde_json::from_str(include_str!("../catalog.json"))
+        .expect("functions/core/catalog.json is not a valid event-type catalog");
+    entries
+        .into_iter()
+        .map(|e| EventTypeDef {
+            name: e.name,
+            provider: e.provider,
+            description: e.description,
+            sample: e.sample,
+        })
+        .collect()
+});
+
+static INDEX: LazyLock<HashMap<&'static str, &'static EventTypeDef>> = LazyLock::new(|| {
+    builtin()
+        .iter()
+        .map(|def| (def.name.as_str(), def))
+        .collect()
+});
+
+/// The built-in catalog, in file order, parsed on first use.
+pub fn builtin() -> &'static [EventTypeDef] {
+    &BUILTIN
+}
+
+/// Looks a name up in the built-in catalog.
+pub fn lookup(name: &str) -> Option<&'static EventTypeDef> {
+    INDEX.get(name).copied()
+}
+
+/// Checks an event type name's syntax: 1 to 128 characters, no control characters, no
+/// leading or trailing whitespace. The error is a message fit to show the caller.
+pub fn check_name_syntax(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("event type name must not be empty".to_string());
+    }
+    // Counted in characters, not bytes, so non-ASCII names get the same allowance.
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(format!(
+            "event type name is {chars} characters long; the limit is {MAX_NAME_CHARS}"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("event type name must not contain control characters".to_string());
+    }
+    // Inner spaces are legitimate (SendPulse uses "message sent"); outer ones only
+    // produce names that look identical but never match.
+    if name.trim() != name {
+        return Err(
+            "event type name must not be blank or start or end with whitespace".to_string(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    const PROVIDERS: [&str; 5] = ["mailgun", "paubox", "postal", "sendpulse", "mailivery"];
+
+    const EXPECTED: &[(&str, &[&str])] = &[
+        (
+            "mailgun",
+            &[
+                "accepted",
+                "delivered",
+                "opened",
+                "clicked",
+                "unsubscribed",
+                "complained",
+                "permanent_fail",
+                "temporary_fail",
+            ],
+        ),
+        (
+            "paubox",
+            &[
+                "api_mail_log_delivered",
+                "api_mail_log_temporary_failure",
+                "api_mail_log_permanent_failure",
+                "api_mail_log_opened",
+            ],
+        ),
+        (
+            "postal",
+            &[
+                "MessageSent",
+                "MessageDelayed",
+                "MessageDeliveryFailed",
+                "MessageHeld",
+                "MessageBounced",
+                "MessageLinkClicked",
+                "SendLimitApproaching",
+                "SendLimitExceeded",
+                "DomainDNSError",
+            ],
+        ),
+        (
+            "sendpulse",
+            &[
+                "message sent",
+                "delivery bounce",
+                "message open",
+                "message clicked",
+                "complaint",
+                "unsubscribe",
+                "whatsapp template sent",
+                "whatsapp template delivered",
+                "whatsapp template read",
+                "whatsapp inbox message received",
+                "whatsapp template bounce",
+                "mailing group subscribe",
+                "mailing group unsubscribe",
+                "contact adding",
+            ],
+        ),
+        (
+            "mailivery",
+            &[
+                "campaign.pending",
+                "campaign.created",
+                "campaign.updated",
+                "campaign.deleted",
+                "campaign.connection.problematic",
+            ],
+        ),
+    ];
+
+    #[test]
+    fn every_expected_name_is_present_under_its_provider() {
+        for (provider, names) in EXPECTED {
+            for name in *names {
+                let def = lookup(name).unwrap_or_else(|| panic!("{name:?} missing"));
+                assert_eq!(def.provider, *provider, "provider of {name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn catalog_holds_nothing_beyond_the_expected_names() {
+        let expected: HashSet<&str> = EXPECTED
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        for def in builtin() {
+            assert!(
+                expected.contains(def.name.as_str()),
+                "unexpected {:?}",
+                def.name
+            );
+        }
+        assert_eq!(builtin().len(), expected.len());
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut seen = HashSet::new();
+        for def in builtin() {
+            assert!(seen.insert(def.name.as_str()), "duplicate {:?}", def.name);
+        }
+    }
+
+    #[test]
+    fn entries_are_well_formed() {
+        for def in builtin() {
+            assert!(
+                check_name_syntax(&def.name).is_ok(),
+                "bad name {:?}",
+                def.name
+            );
+            assert!(
+                PROVIDERS.contains(&def.provider.as_str()),
+                "provider of {:?}",
+                def.name
+            );
+            assert!(
+                !def.description.trim().is_empty(),
+                "description of {:?}",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_sample_is_a_json_object() {
+        for def in builtin() {
+            let value: serde_json::Value = serde_json::from_str(def.sample.get()).unwrap();
+            assert!(
+                value.is_object(),
+                "sample of {:?} is not an object",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn samples_carry_no_doc_placeholders() {
+        // The SendPulse and Mailivery docs ship obfuscated addresses; samples must not.
+        for def in builtin() {
+            assert!(
+                !def.sample.get().contains("[email protected]"),
+                "placeholder in sample of {:?}",
+                def.name
+            );
+        }
+    }
+
+    #[test]
+    fn sendpulse_complaint_uses_ascii_name() {
+        let def = lookup("complaint").unwrap();
+        assert!(def.name.is_ascii());
+        let value: serde_json::Value = serde_json::from_str(def.sample.get()).unwrap();
+        assert_eq!(value["event"], "complaint");
+    }
+
+    #[test]
+    fn lookup_of_unknown_name_is_none() {
+        assert!(lookup("no.such.event").is_none());
+        assert!(lookup("").is_none());
+        // Names are case-sensitive: Postal's are CamelCase, the others are not.
+        assert!(lookup("messagesent").is_none());
+    }
+
+    #[test]
+    fn name_syntax() {
+        assert!(check_name_syntax("").is_err());
+        assert!(check_name_syntax(" x").is_err());
+        assert!(check_name_syntax("x ").is_err());
+        assert!(check_name_syntax("   ").is_err());
+        assert!(check_name_syntax(&"a".repeat(129)).is_err());
+        assert!(check_name_syntax("a\nb").is_err());
+        assert!(check_name_syntax(&"a".repeat(128)).is_ok());
+        assert!(check_name_syntax("campaign.connection.problematic").is_ok());
+        assert!(check_name_syntax("message sent").is_ok());
+    }
+}

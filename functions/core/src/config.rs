@@ -1,0 +1,47 @@
+//! Settings shared by every entrypoint. Each binary fills them from its environment;
+//! nothing here names a host, region or account.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::retry::RetrySchedule;
+use crate::urlpolicy::UrlPolicy;
+
+/// Largest accepted event payload (serialized JSON) by default: 256 KiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
+/// Most events in one publish request.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub url_policy: Arc<UrlPolicy>,
+    pub retry: RetrySchedule,
+    pub max_payload: usize,
+    /// Whole-request timeout of one delivery attempt.
+    pub request_timeout: Duration,
+    /// How long an idempotency key maps to its first message.
+    pub idempotency_ttl: Duration,
+    /// How long a rotated-out secret keeps signing.
+    pub secret_grace: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            url_policy: Arc::new(UrlPolicy::default()),
+            retry: RetrySchedule::default(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            request_timeout: Duration::from_secs(15),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            secret_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl CoreConfig {
+    /// How long a worker may hold a delivery before another may take it over: one request
+    /// plus a margin. Queue visibility timeouts must be longer than this.
+    pub fn lease(&self) -> Duration {
+        self.request_timeout + Duration::from_secs(15)
+    }
+}

@@ -1,0 +1,458 @@
+//! The embedded adapters of local mode: the storage and queue ports on one SQLite file.
+//! This module owns opening the file, its schema and the shared connection; `store` and
+//! `queue` hold the SQL of each port.
+
+mod queue;
+mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::{BackendContext, Error, Result};
+
+pub use queue::SqliteQueue;
+pub use store::SqliteStore;
+
+/// The schema this code writes, kept in SQLite's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection to the same file (a
+/// second process, or a backup tool) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Enough to keep every statement of both adapters prepared.
+const STATEMENT_CACHE: usize = 128;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    prefix      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant ON api_keys (tenant, created_at, id);
+CREATE TABLE IF NOT EXISTS settings (
+    name   TEXT PRIMARY KEY,
+    value  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS domains (
+    tenant      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS endpoints (
+    id               TEXT PRIMARY KEY,
+    tenant           TEXT NOT NULL,
+    url              TEXT NOT NULL,
+    description      TEXT NOT NULL,
+    event_types      TEXT,
+    domain           TEXT,
+    format           TEXT NOT NULL,
+    secrets          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    disabled_reason  TEXT,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS endpoints_by_tenant ON endpoints (tenant, created_at, id);
+CREATE TABLE IF NOT EXISTS messages (
+    id               TEXT PRIMARY KEY,
+    tenant           TEXT NOT NULL,
+    domain           TEXT,
+    event_type       TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    idempotency_key  TEXT,
+    received_at      INTEGER NOT NULL,
+    targets          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_tenant ON messages (tenant, id);
+CREATE INDEX IF NOT EXISTS messages_by_tenant_type ON messages (tenant, event_type, id);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    message           TEXT NOT NULL,
+    endpoint          TEXT NOT NULL,
+    tenant            TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    attempts          INTEGER NOT NULL,
+    next_attempt_at   INTEGER,
+    last_status_code  INTEGER,
+    last_error        TEXT,
+    lease_until       INTEGER,
+    updated_at        INTEGER NOT NULL,
+    PRIMARY KEY (message, endpoint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    id           TEXT PRIMARY KEY,
+    message      TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    tenant       TEXT NOT NULL,
+    number       INTEGER NOT NULL,
+    at           INTEGER NOT NULL,
+    status_code  INTEGER,
+    latency_ms   INTEGER NOT NULL,
+    response     TEXT NOT NULL,
+    error        TEXT,
+    outcome      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_message ON attempts (message, at, id);
+CREATE TABLE IF NOT EXISTS queue (
+    id             INTEGER PRIMARY KEY,
+    body           TEXT NOT NULL,
+    visible_at     INTEGER NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    -- 1 from a receive until its ack, release or dead-letter: tells a message whose
+    -- visibility timeout is running from one waiting out a delay.
+    in_flight      INTEGER NOT NULL DEFAULT 0,
+    sent_at        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue (visible_at, id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id             INTEGER PRIMARY KEY,
+    body           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    receive_count  INTEGER NOT NULL,
+    at             INTEGER NOT NULL
+);
+"#;
+
+/// Opens (creating if needed) the database file shared by the store and the queue.
+pub fn open(path: &Path) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+    let conn = Connection::open(path).context("open database")?;
+    // WAL lets readers (an operator's sqlite3 shell) run beside the writer; NORMAL sync is
+    // durable across process crashes, which is what local mode needs.
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .context("set journal mode")?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(%mode, "SQLite refused WAL mode; continuing with its journal mode");
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .context("set synchronous mode")?;
+    adapters(conn)
+}
+
+/// A private in-memory database, for tests: both adapters share its one connection.
+pub fn open_in_memory() -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+    adapters(Connection::open_in_memory().context("open database")?)
+}
+
+fn adapters(conn: Connection) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .context("set busy timeout")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    migrate(&conn)?;
+    let db = Db {
+        conn: Arc::new(Mutex::new(conn)),
+    };
+    Ok((
+        Arc::new(SqliteStore::new(db.clone())),
+        Arc::new(SqliteQueue::new(db)),
+    ))
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .context("read schema version")?;
+    if version > SCHEMA_VERSION {
+        // Refuse rather than risk misreading rows a newer release wrote.
+        return Err(Error::backend(
+            "open database",
+            format!(
+                "schema version {version} is newer than this build supports ({SCHEMA_VERSION})"
+            ),
+        ));
+    }
+    conn.execute_batch(SCHEMA).context("create schema")?;
+    if version < SCHEMA_VERSION {
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .context("write schema version")?;
+    }
+    Ok(())
+}
+
+/// The connection both adapters share. SQLite serialises writers anyway, so one connection
+/// behind a mutex costs little and keeps every transaction simple.
+#[derive(Clone)]
+pub(crate) struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Runs `f` on the blocking pool so SQLite's I/O never stalls the async workers.
+    pub(crate) fn call<T, F>(&self, context: &'static str, f: F) -> impl Future<Output = Result<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        async move {
+            let joined = tokio::task::spawn_blocking(move || {
+                // A panic while the lock was held unwound through any open transaction, whose
+                // drop rolled it back, so the connection is still consistent.
+                let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&mut conn)
+            })
+            .await;
+            match joined {
+                Ok(result) => result.context(context),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(Error::backend(context, e)),
+            }
+        }
+    }
+}
+
+/// Milliseconds of a duration, saturating instead of wrapping.
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract;
+    use crate::ids::{ApiKeyId, TenantId};
+    use crate::keys::PlainKey;
+    use crate::model::{ApiKeyRecord, Tenant};
+    use crate::ports::{Outgoing, PullQueue, Queue, Store, TenantStore};
+
+    fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hookline.db");
+        (dir, path)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_meets_the_contract() {
+        let (_dir, path) = temp_db();
+        let (store, _queue) = open(&path).expect("open");
+        contract::store_contract(store as Arc<dyn Store>).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_contract_can_run_twice_on_one_database() {
+        let (store, _queue) = open_in_memory().expect("open");
+        contract::store_contract(store.clone() as Arc<dyn Store>).await;
+        contract::store_contract(store as Arc<dyn Store>).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_meets_the_contract() {
+        let (_dir, path) = temp_db();
+        let (_store, queue) = open(&path).expect("open");
+        contract::queue_contract(queue.clone() as Arc<dyn PullQueue>).await;
+        assert_eq!(queue.depth().await.expect("depth"), 0);
+        assert_eq!(queue.dead_letter_count().await.expect("count"), 1);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let (_dir, path) = temp_db();
+        let tenant = Tenant {
+            id: TenantId::new(),
+            name: "Acme".into(),
+            created_at: 1_700_000_000_000,
+        };
+        let key = ApiKeyRecord {
+            id: ApiKeyId::new(),
+            tenant: tenant.id,
+            hash: PlainKey::generate_tenant().hash(),
+            prefix: "hk_abcde".into(),
+            created_at: tenant.created_at,
+            revoked_at: None,
+        };
+        {
+            let (store, queue) = open(&path).expect("open");
+            store.create_tenant(&tenant, &key).await.expect("create");
+            queue
+                .send(vec![Outgoing {
+                    body: "kept".into(),
+                    delay: Duration::ZERO,
+                }])
+                .await
+                .expect("send");
+        }
+        let (store, queue) = open(&path).expect("reopen");
+        assert_eq!(
+            store.get_tenant(tenant.id).await.expect("get"),
+            Some(tenant)
+        );
+        assert_eq!(
+            store.find_api_key(&key.hash).await.expect("find"),
+            Some(key)
+        );
+        let got = queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "kept");
+    }
+
+    #[tokio::test]
+    async fn reset_visibility_frees_in_flight_messages_only() {
+        let (_dir, path) = temp_db();
+        let (_store, queue) = open(&path).expect("open");
+        queue
+            .send(vec![
+                Outgoing {
+                    body: "in flight".into(),
+                    delay: Duration::ZERO,
+                },
+                Outgoing {
+                    body: "delayed".into(),
+                    delay: Duration::from_secs(600),
+                },
+            ])
+            .await
+            .expect("send");
+        let first = queue
+            .receive(10, Duration::from_secs(600))
+            .await
+            .expect("receive");
+        assert_eq!(first.len(), 1);
+        assert!(queue
+            .receive(10, Duration::from_secs(600))
+            .await
+            .expect("receive")
+            .is_empty());
+        drop(queue);
+
+        // As local mode does at startup: nothing can be mid-flight in a fresh process.
+        let (_store, queue) = open(&path).expect("reopen");
+        queue.reset_visibility().await.expect("reset");
+        let again = queue
+            .receive(10, Duration::from_secs(600))
+            .await
+            .expect("receive");
+        assert_eq!(again.len(), 1, "only the in-flight message is freed");
+        assert_eq!(again[0].body, "in flight");
+        assert_eq!(again[0].receive_count, 2);
+        assert_eq!(queue.depth().await.expect("depth"), 2);
+    }
+
+    #[tokio::test]
+    async fn clear_leases_frees_claimed_deliveries() {
+        use crate::ids::{EndpointId, MessageId};
+        use crate::model::Delivery;
+        use crate::ports::DeliveryStore;
+
+        let (store, _queue) = open_in_memory().expect("open");
+        let fresh = Delivery::fresh(MessageId::new(), EndpointId::new(), TenantId::new(), 1_000);
+        assert!(store
+            .claim_delivery(&fresh, 0, 1_000, 900_000)
+            .await
+            .expect("claim"));
+        assert!(!store
+            .claim_delivery(&fresh, 0, 2_000, 900_000)
+            .await
+            .expect("claim"));
+        store.clear_leases().await.expect("clear");
+        assert!(store
+            .claim_delivery(&fresh, 0, 2_000, 900_000)
+            .await
+            .expect("claim"));
+    }
+
+    #[tokio::test]
+    async fn messages_past_max_receives_are_dead_lettered() {
+        let (_store, queue) = open_in_memory().expect("open");
+        let queue = queue.with_max_receives(2);
+        queue
+            .send(vec![Outgoing {
+                body: "poison".into(),
+                delay: Duration::ZERO,
+            }])
+            .await
+            .expect("send");
+        for n in 1..=2 {
+            let got = queue.receive(1, Duration::ZERO).await.expect("receive");
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].receive_count, n);
+        }
+        assert!(queue
+            .receive(1, Duration::ZERO)
+            .await
+            .expect("receive")
+            .is_empty());
+        assert_eq!(queue.depth().await.expect("depth"), 0);
+        assert_eq!(
+            queue.list_dead_letters().await.expect("list"),
+            vec![("poison".to_string(), "max receives exceeded".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn send_clamps_delays_to_max_delay() {
+        let (_store, queue) = open_in_memory().expect("open");
+        assert_eq!(queue.max_delay(), Duration::from_secs(900));
+        let before = chrono::Utc::now().timestamp_millis();
+        queue
+            .send(vec![Outgoing {
+                body: "far".into(),
+                delay: Duration::from_secs(86_400),
+            }])
+            .await
+            .expect("send");
+        let visible_at = queue
+            .next_visible_at()
+            .await
+            .expect("next")
+            .expect("a message");
+        let after = chrono::Utc::now().timestamp_millis();
+        assert!(visible_at >= before + 900_000 && visible_at <= after + 900_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_ready_wakes_on_send() {
+        let (_store, queue) = open_in_memory().expect("open");
+        let waiter = {
+            let queue = Arc::clone(&queue);
+            tokio::spawn(async move { queue.wait_ready(Duration::from_secs(3_600)).await })
+        };
+        // Give the waiter time to start waiting; a send before that is also fine, since
+        // it then sees the message.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queue
+            .send(vec![Outgoing {
+                body: "wake".into(),
+                delay: Duration::ZERO,
+            }])
+            .await
+            .expect("send");
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("wait_ready returned after a send")
+            .expect("waiter");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_newer_schema() {
+        let (_dir, path) = temp_db();
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .expect("set version");
+        }
+        assert!(open(&path).is_err());
+    }
+}

@@ -1,0 +1,786 @@
+//! The storage ports on SQLite: tenants and keys, domains and endpoints, messages and
+//! idempotency keys, delivery state and attempts. Ids are stored as their text form (ULIDs
+//! sort by time as text), times as integer milliseconds, structured fields as JSON text.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::{duration_ms, Db};
+use crate::error::{Error, Result};
+use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
+use crate::keys::KeyHash;
+use crate::model::{
+    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
+    EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+};
+use crate::ports::{DeliveryStore, EndpointStore, MessageStore, TenantStore};
+
+/// The largest page `list_messages` returns, whatever the caller asks for.
+const MAX_PAGE: usize = 1000;
+
+const OPERATOR_KEY_SETTING: &str = "operator_key_hash";
+
+/// [`crate::ports::Store`] on the shared SQLite connection.
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    pub(crate) fn new(db: Db) -> Self {
+        SqliteStore { db }
+    }
+
+    /// Drops every delivery lease. Local mode calls this at startup: one process owns the
+    /// file, so a lease left in it belongs to a worker that no longer exists and would only
+    /// hold its delivery back until it expired.
+    pub async fn clear_leases(&self) -> Result<()> {
+        self.db
+            .call("clear delivery leases", |conn| {
+                conn.prepare_cached(
+                    "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
+                )?
+                .execute([])?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+// ---- row decoding ----------------------------------------------------------------------
+
+fn conversion_error(
+    idx: usize,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into())
+}
+
+/// A column holding the text form of a value (ids above all).
+fn parsed<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|e| conversion_error(idx, e))
+}
+
+fn json<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text).map_err(|e| conversion_error(idx, e))
+}
+
+fn json_opt<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| serde_json::from_str(&t).map_err(|e| conversion_error(idx, e)))
+        .transpose()
+}
+
+/// A column holding one of the `as_str` names of an enum.
+fn named<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| conversion_error(idx, format!("unknown value {text:?}")))
+}
+
+fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::backend(what, e))
+}
+
+const TENANT_COLUMNS: &str = "id, name, created_at";
+
+fn tenant_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: parsed(row, 0)?,
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+    })
+}
+
+const KEY_COLUMNS: &str = "id, tenant, hash, prefix, created_at, revoked_at";
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: parsed(row, 0)?,
+        tenant: parsed(row, 1)?,
+        hash: KeyHash::from_hex(row.get(2)?),
+        prefix: row.get(3)?,
+        created_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+    })
+}
+
+fn insert_key(conn: &Connection, key: &ApiKeyRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO api_keys (id, tenant, hash, prefix, created_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        key.id.to_string(),
+        key.tenant.to_string(),
+        key.hash.as_hex(),
+        key.prefix,
+        key.created_at,
+        key.revoked_at,
+    ])?;
+    Ok(())
+}
+
+const DOMAIN_COLUMNS: &str = "tenant, name, created_at";
+
+fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
+    Ok(Domain {
+        tenant: parsed(row, 0)?,
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+    })
+}
+
+const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
+     secrets, status, disabled_reason, created_at, updated_at";
+
+fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
+    Ok(Endpoint {
+        id: parsed(row, 0)?,
+        tenant: parsed(row, 1)?,
+        url: row.get(2)?,
+        description: row.get(3)?,
+        event_types: json_opt(row, 4)?,
+        domain: row.get(5)?,
+        format: named(row, 6, BodyFormat::parse)?,
+        secrets: json(row, 7)?,
+        status: named(row, 8, EndpointStatus::parse)?,
+        disabled_reason: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, tenant, domain, event_type, payload, idempotency_key, received_at, targets";
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let payload: String = row.get(4)?;
+    Ok(Message {
+        id: parsed(row, 0)?,
+        tenant: parsed(row, 1)?,
+        domain: row.get(2)?,
+        event_type: row.get(3)?,
+        payload: RawValue::from_string(payload).map_err(|e| conversion_error(4, e))?,
+        idempotency_key: row.get(5)?,
+        received_at: row.get(6)?,
+        targets: json(row, 7)?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str = "message, endpoint, tenant, status, attempts, next_attempt_at, \
+     last_status_code, last_error, lease_until, updated_at";
+
+fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        message: parsed(row, 0)?,
+        endpoint: parsed(row, 1)?,
+        tenant: parsed(row, 2)?,
+        status: named(row, 3, DeliveryStatus::parse)?,
+        attempts: row.get(4)?,
+        next_attempt_at: row.get(5)?,
+        last_status_code: row.get(6)?,
+        last_error: row.get(7)?,
+        lease_until: row.get(8)?,
+        updated_at: row.get(9)?,
+    })
+}
+
+/// Inserts a delivery row unless one exists for its (message, endpoint); returns whether
+/// it inserted.
+fn insert_delivery_if_absent(conn: &Connection, d: &Delivery) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (message, endpoint, tenant, status, attempts,
+                 next_attempt_at, last_status_code, last_error, lease_until, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (message, endpoint) DO NOTHING",
+        )?
+        .execute(params![
+            d.message.to_string(),
+            d.endpoint.to_string(),
+            d.tenant.to_string(),
+            d.status.as_str(),
+            d.attempts,
+            d.next_attempt_at,
+            d.last_status_code,
+            d.last_error,
+            d.lease_until,
+            d.updated_at,
+        ])?;
+    Ok(inserted == 1)
+}
+
+const ATTEMPT_COLUMNS: &str = "id, message, endpoint, tenant, number, at, status_code, \
+     latency_ms, response, error, outcome";
+
+fn attempt_row(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: parsed(row, 0)?,
+        message: parsed(row, 1)?,
+        endpoint: parsed(row, 2)?,
+        tenant: parsed(row, 3)?,
+        number: row.get(4)?,
+        at: row.get(5)?,
+        status_code: row.get(6)?,
+        latency_ms: row.get(7)?,
+        response: row.get(8)?,
+        error: row.get(9)?,
+        outcome: named(row, 10, AttemptOutcome::parse)?,
+    })
+}
+
+// ---- tenants and keys -----------------------------------------------------------------
+
+#[async_trait]
+impl TenantStore for SqliteStore {
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()> {
+        let tenant = tenant.clone();
+        let key = first_key.clone();
+        self.db
+            .call("create tenant", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(
+                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    tenant.id.to_string(),
+                    tenant.name,
+                    tenant.created_at
+                ])?;
+                insert_key(&tx, &key)?;
+                tx.commit()
+            })
+            .await
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.db
+            .call("get tenant", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
+                ))?
+                .query_row([id.to_string()], tenant_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let key = key.clone();
+        self.db
+            .call("insert api key", move |conn| insert_key(conn, &key))
+            .await
+    }
+
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
+        self.db
+            .call("list api keys", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = ?1 ORDER BY created_at, id"
+                ))?
+                .query_map([tenant.to_string()], key_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
+        self.db
+            .call("revoke api key", move |conn| {
+                // Matching an already revoked key still counts as a change, so this is true
+                // whenever the tenant has the key; the first revocation time is kept.
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3)
+                         WHERE tenant = ?1 AND id = ?2",
+                    )?
+                    .execute(params![tenant.to_string(), id.to_string(), at])?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .call("find api key", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+                ))?
+                .query_row([hash], key_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn operator_key_hash(&self) -> Result<Option<KeyHash>> {
+        self.db
+            .call("get operator key", |conn| {
+                conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
+                    .query_row([OPERATOR_KEY_SETTING], |row| {
+                        row.get(0).map(KeyHash::from_hex)
+                    })
+                    .optional()
+            })
+            .await
+    }
+
+    async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .call("init operator key", move |conn| {
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO NOTHING",
+                    )?
+                    .execute([OPERATOR_KEY_SETTING, hash.as_str()])?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+}
+
+// ---- domains and endpoints ------------------------------------------------------------
+
+#[async_trait]
+impl EndpointStore for SqliteStore {
+    async fn create_domain(&self, domain: &Domain) -> Result<()> {
+        let d = domain.clone();
+        let inserted = self
+            .db
+            .call("create domain", move |conn| {
+                let n = conn
+                    .prepare_cached(
+                        "INSERT INTO domains (tenant, name, created_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (tenant, name) DO NOTHING",
+                    )?
+                    .execute(params![d.tenant.to_string(), d.name, d.created_at])?;
+                Ok(n == 1)
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "domain_exists",
+                format!("domain {:?} already exists", domain.name),
+            ))
+        }
+    }
+
+    async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>> {
+        let name = name.to_owned();
+        self.db
+            .call("get domain", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant = ?1 AND name = ?2"
+                ))?
+                .query_row(params![tenant.to_string(), name], domain_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
+        self.db
+            .call("list domains", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant = ?1 ORDER BY name"
+                ))?
+                .query_map([tenant.to_string()], domain_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.db
+            .call("delete domain", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tenant = tenant.to_string();
+                let deleted = tx
+                    .prepare_cached("DELETE FROM domains WHERE tenant = ?1 AND name = ?2")?
+                    .execute(params![tenant, name])?;
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                tx.prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND domain = ?2")?
+                    .execute(params![tenant, name])?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        let e = endpoint.clone();
+        let event_types = e
+            .event_types
+            .as_ref()
+            .map(|types| to_json("encode endpoint event types", types))
+            .transpose()?;
+        let secrets = to_json("encode endpoint secrets", &e.secrets)?;
+        self.db
+            .call("put endpoint", move |conn| {
+                // The tenant guard on the update keeps a (never expected) id collision from
+                // moving an endpoint to another tenant.
+                conn.prepare_cached(&format!(
+                    "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (id) DO UPDATE SET
+                         url = excluded.url, description = excluded.description,
+                         event_types = excluded.event_types, domain = excluded.domain,
+                         format = excluded.format, secrets = excluded.secrets,
+                         status = excluded.status, disabled_reason = excluded.disabled_reason,
+                         created_at = excluded.created_at, updated_at = excluded.updated_at
+                     WHERE endpoints.tenant = excluded.tenant"
+                ))?
+                .execute(params![
+                    e.id.to_string(),
+                    e.tenant.to_string(),
+                    e.url,
+                    e.description,
+                    event_types,
+                    e.domain,
+                    e.format.as_str(),
+                    secrets,
+                    e.status.as_str(),
+                    e.disabled_reason,
+                    e.created_at,
+                    e.updated_at,
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
+        self.db
+            .call("get endpoint", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant = ?1 AND id = ?2"
+                ))?
+                .query_row([tenant.to_string(), id.to_string()], endpoint_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>> {
+        self.db
+            .call("list endpoints", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant = ?1
+                     ORDER BY created_at, id"
+                ))?
+                .query_map([tenant.to_string()], endpoint_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
+        self.db
+            .call("delete endpoint", move |conn| {
+                let deleted = conn
+                    .prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND id = ?2")?
+                    .execute([tenant.to_string(), id.to_string()])?;
+                Ok(deleted == 1)
+            })
+            .await
+    }
+}
+
+// ---- messages and idempotency keys ----------------------------------------------------
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert_message(&self, message: &Message) -> Result<Message> {
+        let m = message.clone();
+        let targets = to_json("encode message targets", &m.targets)?;
+        self.db
+            .call("insert message", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(&format!(
+                    "INSERT INTO messages ({MESSAGE_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (id) DO NOTHING"
+                ))?
+                .execute(params![
+                    m.id.to_string(),
+                    m.tenant.to_string(),
+                    m.domain,
+                    m.event_type,
+                    m.payload.get(),
+                    m.idempotency_key,
+                    m.received_at,
+                    targets,
+                ])?;
+                // Read back rather than echo the input: a retried publish must see the
+                // version that was stored first.
+                let stored = tx
+                    .prepare_cached(&format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+                    ))?
+                    .query_row([m.id.to_string()], message_row)?;
+                tx.commit()?;
+                Ok(stored)
+            })
+            .await
+    }
+
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
+        self.db
+            .call("get message", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND id = ?2"
+                ))?
+                .query_row([tenant.to_string(), id.to_string()], message_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let before = query.before.map(|id| id.to_string());
+        let event_type = query.event_type.clone();
+        self.db
+            .call("list messages", move |conn| {
+                // One statement per filter combination, so each uses its index range
+                // instead of a `?n IS NULL OR ...` that defeats it.
+                let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1");
+                sql.push_str(if before.is_some() {
+                    " AND id < ?2"
+                } else {
+                    " AND ?2 IS NULL"
+                });
+                sql.push_str(if event_type.is_some() {
+                    " AND event_type = ?3"
+                } else {
+                    " AND ?3 IS NULL"
+                });
+                sql.push_str(" ORDER BY id DESC LIMIT ?4");
+                // One row past the page tells whether another page follows.
+                let mut items = conn
+                    .prepare_cached(&sql)?
+                    .query_map(
+                        params![tenant.to_string(), before, event_type, limit + 1],
+                        message_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let more = items.len() > limit;
+                items.truncate(limit);
+                let next_cursor = if more {
+                    items.last().map(|m| m.id.to_string())
+                } else {
+                    None
+                };
+                Ok(Page { items, next_cursor })
+            })
+            .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        id: MessageId,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<MessageId>> {
+        let key = key.to_owned();
+        let expires_at = now.saturating_add(duration_ms(ttl));
+        self.db
+            .call("claim idempotency key", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tenant = tenant.to_string();
+                let bound: Option<MessageId> = tx
+                    .prepare_cached(
+                        "SELECT message FROM idempotency_keys
+                         WHERE tenant = ?1 AND key = ?2 AND expires_at > ?3",
+                    )?
+                    .query_row(params![tenant, key, now], |row| parsed(row, 0))
+                    .optional()?;
+                if bound.is_some() {
+                    return Ok(bound);
+                }
+                // No live binding: a missing or expired row is (re)bound to this message.
+                tx.prepare_cached(
+                    "INSERT INTO idempotency_keys (tenant, key, message, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (tenant, key) DO UPDATE SET
+                         message = excluded.message, expires_at = excluded.expires_at",
+                )?
+                .execute(params![tenant, key, id.to_string(), expires_at])?;
+                tx.commit()?;
+                Ok(None)
+            })
+            .await
+    }
+}
+
+// ---- deliveries and attempts ----------------------------------------------------------
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn get_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+    ) -> Result<Option<Delivery>> {
+        self.db
+            .call("get delivery", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message = ?1 AND endpoint = ?2"
+                ))?
+                .query_row([message.to_string(), endpoint.to_string()], delivery_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>> {
+        self.db
+            .call("list deliveries", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message = ?1 ORDER BY endpoint"
+                ))?
+                .query_map([message.to_string()], delivery_row)?
+                .collect()
+            })
+            .await
+    }
+
+    async fn claim_delivery(
+        &self,
+        fresh: &Delivery,
+        expected_attempts: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<bool> {
+        let row = Delivery {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            lease_until: Some(lease_until),
+            ..fresh.clone()
+        };
+        self.db
+            .call("claim delivery", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // A target without a record is pending with no attempts: creating the
+                // record with the lease is the claim.
+                if expected_attempts == 0 && insert_delivery_if_absent(&tx, &row)? {
+                    tx.commit()?;
+                    return Ok(true);
+                }
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE deliveries SET lease_until = ?3
+                         WHERE message = ?1 AND endpoint = ?2
+                           AND status = 'pending' AND attempts = ?4
+                           AND (lease_until IS NULL OR lease_until <= ?5)",
+                    )?
+                    .execute(params![
+                        row.message.to_string(),
+                        row.endpoint.to_string(),
+                        lease_until,
+                        expected_attempts,
+                        now,
+                    ])?;
+                tx.commit()?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+        attempt: Option<&Attempt>,
+    ) -> Result<bool> {
+        let d = delivery.clone();
+        let attempt = attempt.cloned();
+        self.db
+            .call("record attempt", move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let updated =
+                    tx.prepare_cached(
+                        "UPDATE deliveries SET
+                             tenant = ?3, status = ?4, attempts = ?5, next_attempt_at = ?6,
+                             last_status_code = ?7, last_error = ?8, lease_until = ?9,
+                             updated_at = ?10
+                         WHERE message = ?1 AND endpoint = ?2 AND attempts = ?11",
+                    )?
+                    .execute(params![
+                        d.message.to_string(),
+                        d.endpoint.to_string(),
+                        d.tenant.to_string(),
+                        d.status.as_str(),
+                        d.attempts,
+                        d.next_attempt_at,
+                        d.last_status_code,
+                        d.last_error,
+                        d.lease_until,
+                        d.updated_at,
+                        expected_attempts,
+                    ])? == 1;
+                // A delivery settled before any claim (its endpoint was deleted or
+                // disabled) has no record yet.
+                let written =
+                    updated || (expected_attempts == 0 && insert_delivery_if_absent(&tx, &d)?);
+                if !written {
+                    return Ok(false);
+                }
+                if let Some(a) = attempt {
+                    tx.prepare_cached(&format!(
+                        "INSERT INTO attempts ({ATTEMPT_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    ))?
+                    .execute(params![
+                        a.id.to_string(),
+                        a.message.to_string(),
+                        a.endpoint.to_string(),
+                        a.tenant.to_string(),
+                        a.number,
+                        a.at,
+                        a.status_code,
+                        a.latency_ms,
+                        a.response,
+                        a.error,
+                        a.outcome.as_str(),
+                    ])?;
+                }
+                tx.commit()?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
+        self.db
+            .call("list attempts", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {ATTEMPT_COLUMNS} FROM attempts
+                     WHERE message = ?1 AND tenant = ?2 ORDER BY at, id"
+                ))?
+                .query_map([message.to_string(), tenant.to_string()], attempt_row)?
+                .collect()
+            })
+            .await
+    }
+}

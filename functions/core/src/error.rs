@@ -1,0 +1,93 @@
+//! The one error type of the domain. HTTP adapters map it to a status and a JSON body;
+//! queue adapters map it to "redeliver" or "dead-letter".
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a rule; nothing was stored.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// The named resource does not exist for this caller (another tenant's ids included).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The resource already exists or the change conflicts with current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// Missing, malformed, unknown or revoked credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Valid credentials without the right to do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A payload or request over its size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A fault of a dependency (storage, queue); retryable, never shown to callers in detail.
+    #[error("{context}: {source}")]
+    Backend {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(code: &'static str, message: impl fmt::Display) -> Self {
+        Error::Invalid {
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl fmt::Display) -> Self {
+        Error::Conflict {
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    pub fn backend(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Backend {
+            context,
+            source: source.into(),
+        }
+    }
+
+    /// True for faults that may go away on a later try.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Backend { .. })
+    }
+
+    /// The machine-readable code of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid { code, .. } | Error::Conflict { code, .. } => code,
+            Error::NotFound(_) => "not_found",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::TooLarge(_) => "payload_too_large",
+            Error::Backend { .. } => "internal_error",
+        }
+    }
+}
+
+/// Adds context to a dependency's error, turning it into [`Error::Backend`].
+pub trait BackendContext<T> {
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T, E> BackendContext<T> for std::result::Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|e| Error::backend(context, e))
+    }
+}

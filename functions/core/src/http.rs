@@ -1,0 +1,232 @@
+//! The HTTP edge shared by the api and ingest routers: their state, error bodies
+//! (`{"error": {"code", "message"}}`), JSON bodies read with a size cap, and callers
+//! identified by their API key.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::config::CoreConfig;
+use crate::envelope::json_error;
+use crate::error::Error;
+use crate::ids::{ApiKeyId, TenantId};
+use crate::keys::KeyHash;
+use crate::model::Millis;
+use crate::ports::{SharedClock, SharedQueue, SharedStore};
+
+/// Largest request body read (API Gateway's own limit is 10 MB; Lambda's 6 MB).
+pub const MAX_BODY: usize = 6 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub queue: SharedQueue,
+    pub clock: SharedClock,
+    pub config: Arc<CoreConfig>,
+    /// Hash of the operator key; `None` disables operator routes.
+    pub operator_key: Option<KeyHash>,
+}
+
+/// An [`Error`] on its way out as an HTTP response.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match &self.0 {
+            Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Backend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self.0 {
+            Error::Backend { .. } => {
+                tracing::error!(error = %self.0, "request failed");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let body = json!({"error": {"code": self.0.code(), "message": message}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A JSON request body, read up to [`MAX_BODY`] and parsed with errors in our format.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = RawBody::from_request(req, state).await?.0;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError(json_error(e)))
+    }
+}
+
+/// A request body as bytes, after the media type and size checks.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError(Error::invalid(
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                )));
+            }
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| {
+                ApiError(Error::TooLarge(format!(
+                    "request body is over {MAX_BODY} bytes"
+                )))
+            })?;
+        Ok(RawBody(bytes))
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    Tenant { tenant: TenantId, key: ApiKeyId },
+}
+
+impl Caller {
+    /// The tenant whose data this caller works on; the operator has none.
+    pub fn tenant(&self) -> Result<TenantId, ApiError> {
+        match self {
+            Caller::Tenant { tenant, .. } => Ok(*tenant),
+            Caller::Operator => Err(ApiError(Error::Forbidden(
+                "this route needs a tenant API key, not the operator key",
+            ))),
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Tenant { .. } => Err(ApiError(Error::Forbidden(
+                "this route needs the operator key",
+            ))),
+        }
+    }
+
+    /// The operator may act on any tenant; a tenant only on itself. Another tenant's id
+    /// is "not found", never "forbidden", so ids cannot be probed.
+    pub fn may_act_on(&self, tenant: TenantId) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Tenant { tenant: own, .. } if *own == tenant => Ok(()),
+            Caller::Tenant { .. } => Err(ApiError(Error::NotFound("tenant"))),
+        }
+    }
+}
+
+/// Finds the caller of a key: the operator, or the tenant owning a live API key.
+pub async fn identify(state: &AppState, key: &str) -> Result<Caller, Error> {
+    let hash = KeyHash::of(key);
+    if state.operator_key.as_ref() == Some(&hash) {
+        return Ok(Caller::Operator);
+    }
+    match state.store.find_api_key(&hash).await? {
+        Some(record) if record.revoked_at.is_none() => Ok(Caller::Tenant {
+            tenant: record.tenant,
+            key: record.id,
+        }),
+        _ => Err(Error::Unauthorized("invalid or revoked API key")),
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or(ApiError(Error::Unauthorized(
+                "missing Authorization header",
+            )))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                let (scheme, rest) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError(Error::Unauthorized(
+                "expected Authorization: Bearer <key>",
+            )))?;
+        Ok(identify(&state, key).await?)
+    }
+}
+
+/// JSON 404 for unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError(Error::NotFound("route"))
+}
+
+/// JSON 405 for known routes with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    let body = json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// Formats a timestamp as RFC 3339 with milliseconds, in UTC.
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An empty 204 response.
+pub fn no_content() -> Response {
+    (StatusCode::NO_CONTENT, Body::empty()).into_response()
+}

@@ -1,0 +1,25 @@
+//! Hookline's core: the domain model, the rules (signing, retries, URL policy, validation),
+//! the ports to storage and queue, and the embedded adapters for local mode. The api,
+//! ingest and deliver crates and the local binary are thin layers over this crate.
+
+pub mod catalog;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod model;
+pub mod ports;
+pub mod retry;
+pub mod signing;
+pub mod task;
+pub mod urlpolicy;
+
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+#[cfg(feature = "http-api")]
+pub mod http;
+
+pub use error::{Error, Result};

@@ -1,0 +1,265 @@
+//! The records Hookline keeps: tenants, keys, domains, endpoints, messages, deliveries and
+//! attempts. Times are milliseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
+use crate::keys::KeyHash;
+use crate::signing::EndpointSecrets;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// A tenant's API key as stored: only its hash and a short prefix to recognise it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub tenant: TenantId,
+    pub hash: KeyHash,
+    pub prefix: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    pub tenant: TenantId,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointStatus {
+    Active,
+    Disabled,
+}
+
+impl EndpointStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointStatus::Active => "active",
+            EndpointStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(EndpointStatus::Active),
+            "disabled" => Some(EndpointStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// How a message's payload is put in the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// The payload exactly as published.
+    #[default]
+    Raw,
+}
+
+impl BodyFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFormat::Raw => "raw",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "raw" => Some(BodyFormat::Raw),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: EndpointId,
+    pub tenant: TenantId,
+    pub url: String,
+    pub description: String,
+    /// `None` subscribes to every event type.
+    pub event_types: Option<Vec<String>>,
+    /// `None` is organisation-wide: events of every domain of the tenant.
+    pub domain: Option<String>,
+    pub format: BodyFormat,
+    pub secrets: EndpointSecrets,
+    pub status: EndpointStatus,
+    pub disabled_reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+impl Endpoint {
+    /// Whether a message of this type and domain goes to this endpoint.
+    pub fn subscribes_to(&self, event_type: &str, domain: Option<&str>) -> bool {
+        self.status == EndpointStatus::Active
+            && self
+                .event_types
+                .as_ref()
+                .is_none_or(|types| types.iter().any(|t| t == event_type))
+            && match &self.domain {
+                None => true,
+                Some(scope) => domain == Some(scope.as_str()),
+            }
+    }
+}
+
+/// One published event, with the endpoints it fans out to (fixed when it is first processed).
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: MessageId,
+    pub tenant: TenantId,
+    pub domain: Option<String>,
+    pub event_type: String,
+    pub payload: Box<RawValue>,
+    pub idempotency_key: Option<String>,
+    pub received_at: Millis,
+    pub targets: Vec<EndpointId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != DeliveryStatus::Pending
+    }
+}
+
+/// The state of one (message, endpoint) pair. A target without a record is pending with
+/// no attempt made yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message: MessageId,
+    pub endpoint: EndpointId,
+    pub tenant: TenantId,
+    pub status: DeliveryStatus,
+    /// Attempts completed and recorded.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Millis>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    /// A worker holds the right to make attempt `attempts + 1` until then.
+    pub lease_until: Option<Millis>,
+    pub updated_at: Millis,
+}
+
+impl Delivery {
+    /// The state of a target before its first attempt.
+    pub fn fresh(message: MessageId, endpoint: EndpointId, tenant: TenantId, now: Millis) -> Self {
+        Delivery {
+            message,
+            endpoint,
+            tenant,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            last_status_code: None,
+            last_error: None,
+            lease_until: None,
+            updated_at: now,
+        }
+    }
+}
+
+/// How one HTTP try ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// 2xx.
+    Succeeded,
+    /// Failed and will be tried again.
+    Retrying,
+    /// Failed and will not be tried again (406/410, or the schedule is exhausted).
+    Failed,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retrying => "retrying",
+            AttemptOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "succeeded" => Some(AttemptOutcome::Succeeded),
+            "retrying" => Some(AttemptOutcome::Retrying),
+            "failed" => Some(AttemptOutcome::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One HTTP try of one message to one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub message: MessageId,
+    pub endpoint: EndpointId,
+    pub tenant: TenantId,
+    /// 1 for the first try.
+    pub number: u32,
+    pub at: Millis,
+    pub status_code: Option<u16>,
+    pub latency_ms: u32,
+    /// The start of the response body, capped.
+    pub response: String,
+    /// Why no status was received (timeout, connect, blocked, …).
+    pub error: Option<String>,
+    pub outcome: AttemptOutcome,
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back as the cursor to get the next page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for the message log.
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    /// Return messages older than this one.
+    pub before: Option<MessageId>,
+    pub limit: usize,
+    pub event_type: Option<String>,
+}

@@ -1,0 +1,164 @@
+//! The ports: what the domain needs from storage, the queue and the clock. Local mode
+//! implements them on SQLite; the Lambda functions on DynamoDB and SQS. One contract test
+//! suite runs against every implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
+use crate::keys::KeyHash;
+use crate::model::{
+    ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, MessageQuery, Millis, Page, Tenant,
+};
+
+/// Tenants, their API keys and the operator key.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    /// Creates a tenant with its first key.
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()>;
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
+    /// All keys of a tenant, revoked ones included, oldest first.
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>>;
+    /// Marks a key revoked; false if the tenant has no such key.
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool>;
+    async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>>;
+    async fn operator_key_hash(&self) -> Result<Option<KeyHash>>;
+    /// Stores the operator key's hash unless one is stored; returns whether it stored it.
+    async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool>;
+}
+
+/// Domains and endpoints: what decides where a message goes.
+#[async_trait]
+pub trait EndpointStore: Send + Sync {
+    /// Fails with a conflict if the tenant already has the domain.
+    async fn create_domain(&self, domain: &Domain) -> Result<()>;
+    async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>>;
+    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>>;
+    /// Deletes the domain and the endpoints scoped to it; false if there was none.
+    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool>;
+    /// Inserts or replaces an endpoint.
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>>;
+    /// All endpoints of a tenant, oldest first.
+    async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>>;
+    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool>;
+}
+
+/// Messages and idempotency keys.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores the message unless one with its id exists; returns what is stored.
+    async fn insert_message(&self, message: &Message) -> Result<Message>;
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
+    /// The tenant's messages, newest first.
+    async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>>;
+    /// Binds an idempotency key to a message id for `ttl`. Returns the id already bound to
+    /// the key if there is a live binding, else binds `id` and returns `None`.
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        id: MessageId,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<MessageId>>;
+}
+
+/// Delivery state and the attempt log.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    async fn get_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+    ) -> Result<Option<Delivery>>;
+    async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>>;
+    /// Takes the right to make attempt `expected_attempts + 1`: succeeds only if the delivery
+    /// is pending with exactly that many recorded attempts (or has no record and
+    /// `expected_attempts` is 0) and no other lease is live at `now`.
+    async fn claim_delivery(
+        &self,
+        fresh: &Delivery,
+        expected_attempts: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<bool>;
+    /// Writes the delivery's new state and the attempt, if the delivery still has
+    /// `expected_attempts` recorded attempts; returns whether it wrote. The attempt is
+    /// `None` when the delivery settles without a request (endpoint deleted or disabled).
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+        attempt: Option<&Attempt>,
+    ) -> Result<bool>;
+    /// The attempts of one message, oldest first.
+    async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>>;
+}
+
+/// Everything storage offers; what the routers and workers hold.
+pub trait Store: TenantStore + EndpointStore + MessageStore + DeliveryStore {}
+
+impl<T: TenantStore + EndpointStore + MessageStore + DeliveryStore> Store for T {}
+
+/// One message to put on the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    /// Hidden from receivers until then; capped at [`Queue::max_delay`].
+    pub delay: Duration,
+}
+
+/// Sending side of the queue (all the Lambda functions need).
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends all messages or fails; a failure may have sent some (at-least-once).
+    async fn send(&self, messages: Vec<Outgoing>) -> Result<()>;
+    /// The longest delay the queue supports (SQS: 15 minutes).
+    fn max_delay(&self) -> Duration;
+}
+
+/// A message taken from the queue, invisible to others until acked or its visibility ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub body: String,
+    pub receipt: String,
+    /// How many times it has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// Receiving side, used by the local worker (the SQS event source does this on AWS).
+#[async_trait]
+pub trait PullQueue: Queue {
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Received>>;
+    /// Deletes handled messages.
+    async fn ack(&self, receipts: &[String]) -> Result<()>;
+    /// Makes a received message visible again after `delay`.
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<()>;
+    /// Moves a message that can never be handled to the dead-letter queue.
+    async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<()>;
+    /// Waits until a message may be ready, or at most `max`.
+    async fn wait_ready(&self, max: Duration);
+}
+
+/// The time, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+pub type SharedStore = Arc<dyn Store>;
+pub type SharedQueue = Arc<dyn Queue>;
+pub type SharedClock = Arc<dyn Clock>;

@@ -1,0 +1,239 @@
+//! What travels on the events queue: an event to fan out (from ingest, or written straight
+//! to the queue by a producer), or a wake-up for one (message, endpoint) delivery.
+//! Payloads are carried as raw JSON so they reach receivers byte for byte.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::ids::{EndpointId, MessageId, TenantId};
+use crate::model::Millis;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Event,
+    Attempt,
+}
+
+/// A published event waiting to be stored and fanned out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTask {
+    kind: Kind,
+    pub id: MessageId,
+    pub tenant: TenantId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub payload: Box<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub received_at: Millis,
+    /// Ingest has bound the idempotency key already; a direct producer's key is bound by
+    /// the worker.
+    #[serde(default)]
+    pub key_claimed: bool,
+}
+
+/// "Make attempt `expect + 1` of this delivery, not before `not_before`."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptTask {
+    kind: Kind,
+    pub message: MessageId,
+    pub endpoint: EndpointId,
+    pub tenant: TenantId,
+    pub expect: u32,
+    pub not_before: Millis,
+}
+
+/// The envelope a producer may write straight to the queue: the HTTP envelope plus its
+/// tenant, since there is no API key to tell it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProducerEnvelope {
+    tenant: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    payload: Box<RawValue>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Task {
+    Event(EventTask),
+    Attempt(AttemptTask),
+}
+
+/// Where a queue message came from, for producer envelopes that carry no id of their own.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// A message id stable across redeliveries of the same queue message.
+    pub message_id: MessageId,
+    pub received_at: Millis,
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    kind: Option<Kind>,
+}
+
+impl EventTask {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: MessageId,
+        tenant: TenantId,
+        event_type: String,
+        payload: Box<RawValue>,
+        domain: Option<String>,
+        idempotency_key: Option<String>,
+        received_at: Millis,
+        key_claimed: bool,
+    ) -> Self {
+        EventTask {
+            kind: Kind::Event,
+            id,
+            tenant,
+            event_type,
+            payload,
+            domain,
+            idempotency_key,
+            received_at,
+            key_claimed,
+        }
+    }
+}
+
+impl AttemptTask {
+    pub fn new(
+        message: MessageId,
+        endpoint: EndpointId,
+        tenant: TenantId,
+        expect: u32,
+        not_before: Millis,
+    ) -> Self {
+        AttemptTask {
+            kind: Kind::Attempt,
+            message,
+            endpoint,
+            tenant,
+            expect,
+            not_before,
+        }
+    }
+}
+
+impl Task {
+    pub fn to_body(&self) -> String {
+        let json = match self {
+            Task::Event(t) => serde_json::to_string(t),
+            Task::Attempt(t) => serde_json::to_string(t),
+        };
+        json.expect("tasks always serialize")
+    }
+
+    /// Parses a queue message body. A body without `kind` is a producer's envelope.
+    pub fn parse(body: &str, origin: Origin) -> Result<Task, String> {
+        let probe: Probe =
+            serde_json::from_str(body).map_err(|e| format!("not a JSON object: {e}"))?;
+        match probe.kind {
+            Some(Kind::Event) => serde_json::from_str(body)
+                .map(Task::Event)
+                .map_err(|e| format!("malformed event task: {e}")),
+            Some(Kind::Attempt) => serde_json::from_str(body)
+                .map(Task::Attempt)
+                .map_err(|e| format!("malformed attempt task: {e}")),
+            None => {
+                let env: ProducerEnvelope = serde_json::from_str(body)
+                    .map_err(|e| format!("malformed event envelope: {e}"))?;
+                let tenant = TenantId::parse(&env.tenant)
+                    .ok_or_else(|| format!("unknown tenant {:?}", env.tenant))?;
+                Ok(Task::Event(EventTask::new(
+                    origin.message_id,
+                    tenant,
+                    env.event_type,
+                    env.payload,
+                    env.domain,
+                    env.idempotency_key,
+                    origin.received_at,
+                    false,
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            message_id: MessageId::new(),
+            received_at: 42,
+        }
+    }
+
+    #[test]
+    fn tasks_round_trip_with_the_payload_intact() {
+        let payload = RawValue::from_string(r#"{"z": 1,"a":2}"#.into()).unwrap();
+        let t = EventTask::new(
+            MessageId::new(),
+            TenantId::new(),
+            "delivered".into(),
+            payload,
+            Some("mg.example.com".into()),
+            None,
+            7,
+            true,
+        );
+        let Task::Event(back) = Task::parse(&Task::Event(t.clone()).to_body(), origin()).unwrap()
+        else {
+            panic!("expected an event task");
+        };
+        assert_eq!(back.id, t.id);
+        assert_eq!(back.payload.get(), r#"{"z": 1,"a":2}"#);
+        assert!(back.key_claimed);
+
+        let a = AttemptTask::new(MessageId::new(), EndpointId::new(), TenantId::new(), 3, 99);
+        let Task::Attempt(back) =
+            Task::parse(&Task::Attempt(a.clone()).to_body(), origin()).unwrap()
+        else {
+            panic!("expected an attempt task");
+        };
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn producer_envelopes_take_their_id_from_the_origin() {
+        let tenant = TenantId::new();
+        let o = origin();
+        let body = format!(r#"{{"tenant":"{tenant}","type":"opened","payload":{{"a":1}}}}"#);
+        let Task::Event(t) = Task::parse(&body, o).unwrap() else {
+            panic!("expected an event task");
+        };
+        assert_eq!(t.id, o.message_id);
+        assert_eq!(t.tenant, tenant);
+        assert_eq!(t.received_at, 42);
+        assert!(!t.key_claimed);
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_a_reason() {
+        for body in [
+            "not json",
+            "[]",
+            r#"{"type":"opened","payload":{}}"#,
+            r#"{"tenant":"nobody","type":"opened","payload":{}}"#,
+            r#"{"kind":"attempt","message":"x"}"#,
+            r#"{"kind":"teleport"}"#,
+        ] {
+            assert!(Task::parse(body, origin()).is_err(), "{body}");
+        }
+    }
+}

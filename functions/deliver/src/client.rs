@@ -1,0 +1,162 @@
+//! The outbound HTTP client: rustls with TLS 1.2 or later, no redirects, no proxies, a
+//! whole-request timeout, the URL policy checked before every request and on every DNS
+//! answer, and response bodies read only up to a cap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hookline_core::retry::parse_retry_after;
+use hookline_core::urlpolicy::{HostResolver, PolicyResolver, ResolveError, UrlPolicy};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// Most of a response body read; the rest is dropped with the connection.
+pub const MAX_RESPONSE_READ: usize = 64 * 1024;
+/// Most of a response body kept in the attempt log.
+pub const MAX_EXCERPT: usize = 1024;
+
+/// What one request got back.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: Option<u16>,
+    pub latency: Duration,
+    /// The start of the body, lossily decoded.
+    pub excerpt: String,
+    /// Set when no status was received: `blocked`, `timeout`, `connect`, `tls`, `body`,
+    /// `request`.
+    pub error: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    policy: Arc<UrlPolicy>,
+}
+
+pub struct SenderOptions {
+    pub policy: Arc<UrlPolicy>,
+    pub resolver: Arc<dyn HostResolver>,
+    pub timeout: Duration,
+    /// Extra roots to trust (test CAs); the system's roots are always trusted.
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl Sender {
+    pub fn new(opts: SenderOptions) -> Result<Self, reqwest::Error> {
+        let resolver = PolicyResolver::new(opts.policy.clone(), opts.resolver);
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(resolver))
+            .timeout(opts.timeout)
+            .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        for cert in opts.extra_roots {
+            builder = builder.add_root_certificate(cert);
+        }
+        Ok(Sender {
+            client: builder.build()?,
+            policy: opts.policy,
+        })
+    }
+
+    /// POSTs `body` to `url`. Never fails: every outcome is described in the response.
+    pub async fn post(&self, url: &str, headers: HeaderMap, body: Vec<u8>) -> Response {
+        let started = Instant::now();
+        let failed = |kind: &str, detail: String| Response {
+            status: None,
+            latency: started.elapsed(),
+            excerpt: truncate(detail.as_bytes()),
+            error: Some(kind.to_string()),
+            retry_after: None,
+        };
+        if let Err(e) = self.policy.check_url(url) {
+            return failed("blocked", e.to_string());
+        }
+        let sent = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return failed(kind_of(&e), describe(&e)),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let mut read = Vec::new();
+        let mut body_error = None;
+        while read.len() < MAX_RESPONSE_READ {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_RESPONSE_READ - read.len();
+                    read.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    body_error = Some(kind_of(&e).to_string());
+                    break;
+                }
+            }
+        }
+        Response {
+            status: Some(status),
+            latency: started.elapsed(),
+            excerpt: truncate(&read),
+            // A status was received; a body cut short is noted but does not undo it.
+            error: body_error.map(|k| format!("body_{k}")),
+            retry_after,
+        }
+    }
+}
+
+fn truncate(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(MAX_EXCERPT)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+fn blocked_by_policy(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(ResolveError::Blocked(_)) = s.downcast_ref::<ResolveError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn kind_of(e: &reqwest::Error) -> &'static str {
+    if blocked_by_policy(e) {
+        "blocked"
+    } else if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+/// The error with its causes, which reqwest keeps in the source chain.
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,405 @@
+//! Delivery: turns queue messages into signed HTTP requests. An event task stores the
+//! message and fans it out; each (message, endpoint) pair then has its own attempts and
+//! retry clock, carried by attempt tasks. The same handler runs in the deliver Lambda
+//! function (SQS trigger) and in local mode's worker.
+//!
+//! Exactly-once is not possible over HTTP; this is how close it gets. Before each request
+//! the worker takes a lease on the delivery, conditional on the number of attempts it has
+//! seen, so two copies of a task cannot both send. A retry's task is queued before the
+//! attempt's result is recorded, so a worker dying between the two loses nothing. The one
+//! window for a duplicate is a worker dying after the receiver answered and before the
+//! result was recorded: the task comes back and the request is sent again.
+
+pub mod client;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use hookline_core::config::CoreConfig;
+use hookline_core::ids::{AttemptId, EndpointId};
+use hookline_core::model::{
+    Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Endpoint, EndpointStatus,
+    Message, Millis,
+};
+use hookline_core::ports::{Outgoing, SharedClock, SharedQueue, SharedStore};
+use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
+use hookline_core::{Error, Result};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+
+pub use client::{Sender, SenderOptions};
+
+/// What to do with a queue message after handling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled; delete it.
+    Done,
+    /// Try it again after about this long (a dependency failed, or a delivery is leased
+    /// by another worker).
+    Retry(Duration),
+    /// It can never be handled; move it to the dead-letter queue.
+    DeadLetter(String),
+}
+
+/// Where one (message, endpoint) pair stands after a step.
+enum Step {
+    Settled,
+    Busy(Duration),
+}
+
+/// Wait before handling a task again after a storage or queue fault.
+const FAULT_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Deliverer {
+    store: SharedStore,
+    queue: SharedQueue,
+    clock: SharedClock,
+    config: Arc<CoreConfig>,
+    sender: Sender,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: SharedStore,
+        queue: SharedQueue,
+        clock: SharedClock,
+        config: Arc<CoreConfig>,
+        sender: Sender,
+    ) -> Self {
+        Deliverer {
+            store,
+            queue,
+            clock,
+            config,
+            sender,
+        }
+    }
+
+    /// Handles one queue message.
+    pub async fn handle(&self, body: &str, origin: Origin) -> Disposition {
+        let task = match Task::parse(body, origin) {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!(%reason, "malformed queue message");
+                return Disposition::DeadLetter(reason);
+            }
+        };
+        let result = match task {
+            Task::Event(t) => self.handle_event(t).await,
+            Task::Attempt(t) => self.handle_attempt(t).await,
+        };
+        match result {
+            Ok(Step::Settled) => Disposition::Done,
+            Ok(Step::Busy(wait)) => Disposition::Retry(wait),
+            Err(Error::Backend { context, source }) => {
+                tracing::error!(%context, error = %source, "delivery step failed; will retry");
+                Disposition::Retry(FAULT_BACKOFF)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "event refused");
+                Disposition::DeadLetter(e.to_string())
+            }
+        }
+    }
+
+    async fn handle_event(&self, task: EventTask) -> Result<Step> {
+        let message = match self.store.get_message(task.tenant, task.id).await? {
+            Some(stored) => stored,
+            None => match self.admit(task).await? {
+                Some(message) => self.store.insert_message(&message).await?,
+                None => return Ok(Step::Settled),
+            },
+        };
+        let initial = self.config.retry.initial_delay();
+        if !initial.is_zero() {
+            let not_before = message.received_at + initial.as_millis() as Millis;
+            let tasks = message
+                .targets
+                .iter()
+                .map(|ep| AttemptTask::new(message.id, *ep, message.tenant, 0, not_before))
+                .collect();
+            self.enqueue(tasks).await?;
+            return Ok(Step::Settled);
+        }
+        let steps = join_all(message.targets.iter().map(|ep| self.step(&message, *ep, 0))).await;
+        merge(steps)
+    }
+
+    /// Checks an event the worker sees first (a producer wrote it to the queue) and builds
+    /// its message with the endpoints it goes to. `None`: a duplicate to drop.
+    async fn admit(&self, task: EventTask) -> Result<Option<Message>> {
+        if self.store.get_tenant(task.tenant).await?.is_none() {
+            return Err(Error::invalid(
+                "unknown_tenant",
+                format!("unknown tenant {}", task.tenant),
+            ));
+        }
+        if !task.key_claimed {
+            let envelope = hookline_core::envelope::EventEnvelope {
+                event_type: task.event_type.clone(),
+                payload: task.payload.clone(),
+                domain: task.domain.clone(),
+                idempotency_key: task.idempotency_key.clone(),
+            };
+            envelope
+                .validate(task.tenant, &self.config, self.store.as_ref())
+                .await?;
+            if let Some(key) = &task.idempotency_key {
+                let bound = self
+                    .store
+                    .claim_idempotency_key(
+                        task.tenant,
+                        key,
+                        task.id,
+                        self.clock.now(),
+                        self.config.idempotency_ttl,
+                    )
+                    .await?;
+                if bound.is_some_and(|first| first != task.id) {
+                    tracing::info!(message = %task.id, "duplicate idempotency key; dropped");
+                    return Ok(None);
+                }
+            }
+        }
+        let targets = self
+            .store
+            .list_endpoints(task.tenant)
+            .await?
+            .into_iter()
+            .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
+            .map(|e| e.id)
+            .collect();
+        Ok(Some(Message {
+            id: task.id,
+            tenant: task.tenant,
+            domain: task.domain,
+            event_type: task.event_type,
+            payload: task.payload,
+            idempotency_key: task.idempotency_key,
+            received_at: task.received_at,
+            targets,
+        }))
+    }
+
+    async fn handle_attempt(&self, task: AttemptTask) -> Result<Step> {
+        let now = self.clock.now();
+        if task.not_before > now {
+            // Longer than the queue can delay: wait again.
+            self.enqueue(vec![task]).await?;
+            return Ok(Step::Settled);
+        }
+        let Some(message) = self.store.get_message(task.tenant, task.message).await? else {
+            tracing::warn!(message = %task.message, "message of an attempt task is gone");
+            return Ok(Step::Settled);
+        };
+        self.step(&message, task.endpoint, task.expect).await
+    }
+
+    /// Makes attempt `expect + 1` of a delivery if that is still the next thing to do.
+    async fn step(&self, message: &Message, endpoint_id: EndpointId, expect: u32) -> Result<Step> {
+        let now = self.clock.now();
+        let current = self.store.get_delivery(message.id, endpoint_id).await?;
+        let fresh = Delivery::fresh(message.id, endpoint_id, message.tenant, now);
+        let delivery = current.unwrap_or(fresh);
+        if delivery.status.is_final() || delivery.attempts != expect {
+            // Settled, or this attempt was made already (its successor was queued before
+            // its result was recorded), or it belongs to a predecessor still at work.
+            return Ok(Step::Settled);
+        }
+        if let Some(until) = delivery.lease_until.filter(|u| *u > now) {
+            return Ok(Step::Busy(Duration::from_millis((until - now) as u64)));
+        }
+        let endpoint = self.store.get_endpoint(message.tenant, endpoint_id).await?;
+        let endpoint = match endpoint {
+            Some(e) if e.status == EndpointStatus::Active => e,
+            other => {
+                let reason = if other.is_some() {
+                    "endpoint_disabled"
+                } else {
+                    "endpoint_deleted"
+                };
+                let mut settled = delivery.clone();
+                settled.status = DeliveryStatus::Failed;
+                settled.last_error = Some(reason.into());
+                settled.next_attempt_at = None;
+                settled.lease_until = None;
+                settled.updated_at = now;
+                self.store.record_attempt(&settled, expect, None).await?;
+                return Ok(Step::Settled);
+            }
+        };
+        let lease_until = now + self.config.lease().as_millis() as Millis;
+        if !self
+            .store
+            .claim_delivery(&delivery, expect, now, lease_until)
+            .await?
+        {
+            return Ok(Step::Busy(self.config.lease()));
+        }
+        self.attempt(message, &endpoint, delivery, expect).await
+    }
+
+    async fn attempt(
+        &self,
+        message: &Message,
+        endpoint: &Endpoint,
+        mut delivery: Delivery,
+        expect: u32,
+    ) -> Result<Step> {
+        let started = self.clock.now();
+        let (headers, body) = self.request(message, endpoint, started);
+        let response = self.sender.post(&endpoint.url, headers, body).await;
+        let now = self.clock.now();
+        let number = expect + 1;
+        let status = response.status;
+        let permanent = matches!(status, Some(406) | Some(410));
+        let succeeded = status.is_some_and(|s| (200..300).contains(&s));
+        let retry_after = match status {
+            Some(429) | Some(503) => response.retry_after,
+            _ => None,
+        };
+        let next_delay = if succeeded || permanent {
+            None
+        } else {
+            self.config.retry.next_delay(number, retry_after)
+        };
+        let outcome = match (succeeded, next_delay) {
+            (true, _) => AttemptOutcome::Succeeded,
+            (false, Some(_)) => AttemptOutcome::Retrying,
+            (false, None) => AttemptOutcome::Failed,
+        };
+
+        if let Some(delay) = next_delay {
+            // Queued before the result is recorded: see the module comment.
+            let not_before = now + delay.as_millis() as Millis;
+            self.enqueue(vec![AttemptTask::new(
+                message.id,
+                endpoint.id,
+                message.tenant,
+                number,
+                not_before,
+            )])
+            .await?;
+            delivery.next_attempt_at = Some(not_before);
+        } else {
+            delivery.next_attempt_at = None;
+        }
+        if status == Some(410) {
+            self.disable(endpoint, "the endpoint answered 410 Gone", now)
+                .await?;
+        }
+        delivery.status = match outcome {
+            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
+            AttemptOutcome::Retrying => DeliveryStatus::Pending,
+            AttemptOutcome::Failed => DeliveryStatus::Failed,
+        };
+        delivery.attempts = number;
+        delivery.last_status_code = status;
+        delivery.last_error = response.error.clone();
+        delivery.lease_until = None;
+        delivery.updated_at = now;
+        let attempt = Attempt {
+            id: AttemptId::new(),
+            message: message.id,
+            endpoint: endpoint.id,
+            tenant: message.tenant,
+            number,
+            at: started,
+            status_code: status,
+            latency_ms: response.latency.as_millis().min(u32::MAX as u128) as u32,
+            response: response.excerpt,
+            error: response.error,
+            outcome,
+        };
+        tracing::info!(
+            message = %message.id,
+            endpoint = %endpoint.id,
+            attempt = number,
+            status = ?status,
+            error = ?attempt.error,
+            outcome = outcome.as_str(),
+            "delivery attempt"
+        );
+        if !self
+            .store
+            .record_attempt(&delivery, expect, Some(&attempt))
+            .await?
+        {
+            tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
+        }
+        Ok(Step::Settled)
+    }
+
+    /// The signed request of one attempt.
+    fn request(&self, message: &Message, endpoint: &Endpoint, now: Millis) -> (HeaderMap, Vec<u8>) {
+        let body = match endpoint.format {
+            BodyFormat::Raw => message.payload.get().as_bytes().to_vec(),
+        };
+        let msg_id = message.id.to_string();
+        let timestamp = now / 1000;
+        let signature = endpoint
+            .secrets
+            .signature_header(&msg_id, timestamp, &body, now);
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut put = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::try_from(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put("webhook-id", msg_id);
+        put("webhook-timestamp", timestamp.to_string());
+        put("webhook-signature", signature);
+        (headers, body)
+    }
+
+    async fn disable(&self, endpoint: &Endpoint, reason: &str, now: Millis) -> Result<()> {
+        let Some(mut current) = self
+            .store
+            .get_endpoint(endpoint.tenant, endpoint.id)
+            .await?
+        else {
+            return Ok(());
+        };
+        current.status = EndpointStatus::Disabled;
+        current.disabled_reason = Some(reason.to_string());
+        current.updated_at = now;
+        tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
+        self.store.put_endpoint(&current).await
+    }
+
+    async fn enqueue(&self, tasks: Vec<AttemptTask>) -> Result<()> {
+        let now = self.clock.now();
+        let max = self.queue.max_delay();
+        let outgoing = tasks
+            .into_iter()
+            .map(|t| {
+                let wait = Duration::from_millis((t.not_before - now).max(0) as u64);
+                Outgoing {
+                    body: Task::Attempt(t).to_body(),
+                    delay: wait.min(max),
+                }
+            })
+            .collect();
+        self.queue.send(outgoing).await
+    }
+}
+
+/// Combines the steps of a fan-out: the task is done when every delivery is settled.
+fn merge(steps: Vec<Result<Step>>) -> Result<Step> {
+    let mut busy: Option<Duration> = None;
+    let mut fault = None;
+    for s in steps {
+        match s {
+            Ok(Step::Settled) => {}
+            Ok(Step::Busy(d)) => busy = Some(busy.map_or(d, |b| b.min(d))),
+            Err(e) => fault = Some(e),
+        }
+    }
+    match (fault, busy) {
+        (Some(e), _) => Err(e),
+        (None, Some(d)) => Ok(Step::Busy(d)),
+        (None, None) => Ok(Step::Settled),
+    }
+}

@@ -1,0 +1,108 @@
+//! Ingestion: `POST /v1/events`. Validates every envelope, binds idempotency keys, and puts
+//! the events on the queue; answers 202 once they are queued. Nothing is queued when any
+//! event of a request is invalid.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use hookline_core::envelope::{EventEnvelope, Publish};
+use hookline_core::http::{ApiResult, AppState, Caller, RawBody};
+use hookline_core::ids::{MessageId, TenantId};
+use hookline_core::ports::Outgoing;
+use hookline_core::task::{EventTask, Task};
+use hookline_core::{Error, Result};
+use serde_json::{json, Value};
+
+/// The ingest routes, ready to be merged into the local router or served alone on Lambda.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(publish))
+        .with_state(state)
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = caller.tenant()?;
+    let publish = Publish::parse(&body)?;
+    let single = matches!(publish, Publish::One(_));
+    let events = publish.into_events();
+    for (i, event) in events.iter().enumerate() {
+        event
+            .validate(tenant, &state.config, state.store.as_ref())
+            .await
+            .map_err(|e| if single { e } else { at_index(i, e) })?;
+    }
+    let ids = accept(&state, tenant, events).await?;
+    let body = if single {
+        json!({ "id": ids[0] })
+    } else {
+        json!({ "ids": ids })
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// Queues validated events for a tenant and returns their message ids, in order.
+///
+/// An event whose idempotency key is already bound gets the bound id back. If that
+/// message is not stored yet (still queued, or the first request died between binding the
+/// key and queueing), it is queued again under the same id; the worker stores a message
+/// once and settles each delivery once, so the repeat cannot be delivered twice.
+pub async fn accept(
+    state: &AppState,
+    tenant: TenantId,
+    events: Vec<EventEnvelope>,
+) -> Result<Vec<MessageId>> {
+    let now = state.clock.now();
+    let mut ids = Vec::with_capacity(events.len());
+    let mut outgoing = Vec::with_capacity(events.len());
+    for event in events {
+        let mut id = MessageId::new();
+        if let Some(key) = &event.idempotency_key {
+            let bound = state
+                .store
+                .claim_idempotency_key(tenant, key, id, now, state.config.idempotency_ttl)
+                .await?;
+            if let Some(first) = bound {
+                id = first;
+                if state.store.get_message(tenant, first).await?.is_some() {
+                    ids.push(first);
+                    continue;
+                }
+            }
+        }
+        let task = EventTask::new(
+            id,
+            tenant,
+            event.event_type,
+            event.payload,
+            event.domain,
+            event.idempotency_key,
+            now,
+            true,
+        );
+        outgoing.push(Outgoing {
+            body: Task::Event(task).to_body(),
+            delay: std::time::Duration::ZERO,
+        });
+        ids.push(id);
+    }
+    if !outgoing.is_empty() {
+        state.queue.send(outgoing).await?;
+    }
+    Ok(ids)
+}
+
+fn at_index(i: usize, e: Error) -> Error {
+    match e {
+        Error::Invalid { code, message } => Error::Invalid {
+            code,
+            message: format!("events[{i}]: {message}"),
+        },
+        Error::TooLarge(message) => Error::TooLarge(format!("events[{i}]: {message}")),
+        other => other,
+    }
+}

@@ -1,0 +1,47 @@
+//! `cargo run`: Hookline in local mode.
+
+use clap::Parser;
+use hookline::{start, LocalConfig};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HOOKLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = LocalConfig::parse();
+    let mut running = start(cfg).await?;
+    if let Some(key) = &running.generated_operator_key {
+        // Printed once, on the first start; only its hash is stored.
+        println!("Operator key (shown only now, keep it safe): {key}");
+    }
+    println!("Hookline listening on http://{}", running.addr);
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = running.wait() => {}
+    }
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real local service on port 0, driven over HTTP, delivering to
+//! real local receivers.
+
+mod helpers;
+mod receiver;
+
+mod api_basics;
+mod bad_input;
+mod delivery;
+mod isolation;
+mod restart;
+mod standard_webhooks;
