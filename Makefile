@@ -1,5 +1,5 @@
 # Shortcuts; README.md has the two commands that matter (run, test).
-.PHONY: run test fmt lint
+.PHONY: run test fmt lint build deploy template
 
 run:
 	cargo run --release
@@ -11,4 +11,14 @@ fmt:
 	cargo fmt --all
 
 lint:
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# The three Lambda bootstraps (needs cargo-lambda and ziglang, e.g. from .venv).
+build:
+	sam build --config-file infra/samconfig.toml
+
+deploy:
+	sam deploy --guided --config-file infra/samconfig.toml
+
+template:
+	./scripts/check-template.sh

@@ -202,5 +202,5 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
 /// The whole local API: the api routes, publishing, and JSON fallbacks.
 pub fn router(state: AppState) -> axum::Router {
     let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
-    hookline_api::with_fallbacks(routes)
+    hookline_core::http::with_fallbacks(routes)
 }

@@ -477,3 +477,24 @@ async fn a_deleted_endpoint_gets_no_retries() {
     assert_eq!(receiver.count(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("a").await;
+    let target = Receiver::start(200).await;
+    let redirecting = Receiver::start(307).await;
+    redirecting.set_location(&target.url("/elsewhere"));
+    app.create_endpoint(&t.key, json!({"url": redirecting.url("/")}))
+        .await;
+    let id = app
+        .publish(&t.key, json!({"type": "delivered", "payload": {}}))
+        .await;
+    let message = app.wait_message(&t.key, &id, WAIT, all_settled).await;
+    // A redirect is an answer like any non-2xx: retried on the schedule, never followed.
+    assert_eq!(message["deliveries"][0]["status"], "failed");
+    assert_eq!(message["deliveries"][0]["last_status_code"], 307);
+    assert_eq!(redirecting.count(), 3);
+    assert_eq!(target.count(), 0);
+    app.stop().await;
+}

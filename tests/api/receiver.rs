@@ -37,6 +37,7 @@ struct Inner {
     /// While set, requests wait for the gate to open before being answered.
     gate: Option<Arc<tokio::sync::Semaphore>>,
     retry_after: Option<String>,
+    location: Option<String>,
 }
 
 #[derive(Clone)]
@@ -86,6 +87,11 @@ impl Receiver {
         self.inner.lock().unwrap().retry_after = value.map(str::to_string);
     }
 
+    /// Sends this `Location` with every answer (for redirects).
+    pub fn set_location(&self, url: &str) {
+        self.inner.lock().unwrap().location = Some(url.to_string());
+    }
+
     pub fn set_status(&self, status: u16) {
         self.inner.lock().unwrap().default_status = status;
     }
@@ -125,7 +131,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let (status, gate, retry_after) = {
+    let (status, gate, retry_after, location) = {
         let mut g = inner.lock().unwrap();
         g.received.push(Received {
             headers,
@@ -133,7 +139,12 @@ async fn handle(
             at: Instant::now(),
         });
         let status = g.script.pop_front().unwrap_or(g.default_status);
-        (status, g.gate.clone(), g.retry_after.clone())
+        (
+            status,
+            g.gate.clone(),
+            g.retry_after.clone(),
+            g.location.clone(),
+        )
     };
     if let Some(gate) = gate {
         // Closed on release; acquiring then fails and the request goes on.
@@ -142,6 +153,9 @@ async fn handle(
     let mut headers = HeaderMap::new();
     if let Some(v) = retry_after {
         headers.insert("retry-after", v.parse().unwrap());
+    }
+    if let Some(v) = location {
+        headers.insert("location", v.parse().unwrap());
     }
     (StatusCode::from_u16(status).unwrap(), headers, "ok")
 }

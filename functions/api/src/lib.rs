@@ -10,7 +10,7 @@ mod views;
 
 use axum::routing::{get, post};
 use axum::Router;
-use hookline_core::http::{method_not_allowed, not_found, AppState};
+use hookline_core::http::AppState;
 
 pub use endpoints::validate_url;
 
@@ -49,11 +49,4 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}/attempts", get(messages::attempts))
         .route("/v1/event-types", get(messages::event_types))
         .with_state(state)
-}
-
-/// Adds the JSON 404/405 answers; apply once to the final, merged router.
-pub fn with_fallbacks(router: Router) -> Router {
-    router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
 }

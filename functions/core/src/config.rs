@@ -45,3 +45,41 @@ impl CoreConfig {
         self.request_timeout + Duration::from_secs(15)
     }
 }
+
+/// Reads a variable, treating an empty value as unset.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl CoreConfig {
+    /// The settings of a Lambda function, from the `HOOKLINE_*` variables the template sets:
+    /// `HOOKLINE_RETRY_SCHEDULE`, `HOOKLINE_ALLOW_HTTP`, `HOOKLINE_ALLOWED_NETWORKS`,
+    /// `HOOKLINE_REQUEST_TIMEOUT`. Unset ones keep their defaults.
+    pub fn from_env() -> Result<Self, String> {
+        let mut cfg = CoreConfig::default();
+        if let Some(s) = var("HOOKLINE_RETRY_SCHEDULE") {
+            cfg.retry = s
+                .parse()
+                .map_err(|e| format!("HOOKLINE_RETRY_SCHEDULE: {e}"))?;
+        }
+        let allow_http = match var("HOOKLINE_ALLOW_HTTP").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => return Err(format!("HOOKLINE_ALLOW_HTTP: {other:?} is not true/false")),
+        };
+        let networks = match var("HOOKLINE_ALLOWED_NETWORKS") {
+            Some(s) => UrlPolicy::parse_networks(&s)
+                .map_err(|e| format!("HOOKLINE_ALLOWED_NETWORKS: {e}"))?,
+            None => Vec::new(),
+        };
+        cfg.url_policy = Arc::new(UrlPolicy {
+            allow_http,
+            allowed_networks: networks,
+        });
+        if let Some(s) = var("HOOKLINE_REQUEST_TIMEOUT") {
+            cfg.request_timeout = humantime::parse_duration(&s)
+                .map_err(|e| format!("HOOKLINE_REQUEST_TIMEOUT: {e}"))?;
+        }
+        Ok(cfg)
+    }
+}

@@ -39,9 +39,30 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     record_attempt_settles_unclaimed_deliveries(s).await;
 }
 
+/// What a queue promises beyond what every queue must, so a check of such a promise runs
+/// only against queues that make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTraits {
+    /// An ack with the receipt of an earlier receive leaves a message that was received
+    /// again. The embedded queue promises it; SQS does not (such a delete "succeeds, but
+    /// the message might not be deleted"), and moto deletes the message.
+    pub stale_receipts_rejected: bool,
+}
+
+impl QueueTraits {
+    /// The embedded queue: every promise.
+    pub const EMBEDDED: QueueTraits = QueueTraits {
+        stale_receipts_rejected: true,
+    };
+    /// SQS, and moto standing in for it.
+    pub const SQS: QueueTraits = QueueTraits {
+        stale_receipts_rejected: false,
+    };
+}
+
 /// Runs every queue check. The queue must be empty and used by nothing else meanwhile;
 /// the checks leave it empty (one message goes to its dead letters).
-pub async fn queue_contract(queue: Arc<dyn PullQueue>) {
+pub async fn queue_contract(queue: Arc<dyn PullQueue>, traits: QueueTraits) {
     let q = queue.as_ref();
     assert!(
         q.max_delay() >= Duration::from_secs(1),
@@ -50,7 +71,7 @@ pub async fn queue_contract(queue: Arc<dyn PullQueue>) {
     q.send(Vec::new()).await.expect("sending nothing succeeds");
     send_receive_ack(q).await;
     visibility_timeout_redelivers(q).await;
-    stale_receipt_does_not_ack(q).await;
+    stale_receipt_does_not_ack(q, traits).await;
     delay_hides_until_due(q).await;
     release_makes_visible_again(q).await;
     dead_letter_removes_from_the_queue(q).await;
@@ -1158,7 +1179,7 @@ async fn visibility_timeout_redelivers(q: &dyn PullQueue) {
     q.ack(&[again.receipt]).await.expect("ack");
 }
 
-async fn stale_receipt_does_not_ack(q: &dyn PullQueue) {
+async fn stale_receipt_does_not_ack(q: &dyn PullQueue, traits: QueueTraits) {
     let b = body("stale");
     q.send(vec![outgoing(&b, Duration::ZERO)])
         .await
@@ -1172,6 +1193,15 @@ async fn stale_receipt_does_not_ack(q: &dyn PullQueue) {
     q.ack(&[first.receipt])
         .await
         .expect("a stale ack is not an error");
+    if !traits.stale_receipts_rejected {
+        // The stale ack may have deleted the message; the current receipt surely does,
+        // and acking a deleted message is no error either. Later checks find the queue
+        // empty only if it did.
+        q.ack(&[second.receipt])
+            .await
+            .expect("an ack after a stale ack is not an error");
+        return;
+    }
     let third = only(
         receive_some(q, 10, LONG).await,
         &b,

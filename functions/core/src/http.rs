@@ -208,6 +208,13 @@ where
     }
 }
 
+/// Adds the JSON 404/405 answers; apply once to the final, merged router.
+pub fn with_fallbacks(router: axum::Router) -> axum::Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
 /// JSON 404 for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError(Error::NotFound("route"))

@@ -15,11 +15,16 @@ pub mod signing;
 pub mod task;
 pub mod urlpolicy;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 #[cfg(feature = "http-api")]
 pub mod http;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 
 pub use error::{Error, Result};

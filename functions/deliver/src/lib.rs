@@ -10,7 +10,10 @@
 //! window for a duplicate is a worker dying after the receiver answered and before the
 //! result was recorded: the task comes back and the request is sent again.
 
+pub mod cache;
 pub mod client;
+#[cfg(feature = "lambda")]
+pub mod sqs;
 pub mod worker;
 
 use std::sync::Arc;

@@ -259,7 +259,11 @@ mod tests {
     async fn queue_meets_the_contract() {
         let (_dir, path) = temp_db();
         let (_store, queue) = open(&path).expect("open");
-        contract::queue_contract(queue.clone() as Arc<dyn PullQueue>).await;
+        contract::queue_contract(
+            queue.clone() as Arc<dyn PullQueue>,
+            contract::QueueTraits::EMBEDDED,
+        )
+        .await;
         assert_eq!(queue.depth().await.expect("depth"), 0);
         assert_eq!(queue.dead_letter_count().await.expect("count"), 1);
     }

@@ -1,0 +1,14 @@
+//! The api Lambda function: the `/v1` router behind API Gateway's HTTP API.
+
+use std::sync::Arc;
+
+use hookline_core::lambda::{init_tracing, LambdaEnv, NoQueue};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    init_tracing();
+    let env = LambdaEnv::load().await?;
+    let state = env.app_state(Arc::new(NoQueue))?;
+    let app = hookline_core::http::with_fallbacks(hookline_api::router(state));
+    lambda_http::run(app).await
+}

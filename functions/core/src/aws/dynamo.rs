@@ -1,0 +1,1321 @@
+//! [`Store`](crate::ports::Store) on one DynamoDB table: tenants and keys, domains and
+//! endpoints, messages and idempotency keys, deliveries and attempts, each an item under
+//! string keys `pk`/`sk`, plus one index to list a tenant's messages newest first.
+//!
+//! # Table schema
+//!
+//! What [`create_table`] makes and the SAM template must declare the same way:
+//!
+//! - `AttributeDefinitions`: `pk`, `sk`, `gsi1pk`, `gsi1sk`, all of type `S`.
+//! - `KeySchema`: `pk` HASH, `sk` RANGE.
+//! - `BillingMode`: `PAY_PER_REQUEST`.
+//! - `GlobalSecondaryIndexes`: one, `IndexName` `gsi1`, `KeySchema` `gsi1pk` HASH and
+//!   `gsi1sk` RANGE, `Projection` `ProjectionType: ALL` (a listing reads whole messages
+//!   from the index without a second read per message).
+//! - `TimeToLiveSpecification`: `AttributeName` `expires_at`, `Enabled` true. Only
+//!   idempotency items always carry `expires_at` (epoch **seconds**); correctness never
+//!   waits for TTL, as claims compare `expires_ms` themselves. With a retention set
+//!   ([`DynamoStore::with_retention`]), messages, deliveries and attempts carry it too.
+//!
+//! # Items
+//!
+//! Ids are stored in their text form (`tn_…`, `msg_…`: ULIDs, so they sort by time), times
+//! as numbers of milliseconds, endpoint secrets as a JSON string, optional fields by
+//! leaving the attribute out.
+//!
+//! | record        | `pk`             | `sk`              | other attributes |
+//! |---------------|------------------|-------------------|------------------|
+//! | tenant        | `T#<tenant>`     | `TENANT`          | `id name created_at` |
+//! | API key       | `T#<tenant>`     | `KEY#<key id>`    | `id tenant hash prefix created_at revoked_at?` |
+//! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
+//! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
+//! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? created_at updated_at` |
+//! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
+//! | message       | `M#<message>`    | `MSG`             | `id tenant type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) gsi1pk=T#<tenant>#MSG gsi1sk=<message id>` |
+//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at` |
+//! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` |
+//!
+//! Reads of the base table are strongly consistent. Message listings read the index,
+//! which DynamoDB keeps eventually consistent: a message may show up in listings a moment
+//! after it was stored.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use serde_json::value::RawValue;
+
+use super::sdk_error;
+use crate::error::{Error, Result};
+use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
+use crate::keys::KeyHash;
+use crate::model::{
+    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
+    EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+};
+use crate::ports::{DeliveryStore, EndpointStore, MessageStore, TenantStore};
+
+/// The table's partition key attribute.
+pub const PK: &str = "pk";
+/// The table's sort key attribute.
+pub const SK: &str = "sk";
+/// The index listing a tenant's messages.
+pub const GSI1: &str = "gsi1";
+pub const GSI1_PK: &str = "gsi1pk";
+pub const GSI1_SK: &str = "gsi1sk";
+/// The attribute DynamoDB's TTL reads: epoch seconds.
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+/// The largest page `list_messages` returns, whatever the caller asks for (as SQLite).
+const MAX_PAGE: usize = 1000;
+/// DynamoDB's limit on the items of one `TransactWriteItems` (moto enforces it too).
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// How long [`create_table`] waits for a new table to become active.
+const TABLE_CREATION_PATIENCE: Duration = Duration::from_secs(300);
+
+const TENANT_SK: &str = "TENANT";
+const KEY_PREFIX: &str = "KEY#";
+const KEY_LOOKUP_SK: &str = "KEY";
+const OPERATOR: &str = "OPERATOR";
+const DOMAIN_PREFIX: &str = "DOMAIN#";
+const ENDPOINT_PREFIX: &str = "EP#";
+const IDEMPOTENCY_PREFIX: &str = "IDEM#";
+const MESSAGE_SK: &str = "MSG";
+const DELIVERY_PREFIX: &str = "D#";
+const ATTEMPT_PREFIX: &str = "A#";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// [`crate::ports::Store`] on one DynamoDB table laid out as the module doc describes.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    /// How long messages, deliveries and attempts are kept (DynamoDB TTL); `None`: ever.
+    retention: Option<Duration>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: String) -> Self {
+        DynamoStore {
+            client,
+            table,
+            retention: None,
+        }
+    }
+
+    /// Lets DynamoDB's TTL delete messages, deliveries and attempts this long after their
+    /// time (received, last changed, made).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Adds the TTL attribute to a log item when a retention is set.
+    fn expiring(&self, mut item: Item, since_ms: Millis) -> Item {
+        if let Some(keep) = self.retention {
+            let until = since_ms.saturating_add(keep.as_millis().min(i64::MAX as u128) as i64);
+            item.insert(TTL_ATTRIBUTE.into(), n(epoch_seconds_ceil(until)));
+        }
+        item
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// Creates the table as the module doc describes, waits until it is active and turns on
+/// TTL. For tests and local end-to-end runs; deployments get the table from the template.
+pub async fn create_table(client: &Client, name: &str) -> Result<()> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(build_error)
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(build_error)
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(GSI1)
+        .key_schema(key(GSI1_PK, KeyType::Hash)?)
+        .key_schema(key(GSI1_SK, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(build_error)?;
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PK)?)
+        .attribute_definitions(attribute(SK)?)
+        .attribute_definitions(attribute(GSI1_PK)?)
+        .attribute_definitions(attribute(GSI1_SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .key_schema(key(SK, KeyType::Range)?)
+        .global_secondary_indexes(index)
+        .send()
+        .await
+        .map_err(|e| sdk_error("create table", e))?;
+    client
+        .wait_until_table_exists()
+        .table_name(name)
+        .wait(TABLE_CREATION_PATIENCE)
+        .await
+        .map_err(|e| Error::backend("wait for the table", DisplayErrorContext(e).to_string()))?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(TTL_ATTRIBUTE)
+                .build()
+                .map_err(build_error)?,
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_error("enable table TTL", e))?;
+    Ok(())
+}
+
+// ---- keys and attribute encoding --------------------------------------------------------
+
+fn tenant_pk(tenant: TenantId) -> String {
+    format!("T#{tenant}")
+}
+
+fn message_pk(message: MessageId) -> String {
+    format!("M#{message}")
+}
+
+fn key_lookup_pk(hash: &KeyHash) -> String {
+    format!("KEYHASH#{}", hash.as_hex())
+}
+
+fn key(pk: String, sk: impl Into<String>) -> Item {
+    HashMap::from([(PK.to_owned(), s(pk)), (SK.to_owned(), s(sk))])
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn string_list<S: ToString>(values: &[S]) -> AttributeValue {
+    // A list (L) rather than a string set: sets cannot be empty and have no order.
+    AttributeValue::L(values.iter().map(|v| s(v.to_string())).collect())
+}
+
+/// Builds an item from its key and attributes, leaving out the absent optional ones.
+fn item(
+    pk: String,
+    sk: impl Into<String>,
+    attributes: impl IntoIterator<Item = (&'static str, Option<AttributeValue>)>,
+) -> Item {
+    let mut item = key(pk, sk);
+    item.extend(
+        attributes
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?))),
+    );
+    item
+}
+
+fn build_error(e: BuildError) -> Error {
+    Error::backend("build a DynamoDB request", e)
+}
+
+fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::backend(what, e))
+}
+
+/// Reads typed attributes of one item; a missing or mistyped required one is a backend
+/// error naming the record and the attribute.
+struct Fields<'a> {
+    item: &'a Item,
+    what: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(item: &'a Item, what: &'static str) -> Self {
+        Fields { item, what }
+    }
+
+    fn bad(&self, name: &str) -> Error {
+        Error::backend(
+            self.what,
+            format!("attribute {name:?} is missing or malformed"),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&'a AttributeValue> {
+        self.item
+            .get(name)
+            .filter(|v| !matches!(v, AttributeValue::Null(_)))
+    }
+
+    fn opt_s(&self, name: &str) -> Result<Option<&'a str>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v)),
+            Some(_) => Err(self.bad(name)),
+        }
+    }
+
+    fn s(&self, name: &str) -> Result<&'a str> {
+        self.opt_s(name)?.ok_or_else(|| self.bad(name))
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.opt_s(name)?.map(str::to_owned))
+    }
+
+    fn string(&self, name: &str) -> Result<String> {
+        self.s(name).map(str::to_owned)
+    }
+
+    fn opt_n<T: FromStr>(&self, name: &str) -> Result<Option<T>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::N(v)) => v.parse().map(Some).map_err(|_| self.bad(name)),
+            Some(_) => Err(self.bad(name)),
+        }
+    }
+
+    fn n<T: FromStr>(&self, name: &str) -> Result<T> {
+        self.opt_n(name)?.ok_or_else(|| self.bad(name))
+    }
+
+    /// A string attribute holding the text form of a value (ids above all).
+    fn parsed<T: FromStr>(&self, name: &str) -> Result<T> {
+        self.s(name)?.parse().map_err(|_| self.bad(name))
+    }
+
+    /// A string attribute holding one of the `as_str` names of an enum.
+    fn named<T>(&self, name: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+        parse(self.s(name)?).ok_or_else(|| self.bad(name))
+    }
+
+    fn opt_list(&self, name: &str) -> Result<Option<Vec<&'a str>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .map(|v| v.as_s().map(String::as_str).map_err(|_| self.bad(name)))
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(self.bad(name)),
+        }
+    }
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+fn tenant_item(t: &Tenant) -> Item {
+    item(
+        tenant_pk(t.id),
+        TENANT_SK,
+        [
+            ("id", Some(s(t.id.to_string()))),
+            ("name", Some(s(&t.name))),
+            ("created_at", Some(n(t.created_at))),
+        ],
+    )
+}
+
+fn decode_tenant(item: &Item) -> Result<Tenant> {
+    let f = Fields::new(item, "decode tenant");
+    Ok(Tenant {
+        id: f.parsed("id")?,
+        name: f.string("name")?,
+        created_at: f.n("created_at")?,
+    })
+}
+
+fn key_attributes(k: &ApiKeyRecord) -> [(&'static str, Option<AttributeValue>); 6] {
+    [
+        ("id", Some(s(k.id.to_string()))),
+        ("tenant", Some(s(k.tenant.to_string()))),
+        ("hash", Some(s(k.hash.as_hex()))),
+        ("prefix", Some(s(&k.prefix))),
+        ("created_at", Some(n(k.created_at))),
+        ("revoked_at", k.revoked_at.map(n)),
+    ]
+}
+
+fn key_sk(id: ApiKeyId) -> String {
+    format!("{KEY_PREFIX}{id}")
+}
+
+fn decode_key(item: &Item) -> Result<ApiKeyRecord> {
+    let f = Fields::new(item, "decode api key");
+    Ok(ApiKeyRecord {
+        id: f.parsed("id")?,
+        tenant: f.parsed("tenant")?,
+        hash: KeyHash::from_hex(f.string("hash")?),
+        prefix: f.string("prefix")?,
+        created_at: f.n("created_at")?,
+        revoked_at: f.opt_n("revoked_at")?,
+    })
+}
+
+fn domain_sk(name: &str) -> String {
+    format!("{DOMAIN_PREFIX}{name}")
+}
+
+fn domain_item(d: &Domain) -> Item {
+    item(
+        tenant_pk(d.tenant),
+        domain_sk(&d.name),
+        [
+            ("tenant", Some(s(d.tenant.to_string()))),
+            ("name", Some(s(&d.name))),
+            ("created_at", Some(n(d.created_at))),
+        ],
+    )
+}
+
+fn decode_domain(item: &Item) -> Result<Domain> {
+    let f = Fields::new(item, "decode domain");
+    Ok(Domain {
+        tenant: f.parsed("tenant")?,
+        name: f.string("name")?,
+        created_at: f.n("created_at")?,
+    })
+}
+
+fn endpoint_sk(id: EndpointId) -> String {
+    format!("{ENDPOINT_PREFIX}{id}")
+}
+
+fn endpoint_item(e: &Endpoint) -> Result<Item> {
+    let secrets = to_json("encode endpoint secrets", &e.secrets)?;
+    Ok(item(
+        tenant_pk(e.tenant),
+        endpoint_sk(e.id),
+        [
+            ("id", Some(s(e.id.to_string()))),
+            ("tenant", Some(s(e.tenant.to_string()))),
+            ("url", Some(s(&e.url))),
+            ("description", Some(s(&e.description))),
+            ("event_types", e.event_types.as_deref().map(string_list)),
+            ("domain", e.domain.as_deref().map(s)),
+            ("format", Some(s(e.format.as_str()))),
+            ("secrets", Some(s(secrets))),
+            ("status", Some(s(e.status.as_str()))),
+            ("disabled_reason", e.disabled_reason.as_deref().map(s)),
+            ("created_at", Some(n(e.created_at))),
+            ("updated_at", Some(n(e.updated_at))),
+        ],
+    ))
+}
+
+fn decode_endpoint(item: &Item) -> Result<Endpoint> {
+    let f = Fields::new(item, "decode endpoint");
+    Ok(Endpoint {
+        id: f.parsed("id")?,
+        tenant: f.parsed("tenant")?,
+        url: f.string("url")?,
+        description: f.string("description")?,
+        event_types: f
+            .opt_list("event_types")?
+            .map(|types| types.into_iter().map(str::to_owned).collect()),
+        domain: f.opt_string("domain")?,
+        format: f.named("format", BodyFormat::parse)?,
+        secrets: serde_json::from_str(f.s("secrets")?)
+            .map_err(|e| Error::backend("decode endpoint secrets", e))?,
+        status: f.named("status", EndpointStatus::parse)?,
+        disabled_reason: f.opt_string("disabled_reason")?,
+        created_at: f.n("created_at")?,
+        updated_at: f.n("updated_at")?,
+    })
+}
+
+fn message_item(m: &Message) -> Item {
+    item(
+        message_pk(m.id),
+        MESSAGE_SK,
+        [
+            ("id", Some(s(m.id.to_string()))),
+            ("tenant", Some(s(m.tenant.to_string()))),
+            ("type", Some(s(&m.event_type))),
+            ("domain", m.domain.as_deref().map(s)),
+            // Verbatim: signatures are computed over these exact bytes.
+            ("payload", Some(s(m.payload.get()))),
+            ("idempotency_key", m.idempotency_key.as_deref().map(s)),
+            ("received_at", Some(n(m.received_at))),
+            ("targets", Some(string_list(&m.targets))),
+            (GSI1_PK, Some(s(messages_of(m.tenant)))),
+            (GSI1_SK, Some(s(m.id.to_string()))),
+        ],
+    )
+}
+
+/// The index partition holding a tenant's messages.
+fn messages_of(tenant: TenantId) -> String {
+    format!("T#{tenant}#MSG")
+}
+
+fn decode_message(item: &Item) -> Result<Message> {
+    let f = Fields::new(item, "decode message");
+    let targets = f
+        .opt_list("targets")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| t.parse().map_err(|_| f.bad("targets")))
+        .collect::<Result<Vec<EndpointId>>>()?;
+    Ok(Message {
+        id: f.parsed("id")?,
+        tenant: f.parsed("tenant")?,
+        domain: f.opt_string("domain")?,
+        event_type: f.string("type")?,
+        payload: RawValue::from_string(f.string("payload")?)
+            .map_err(|e| Error::backend("decode message payload", e))?,
+        idempotency_key: f.opt_string("idempotency_key")?,
+        received_at: f.n("received_at")?,
+        targets,
+    })
+}
+
+fn delivery_sk(endpoint: EndpointId) -> String {
+    format!("{DELIVERY_PREFIX}{endpoint}")
+}
+
+fn delivery_item(d: &Delivery) -> Item {
+    item(
+        message_pk(d.message),
+        delivery_sk(d.endpoint),
+        [
+            ("message", Some(s(d.message.to_string()))),
+            ("endpoint", Some(s(d.endpoint.to_string()))),
+            ("tenant", Some(s(d.tenant.to_string()))),
+            ("status", Some(s(d.status.as_str()))),
+            ("attempts", Some(n(d.attempts))),
+            ("next_attempt_at", d.next_attempt_at.map(n)),
+            ("last_status_code", d.last_status_code.map(n)),
+            ("last_error", d.last_error.as_deref().map(s)),
+            ("lease_until", d.lease_until.map(n)),
+            ("updated_at", Some(n(d.updated_at))),
+        ],
+    )
+}
+
+fn decode_delivery(item: &Item) -> Result<Delivery> {
+    let f = Fields::new(item, "decode delivery");
+    Ok(Delivery {
+        message: f.parsed("message")?,
+        endpoint: f.parsed("endpoint")?,
+        tenant: f.parsed("tenant")?,
+        status: f.named("status", DeliveryStatus::parse)?,
+        attempts: f.n("attempts")?,
+        next_attempt_at: f.opt_n("next_attempt_at")?,
+        last_status_code: f.opt_n("last_status_code")?,
+        last_error: f.opt_string("last_error")?,
+        lease_until: f.opt_n("lease_until")?,
+        updated_at: f.n("updated_at")?,
+    })
+}
+
+fn attempt_item(a: &Attempt) -> Item {
+    item(
+        message_pk(a.message),
+        format!("{ATTEMPT_PREFIX}{}", a.id),
+        [
+            ("id", Some(s(a.id.to_string()))),
+            ("message", Some(s(a.message.to_string()))),
+            ("endpoint", Some(s(a.endpoint.to_string()))),
+            ("tenant", Some(s(a.tenant.to_string()))),
+            ("number", Some(n(a.number))),
+            ("at", Some(n(a.at))),
+            ("status_code", a.status_code.map(n)),
+            ("latency_ms", Some(n(a.latency_ms))),
+            ("response", Some(s(&a.response))),
+            ("error", a.error.as_deref().map(s)),
+            ("outcome", Some(s(a.outcome.as_str()))),
+        ],
+    )
+}
+
+fn decode_attempt(item: &Item) -> Result<Attempt> {
+    let f = Fields::new(item, "decode attempt");
+    Ok(Attempt {
+        id: f.parsed("id")?,
+        message: f.parsed("message")?,
+        endpoint: f.parsed("endpoint")?,
+        tenant: f.parsed("tenant")?,
+        number: f.n("number")?,
+        at: f.n("at")?,
+        status_code: f.opt_n("status_code")?,
+        latency_ms: f.n("latency_ms")?,
+        response: f.string("response")?,
+        error: f.opt_string("error")?,
+        outcome: f.named("outcome", AttemptOutcome::parse)?,
+    })
+}
+
+// ---- requests ---------------------------------------------------------------------------
+
+/// The service errors that say a condition expression was false.
+trait ConditionFailure {
+    fn is_condition_failure(&self) -> bool;
+}
+
+impl ConditionFailure for PutItemError {
+    fn is_condition_failure(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+impl ConditionFailure for UpdateItemError {
+    fn is_condition_failure(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+impl ConditionFailure for DeleteItemError {
+    fn is_condition_failure(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+/// Whether a conditional write happened: `false` when its condition was false, an error
+/// for any other failure.
+fn written<T, E, R>(context: &'static str, result: Result<T, SdkError<E, R>>) -> Result<bool>
+where
+    E: ConditionFailure + ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(ConditionFailure::is_condition_failure) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(sdk_error(context, e)),
+    }
+}
+
+/// `ceil(ms / 1000)` for the TTL attribute, so an item never expires before it is due.
+fn epoch_seconds_ceil(ms: Millis) -> Millis {
+    ms.div_euclid(1000) + Millis::from(ms.rem_euclid(1000) != 0)
+}
+
+fn duration_ms(d: Duration) -> Millis {
+    Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+impl DynamoStore {
+    /// One item by key, read strongly consistent.
+    async fn get(&self, context: &'static str, pk: String, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error(context, e))?;
+        Ok(out.item.filter(|item| !item.is_empty()))
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in sort key order,
+    /// following pages to the end.
+    async fn query_prefix(
+        &self,
+        context: &'static str,
+        pk: String,
+        prefix: &str,
+    ) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error(context, e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Puts an item unless one with its key exists; returns whether it did.
+    async fn put_new(&self, context: &'static str, item: Item) -> Result<bool> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        written(context, result)
+    }
+
+    /// A transaction step putting an item unless one with its key exists.
+    fn put_new_step(&self, item: Item) -> Result<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Runs a transaction; `false` when it was cancelled because a condition was false.
+    async fn transact(&self, context: &'static str, steps: Vec<TransactWriteItem>) -> Result<bool> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(steps))
+            .send()
+            .await;
+        let Err(e) = result else {
+            return Ok(true);
+        };
+        // A cancelled transaction reports why per step; the codes are strings by API
+        // design (there is no typed error per step).
+        let condition_failed = match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+                .cancellation_reasons()
+                .iter()
+                .any(|r| r.code() == Some("ConditionalCheckFailed")),
+            _ => false,
+        };
+        if condition_failed {
+            Ok(false)
+        } else {
+            Err(sdk_error(context, e))
+        }
+    }
+}
+
+// ---- tenants and keys -----------------------------------------------------------------
+
+#[async_trait]
+impl TenantStore for DynamoStore {
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()> {
+        let steps = vec![
+            self.put_new_step(tenant_item(tenant))?,
+            self.put_new_step(item(
+                tenant_pk(first_key.tenant),
+                key_sk(first_key.id),
+                key_attributes(first_key),
+            ))?,
+            self.put_new_step(item(
+                key_lookup_pk(&first_key.hash),
+                KEY_LOOKUP_SK,
+                key_attributes(first_key),
+            ))?,
+        ];
+        if self.transact("create tenant", steps).await? {
+            Ok(())
+        } else {
+            // Fresh ULIDs and 256-bit keys do not collide; like a primary key violation
+            // in SQLite this is a fault, not a caller's conflict.
+            Err(Error::backend(
+                "create tenant",
+                "the tenant or its key already exists",
+            ))
+        }
+    }
+
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.get("get tenant", tenant_pk(id), TENANT_SK)
+            .await?
+            .map(|item| decode_tenant(&item))
+            .transpose()
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        // The key and its lookup copy in one transaction, so a key is never findable by
+        // hash without being listed, or the other way round.
+        let steps = vec![
+            self.put_new_step(item(
+                tenant_pk(key.tenant),
+                key_sk(key.id),
+                key_attributes(key),
+            ))?,
+            self.put_new_step(item(
+                key_lookup_pk(&key.hash),
+                KEY_LOOKUP_SK,
+                key_attributes(key),
+            ))?,
+        ];
+        if self.transact("insert api key", steps).await? {
+            Ok(())
+        } else {
+            Err(Error::backend("insert api key", "the key already exists"))
+        }
+    }
+
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys = self
+            .query_prefix("list api keys", tenant_pk(tenant), KEY_PREFIX)
+            .await?
+            .iter()
+            .map(decode_key)
+            .collect::<Result<Vec<_>>>()?;
+        // Sort keys order by id; the port promises creation time first.
+        keys.sort_by_key(|k| (k.created_at, k.id));
+        Ok(keys)
+    }
+
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
+        // The lookup copy is keyed by hash, which only the tenant's key item knows.
+        let Some(item) = self
+            .get("revoke api key", tenant_pk(tenant), &key_sk(id))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let record = decode_key(&item)?;
+        if record.revoked_at.is_some() {
+            return Ok(true);
+        }
+        // Both copies in one transaction; `if_not_exists` keeps the first revocation time
+        // when two revocations race.
+        let revoke = |pk: String, sk: String| {
+            Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, sk)))
+                .update_expression("SET #revoked = if_not_exists(#revoked, :at)")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#revoked", "revoked_at")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":at", n(at))
+                .build()
+                .map(|update| TransactWriteItem::builder().update(update).build())
+                .map_err(build_error)
+        };
+        let steps = vec![
+            revoke(tenant_pk(tenant), key_sk(id))?,
+            revoke(key_lookup_pk(&record.hash), KEY_LOOKUP_SK.to_owned())?,
+        ];
+        self.transact("revoke api key", steps).await
+    }
+
+    async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
+        self.get("find api key", key_lookup_pk(hash), KEY_LOOKUP_SK)
+            .await?
+            .map(|item| decode_key(&item))
+            .transpose()
+    }
+
+    async fn operator_key_hash(&self) -> Result<Option<KeyHash>> {
+        let Some(item) = self
+            .get("get operator key", OPERATOR.to_owned(), OPERATOR)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let hash = Fields::new(&item, "decode operator key").string("hash")?;
+        Ok(Some(KeyHash::from_hex(hash)))
+    }
+
+    async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool> {
+        let item = item(
+            OPERATOR.to_owned(),
+            OPERATOR,
+            [("hash", Some(s(hash.as_hex())))],
+        );
+        self.put_new("init operator key", item).await
+    }
+}
+
+// ---- domains and endpoints ------------------------------------------------------------
+
+#[async_trait]
+impl EndpointStore for DynamoStore {
+    async fn create_domain(&self, domain: &Domain) -> Result<()> {
+        if self.put_new("create domain", domain_item(domain)).await? {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "domain_exists",
+                format!("domain {:?} already exists", domain.name),
+            ))
+        }
+    }
+
+    async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>> {
+        self.get("get domain", tenant_pk(tenant), &domain_sk(name))
+            .await?
+            .map(|item| decode_domain(&item))
+            .transpose()
+    }
+
+    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
+        // Sort keys order by name (UTF-8 bytes), as SQLite's `ORDER BY name`.
+        self.query_prefix("list domains", tenant_pk(tenant), DOMAIN_PREFIX)
+            .await?
+            .iter()
+            .map(decode_domain)
+            .collect()
+    }
+
+    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        let pk = tenant_pk(tenant);
+        if self
+            .get("delete domain", pk.clone(), &domain_sk(name))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let mut steps = Vec::new();
+        for item in self
+            .query_prefix("delete domain", pk.clone(), ENDPOINT_PREFIX)
+            .await?
+        {
+            let f = Fields::new(&item, "decode endpoint");
+            if f.opt_s("domain")? != Some(name) {
+                continue;
+            }
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.clone(), f.s(SK)?)))
+                .build()
+                .map_err(build_error)?;
+            steps.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        // The domain goes last, in the last transaction: if an earlier one fails the
+        // domain is still there for a retry to finish the job, and of two concurrent
+        // deletes only the one whose condition holds reports true. Up to 99 endpoints
+        // this is all one transaction.
+        let domain = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, domain_sk(name))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(build_error)?;
+        steps.push(TransactWriteItem::builder().delete(domain).build());
+        while steps.len() > MAX_TRANSACTION_ITEMS {
+            let rest = steps.split_off(MAX_TRANSACTION_ITEMS);
+            // Unconditional deletes: only a fault can fail this.
+            self.transact("delete domain endpoints", steps).await?;
+            steps = rest;
+        }
+        self.transact("delete domain", steps).await
+    }
+
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        // The tenant is part of the key, so a put can never move an endpoint between
+        // tenants.
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(endpoint_item(endpoint)?))
+            .send()
+            .await
+            .map_err(|e| sdk_error("put endpoint", e))?;
+        Ok(())
+    }
+
+    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
+        self.get("get endpoint", tenant_pk(tenant), &endpoint_sk(id))
+            .await?
+            .map(|item| decode_endpoint(&item))
+            .transpose()
+    }
+
+    async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>> {
+        let mut endpoints = self
+            .query_prefix("list endpoints", tenant_pk(tenant), ENDPOINT_PREFIX)
+            .await?
+            .iter()
+            .map(decode_endpoint)
+            .collect::<Result<Vec<_>>>()?;
+        // Sort keys order by id; the port promises creation time first.
+        endpoints.sort_by_key(|e| (e.created_at, e.id));
+        Ok(endpoints)
+    }
+
+    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant_pk(tenant), endpoint_sk(id))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        written("delete endpoint", result)
+    }
+}
+
+// ---- messages and idempotency keys ----------------------------------------------------
+
+/// Attempts at binding an idempotency key before giving up: a retry is needed only when
+/// the binding expires or is removed between the refused write and the read.
+const IDEMPOTENCY_TRIES: usize = 3;
+
+#[async_trait]
+impl MessageStore for DynamoStore {
+    async fn insert_message(&self, message: &Message) -> Result<Message> {
+        if self
+            .put_new(
+                "insert message",
+                self.expiring(message_item(message), message.received_at),
+            )
+            .await?
+        {
+            return Ok(message.clone());
+        }
+        // Read back rather than echo the input: a retried publish must see the version
+        // that was stored first.
+        let stored = self
+            .get("insert message", message_pk(message.id), MESSAGE_SK)
+            .await?
+            .ok_or_else(|| {
+                Error::backend("insert message", "the message vanished after a refused put")
+            })?;
+        decode_message(&stored)
+    }
+
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
+        let Some(item) = self.get("get message", message_pk(id), MESSAGE_SK).await? else {
+            return Ok(None);
+        };
+        let message = decode_message(&item)?;
+        // Messages are keyed by id alone; another tenant's id is not found.
+        Ok((message.tenant == tenant).then_some(message))
+    }
+
+    async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut items = Vec::new();
+        let mut start = None;
+        // One message past the page tells whether another page follows.
+        while items.len() <= limit {
+            let wanted = limit + 1 - items.len();
+            // DynamoDB applies `Limit` before the filter, so a filtered listing reads more
+            // per request to need fewer of them.
+            let page_size = if query.event_type.is_some() {
+                (wanted * 4).clamp(wanted, MAX_PAGE)
+            } else {
+                wanted
+            };
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .expression_attribute_names("#gpk", GSI1_PK)
+                .expression_attribute_values(":gpk", s(messages_of(tenant)))
+                .scan_index_forward(false)
+                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            request = match query.before {
+                Some(before) => request
+                    .key_condition_expression("#gpk = :gpk AND #gsk < :before")
+                    .expression_attribute_names("#gsk", GSI1_SK)
+                    .expression_attribute_values(":before", s(before.to_string())),
+                None => request.key_condition_expression("#gpk = :gpk"),
+            };
+            if let Some(event_type) = &query.event_type {
+                request = request
+                    .filter_expression("#type = :type")
+                    .expression_attribute_names("#type", "type")
+                    .expression_attribute_values(":type", s(event_type));
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("list messages", e))?;
+            for item in out.items.unwrap_or_default() {
+                items.push(decode_message(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = if more {
+            items.last().map(|m| m.id.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        id: MessageId,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<MessageId>> {
+        let pk = tenant_pk(tenant);
+        let sk = format!("{IDEMPOTENCY_PREFIX}{key}");
+        let expires_ms = now.saturating_add(duration_ms(ttl));
+        let binding = item(
+            pk.clone(),
+            sk.clone(),
+            [
+                ("message_id", Some(s(id.to_string()))),
+                ("expires_ms", Some(n(expires_ms))),
+                (TTL_ATTRIBUTE, Some(n(epoch_seconds_ceil(expires_ms)))),
+            ],
+        );
+        for _ in 0..IDEMPOTENCY_TRIES {
+            // TTL removes expired bindings only eventually, so an expired one still
+            // present counts as absent.
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(binding.clone()))
+                .condition_expression("attribute_not_exists(#pk) OR #expires <= :now")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#expires", "expires_ms")
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await;
+            if written("claim idempotency key", result)? {
+                return Ok(None);
+            }
+            if let Some(item) = self.get("claim idempotency key", pk.clone(), &sk).await? {
+                let f = Fields::new(&item, "decode idempotency key");
+                if f.n::<Millis>("expires_ms")? > now {
+                    return Ok(Some(f.parsed("message_id")?));
+                }
+            }
+        }
+        Err(Error::backend(
+            "claim idempotency key",
+            "the binding kept changing under concurrent claims",
+        ))
+    }
+}
+
+// ---- deliveries and attempts ----------------------------------------------------------
+
+#[async_trait]
+impl DeliveryStore for DynamoStore {
+    async fn get_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+    ) -> Result<Option<Delivery>> {
+        self.get("get delivery", message_pk(message), &delivery_sk(endpoint))
+            .await?
+            .map(|item| decode_delivery(&item))
+            .transpose()
+    }
+
+    async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>> {
+        // Sort keys order by endpoint id, as SQLite's `ORDER BY endpoint`.
+        self.query_prefix("list deliveries", message_pk(message), DELIVERY_PREFIX)
+            .await?
+            .iter()
+            .map(decode_delivery)
+            .collect()
+    }
+
+    async fn claim_delivery(
+        &self,
+        fresh: &Delivery,
+        expected_attempts: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<bool> {
+        // A target without a record is pending with no attempts: creating the record with
+        // the lease is the claim. DynamoDB cannot compare two placeholders, so whether
+        // "no record" may count is decided here rather than in the condition.
+        if expected_attempts == 0 {
+            let row = Delivery {
+                status: DeliveryStatus::Pending,
+                attempts: 0,
+                lease_until: Some(lease_until),
+                ..fresh.clone()
+            };
+            if self
+                .put_new(
+                    "claim delivery",
+                    self.expiring(delivery_item(&row), row.updated_at),
+                )
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        // An existing record: take the lease if it is pending with the expected attempts
+        // and no live lease; nothing else changes.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                message_pk(fresh.message),
+                delivery_sk(fresh.endpoint),
+            )))
+            .update_expression("SET #lease = :lease")
+            .condition_expression(
+                "attribute_exists(#pk) AND #status = :pending AND #attempts = :expected \
+                 AND (attribute_not_exists(#lease) OR #lease <= :now)",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":expected", n(expected_attempts))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        written("claim delivery", result)
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+        attempt: Option<&Attempt>,
+    ) -> Result<bool> {
+        // The whole record is replaced (a lease it no longer holds included) if it still
+        // has the expected attempts. A delivery settled before any claim (its endpoint
+        // was deleted or disabled) has no record yet, which counts as zero attempts.
+        let condition = if expected_attempts == 0 {
+            "attribute_not_exists(#pk) OR #attempts = :expected"
+        } else {
+            "attribute_exists(#pk) AND #attempts = :expected"
+        };
+        let names = HashMap::from([
+            ("#pk".to_owned(), PK.to_owned()),
+            ("#attempts".to_owned(), "attempts".to_owned()),
+        ]);
+        let values = HashMap::from([(":expected".to_owned(), n(expected_attempts))]);
+        let Some(attempt) = attempt else {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(
+                    self.expiring(delivery_item(delivery), delivery.updated_at),
+                ))
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            return written("record delivery", result);
+        };
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(
+                self.expiring(delivery_item(delivery), delivery.updated_at),
+            ))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(build_error)?;
+        // The attempt is written with the state it produced or not at all, so the log
+        // never holds an attempt that the delivery's count does not include.
+        let steps = vec![
+            TransactWriteItem::builder().put(put).build(),
+            self.put_new_step(self.expiring(attempt_item(attempt), attempt.at))?,
+        ];
+        self.transact("record attempt", steps).await
+    }
+
+    async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
+        let mut attempts = Vec::new();
+        for item in self
+            .query_prefix("list attempts", message_pk(message), ATTEMPT_PREFIX)
+            .await?
+        {
+            let attempt = decode_attempt(&item)?;
+            if attempt.tenant == tenant {
+                attempts.push(attempt);
+            }
+        }
+        // Sort keys order by attempt id (a ULID, so creation order); ties of `at` aside
+        // that is time order, and sorting makes it exactly SQLite's `ORDER BY at, id`.
+        attempts.sort_by_key(|a| (a.at, a.id));
+        Ok(attempts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_seconds_round_up() {
+        assert_eq!(epoch_seconds_ceil(0), 0);
+        assert_eq!(epoch_seconds_ceil(1), 1);
+        assert_eq!(epoch_seconds_ceil(999), 1);
+        assert_eq!(epoch_seconds_ceil(1000), 1);
+        assert_eq!(epoch_seconds_ceil(1_700_000_000_001), 1_700_000_001);
+    }
+
+    #[test]
+    fn optional_attributes_are_left_out() {
+        let d = Delivery::fresh(MessageId::new(), EndpointId::new(), TenantId::new(), 5);
+        let item = delivery_item(&d);
+        for absent in [
+            "next_attempt_at",
+            "last_status_code",
+            "last_error",
+            "lease_until",
+        ] {
+            assert!(!item.contains_key(absent), "{absent} is written");
+        }
+        assert_eq!(decode_delivery(&item).expect("decode"), d);
+    }
+}

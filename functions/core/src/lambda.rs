@@ -1,0 +1,118 @@
+//! What every Lambda entrypoint does first: JSON logs for CloudWatch, settings from the
+//! environment the template sets, and AWS clients built once, their endpoint taken from
+//! the SDK's standard `AWS_ENDPOINT_URL` so the same binary runs against emulators.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+
+use crate::aws::{DynamoStore, SqsQueue};
+use crate::config::CoreConfig;
+use crate::keys::KeyHash;
+use crate::ports::{Outgoing, Queue};
+use crate::{Error, Result};
+
+/// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
+
+/// The environment of a function.
+pub struct LambdaEnv {
+    pub sdk: SdkConfig,
+    pub config: Arc<CoreConfig>,
+}
+
+/// A required variable, or an error naming it.
+pub fn required(name: &str) -> std::result::Result<String, String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| format!("{name} must be set"))
+}
+
+fn retention_days() -> std::result::Result<Option<u64>, String> {
+    match required("HOOKLINE_RETENTION_DAYS") {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|d| *d > 0)
+            .map(Some)
+            .ok_or_else(|| format!("HOOKLINE_RETENTION_DAYS: {v:?} is not a number of days")),
+    }
+}
+
+impl LambdaEnv {
+    pub async fn load() -> std::result::Result<Self, String> {
+        Ok(LambdaEnv {
+            sdk: crate::aws::sdk_config().await,
+            config: Arc::new(CoreConfig::from_env()?),
+        })
+    }
+
+    /// The table named by `TABLE_NAME`, keeping the log for `HOOKLINE_RETENTION_DAYS`
+    /// (unset: for ever).
+    pub fn store(&self) -> std::result::Result<Arc<DynamoStore>, String> {
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let store = DynamoStore::new(client, required("TABLE_NAME")?);
+        Ok(Arc::new(match retention_days()? {
+            Some(days) => store.with_retention(std::time::Duration::from_secs(days * 86_400)),
+            None => store,
+        }))
+    }
+
+    /// The queue whose URL is in the variable `var` (`QUEUE_URL`, `DLQ_URL`).
+    pub fn queue(&self, var: &str) -> std::result::Result<Arc<SqsQueue>, String> {
+        let client = aws_sdk_sqs::Client::new(&self.sdk);
+        Ok(Arc::new(SqsQueue::new(client, required(var)?)))
+    }
+
+    /// The operator key's hash, from `HOOKLINE_OPERATOR_KEY`; the key itself is not kept.
+    pub fn operator_key_hash(&self) -> Option<KeyHash> {
+        required("HOOKLINE_OPERATOR_KEY")
+            .ok()
+            .map(|k| KeyHash::of(k.trim()))
+    }
+
+    /// The state of the HTTP routers.
+    #[cfg(feature = "http-api")]
+    pub fn app_state(
+        &self,
+        queue: crate::ports::SharedQueue,
+    ) -> std::result::Result<crate::http::AppState, String> {
+        Ok(crate::http::AppState {
+            store: self.store()?,
+            queue,
+            clock: Arc::new(crate::ports::SystemClock),
+            config: self.config.clone(),
+            operator_key: self.operator_key_hash(),
+        })
+    }
+}
+
+/// The queue of a function that has no right to send (the api function): any send fails.
+pub struct NoQueue;
+
+#[async_trait]
+impl Queue for NoQueue {
+    async fn send(&self, _messages: Vec<Outgoing>) -> Result<()> {
+        Err(Error::backend(
+            "queue",
+            "this function has no access to the events queue",
+        ))
+    }
+
+    fn max_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}

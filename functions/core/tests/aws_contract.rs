@@ -1,0 +1,407 @@
+//! The DynamoDB store and SQS queue against moto: the contract suite every adapter passes,
+//! plus what only these adapters do (TTL on idempotency items, capped SQS delays, dead
+//! letters with their reason). Each test makes its own table or queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
+use aws_sdk_sqs::types::QueueAttributeName;
+use hookline_core::aws::dynamo::{PK, SK, TTL_ATTRIBUTE};
+use hookline_core::aws::sqs::REASON_ATTRIBUTE;
+use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
+use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
+use hookline_core::contract::{self, QueueTraits};
+use hookline_core::ids::{EndpointId, MessageId, TenantId};
+use hookline_core::model::{
+    BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
+};
+use hookline_core::ports::{EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Store};
+use hookline_core::signing::{EndpointSecrets, Secret};
+use serde_json::value::RawValue;
+use ulid::Ulid;
+
+async fn store() -> (aws_sdk_dynamodb::Client, DynamoStore) {
+    let client = aws_sdk_dynamodb::Client::new(&sdk_config().await);
+    let table = unique("hookline-test");
+    create_table(&client, &table).await.expect("create table");
+    (client.clone(), DynamoStore::new(client, table))
+}
+
+async fn queue() -> (aws_sdk_sqs::Client, SqsQueue, String) {
+    let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let (url, dead_letter_url) = create_queue_pair(&client, &unique("hookline-test"))
+        .await
+        .expect("create queues");
+    let queue = SqsQueue::new(client.clone(), url).with_dead_letter_url(dead_letter_url.clone());
+    (client, queue, dead_letter_url)
+}
+
+async fn drop_table(client: &aws_sdk_dynamodb::Client, store: &DynamoStore) {
+    client
+        .delete_table()
+        .table_name(store.table())
+        .send()
+        .await
+        .expect("delete table");
+}
+
+async fn drop_queues(client: &aws_sdk_sqs::Client, queue: &SqsQueue, dead_letter_url: &str) {
+    for url in [queue.queue_url(), dead_letter_url] {
+        client
+            .delete_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .expect("delete queue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamo_store_meets_the_contract() {
+    let (client, store) = store().await;
+    contract::store_contract(Arc::new(store.clone()) as Arc<dyn Store>).await;
+    // The checks use fresh ids, so a second run on the same table must pass too.
+    contract::store_contract(Arc::new(store.clone()) as Arc<dyn Store>).await;
+    drop_table(&client, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_queue_meets_the_contract() {
+    let (client, queue, dead_letter_url) = queue().await;
+    contract::queue_contract(
+        Arc::new(queue.clone()) as Arc<dyn PullQueue>,
+        QueueTraits::SQS,
+    )
+    .await;
+
+    let count = |url: String, attribute: QueueAttributeName| {
+        let client = client.clone();
+        async move {
+            client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(attribute.clone())
+                .send()
+                .await
+                .expect("queue attributes")
+                .attributes
+                .and_then(|a| a.get(&attribute).cloned())
+                .and_then(|n| n.parse::<u32>().ok())
+                .expect("a count")
+        }
+    };
+    let url = queue.queue_url().to_owned();
+    assert_eq!(
+        count(url.clone(), QueueAttributeName::ApproximateNumberOfMessages).await
+            + count(
+                url,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible
+            )
+            .await,
+        0,
+        "the contract leaves the queue empty"
+    );
+    assert_eq!(
+        count(
+            dead_letter_url.clone(),
+            QueueAttributeName::ApproximateNumberOfMessages
+        )
+        .await,
+        1,
+        "the contract dead-letters one message"
+    );
+    drop_queues(&client, &queue, &dead_letter_url).await;
+}
+
+#[tokio::test]
+async fn idempotency_items_carry_the_ttl_attribute_in_seconds() {
+    let (client, store) = store().await;
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(store.table())
+        .send()
+        .await
+        .expect("describe TTL")
+        .time_to_live_description
+        .expect("a TTL description");
+    assert_eq!(ttl.time_to_live_status, Some(TimeToLiveStatus::Enabled));
+    assert_eq!(ttl.attribute_name.as_deref(), Some(TTL_ATTRIBUTE));
+
+    let tenant = TenantId::new();
+    let now = 1_700_000_000_500;
+    let claimed = store
+        .claim_idempotency_key(
+            tenant,
+            "order-1",
+            MessageId::new(),
+            now,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claimed, None);
+
+    let item = client
+        .get_item()
+        .table_name(store.table())
+        .key(PK, AttributeValue::S(format!("T#{tenant}")))
+        .key(SK, AttributeValue::S("IDEM#order-1".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get item")
+        .item
+        .expect("the idempotency item is stored under the documented key");
+    assert_eq!(
+        item.get(TTL_ATTRIBUTE),
+        Some(&AttributeValue::N("1700003601".into())),
+        "{TTL_ATTRIBUTE} is the expiry in epoch seconds, rounded up"
+    );
+    drop_table(&client, &store).await;
+}
+
+#[tokio::test]
+async fn with_a_retention_messages_carry_the_ttl_attribute() {
+    let (client, plain) = store().await;
+    let store = plain
+        .clone()
+        .with_retention(Duration::from_secs(30 * 86_400));
+    let received_at = 1_700_000_000_000;
+    let message = |tenant| Message {
+        id: MessageId::new(),
+        tenant,
+        domain: None,
+        event_type: "delivered".into(),
+        payload: RawValue::from_string("{}".into()).unwrap(),
+        idempotency_key: None,
+        received_at,
+        targets: Vec::new(),
+    };
+    let kept = message(TenantId::new());
+    store.insert_message(&kept).await.expect("insert");
+    let forever = message(TenantId::new());
+    plain.insert_message(&forever).await.expect("insert");
+    let ttl_of = |id: MessageId| {
+        let client = client.clone();
+        let table = store.table().to_string();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .key(PK, AttributeValue::S(format!("M#{id}")))
+                .key(SK, AttributeValue::S("MSG".into()))
+                .send()
+                .await
+                .expect("get item")
+                .item
+                .expect("the message item")
+                .get(TTL_ATTRIBUTE)
+                .cloned()
+        }
+    };
+    assert_eq!(
+        ttl_of(kept.id).await,
+        Some(AttributeValue::N((1_700_000_000 + 30 * 86_400).to_string()))
+    );
+    assert_eq!(ttl_of(forever.id).await, None);
+    drop_table(&client, &plain).await;
+}
+
+#[tokio::test]
+async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
+    let (client, store) = store().await;
+    let tenant = TenantId::new();
+    let (shop, blog) = ("shop.example.com", "blog.example.com");
+    for name in [shop, blog] {
+        store
+            .create_domain(&Domain {
+                tenant,
+                name: name.into(),
+                created_at: 1,
+            })
+            .await
+            .expect("create domain");
+    }
+    let endpoint = |domain: Option<&str>, created_at: Millis| Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url: "https://hooks.example.com/in".into(),
+        description: String::new(),
+        event_types: Some(Vec::new()),
+        domain: domain.map(str::to_owned),
+        format: BodyFormat::Raw,
+        secrets: EndpointSecrets::new(Secret::generate()),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        created_at,
+        updated_at: created_at,
+    };
+    // More than fit in one transaction, so the deletion is split.
+    for i in 0..150 {
+        store
+            .put_endpoint(&endpoint(Some(shop), i))
+            .await
+            .expect("put endpoint");
+    }
+    let kept = vec![endpoint(Some(blog), 200), endpoint(None, 201)];
+    for e in &kept {
+        store.put_endpoint(e).await.expect("put endpoint");
+    }
+
+    assert!(store.delete_domain(tenant, shop).await.expect("delete"));
+    assert_eq!(
+        store.list_endpoints(tenant).await.expect("list endpoints"),
+        kept,
+        "every endpoint of the domain is gone, the others stay (empty strings and lists too)"
+    );
+    assert!(!store.delete_domain(tenant, shop).await.expect("delete"));
+    drop_table(&client, &store).await;
+}
+
+#[tokio::test]
+async fn filtered_listings_follow_many_index_pages() {
+    let (client, store) = store().await;
+    let tenant = TenantId::new();
+    let mut wanted = Vec::new();
+    for i in 0..120u64 {
+        let id = MessageId::from_ulid(Ulid::from_parts(1_700_000_000_000 + i, 0));
+        // One message in ten of the type asked for, so pages read mostly other types.
+        let event_type = if i % 10 == 0 { "rare" } else { "common" };
+        store
+            .insert_message(&Message {
+                id,
+                tenant,
+                domain: None,
+                event_type: event_type.into(),
+                payload: RawValue::from_string("{}".into()).expect("JSON"),
+                idempotency_key: None,
+                received_at: i as Millis,
+                targets: Vec::new(),
+            })
+            .await
+            .expect("insert message");
+        if event_type == "rare" {
+            wanted.push(id);
+        }
+    }
+    wanted.reverse();
+
+    let mut listed = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_messages(
+                tenant,
+                &MessageQuery {
+                    before,
+                    limit: 5,
+                    event_type: Some("rare".into()),
+                },
+            )
+            .await
+            .expect("list messages");
+        listed.extend(page.items.iter().map(|m| m.id));
+        match page.next_cursor {
+            Some(cursor) => before = Some(MessageId::parse(&cursor).expect("a message id")),
+            None => break,
+        }
+    }
+    assert_eq!(listed, wanted, "every message of the type, newest first");
+    drop_table(&client, &store).await;
+}
+
+#[tokio::test]
+async fn sqs_delays_beyond_15_minutes_are_capped() {
+    let (client, queue, dead_letter_url) = queue().await;
+    assert_eq!(queue.max_delay(), Duration::from_secs(900));
+    queue
+        .send(vec![Outgoing {
+            body: "later".into(),
+            delay: Duration::from_secs(20 * 60),
+        }])
+        .await
+        .expect("a delay over the SQS maximum is capped, not refused");
+    let delayed = client
+        .get_queue_attributes()
+        .queue_url(queue.queue_url())
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .cloned()
+        });
+    assert_eq!(
+        delayed.as_deref(),
+        Some("1"),
+        "the message waits out its delay"
+    );
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a delayed message is not received"
+    );
+    drop_queues(&client, &queue, &dead_letter_url).await;
+}
+
+#[tokio::test]
+async fn dead_letters_carry_the_body_and_the_reason() {
+    let (client, queue, dead_letter_url) = queue().await;
+    let body = format!(r#"{{"task":"{}"}}"#, Ulid::new());
+    queue
+        .send(vec![Outgoing {
+            body: body.clone(),
+            delay: Duration::ZERO,
+        }])
+        .await
+        .expect("send");
+    let received = queue
+        .receive(10, Duration::from_secs(30))
+        .await
+        .expect("receive");
+    assert_eq!(received.len(), 1, "got {received:?}");
+    queue
+        .dead_letter(&received[0].receipt, "endpoint answered 410")
+        .await
+        .expect("dead-letter");
+
+    let dead = client
+        .receive_message()
+        .queue_url(&dead_letter_url)
+        .message_attribute_names("All")
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive dead letters")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(dead.len(), 1, "one dead letter, got {dead:?}");
+    assert_eq!(dead[0].body.as_deref(), Some(body.as_str()));
+    let reason = dead[0]
+        .message_attributes
+        .as_ref()
+        .and_then(|a| a.get(REASON_ATTRIBUTE))
+        .and_then(|v| v.string_value.as_deref());
+    assert_eq!(reason, Some("endpoint answered 410"));
+    assert!(
+        queue
+            .receive(10, Duration::from_secs(30))
+            .await
+            .expect("receive")
+            .is_empty(),
+        "a dead-lettered message leaves the queue"
+    );
+
+    let unknown = queue.dead_letter("not-a-receipt", "whatever").await;
+    assert!(
+        unknown.is_err(),
+        "dead-lettering needs a receipt this handle received"
+    );
+    drop_queues(&client, &queue, &dead_letter_url).await;
+}

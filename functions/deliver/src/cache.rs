@@ -1,0 +1,238 @@
+//! A store wrapper for the warm deliver function: a tenant's endpoints are read once and
+//! reused for a few seconds, so a burst of events for one tenant costs one query, not one
+//! per event. Everything else passes straight through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hookline_core::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
+use hookline_core::keys::KeyHash;
+use hookline_core::model::{
+    ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, MessageQuery, Millis, Page, Tenant,
+};
+use hookline_core::ports::{DeliveryStore, EndpointStore, MessageStore, SharedStore, TenantStore};
+use hookline_core::Result;
+
+type Entry = (Instant, Arc<Vec<Endpoint>>);
+
+pub struct CachedEndpoints {
+    inner: SharedStore,
+    ttl: Duration,
+    cache: Mutex<HashMap<TenantId, Entry>>,
+}
+
+impl CachedEndpoints {
+    pub fn new(inner: SharedStore, ttl: Duration) -> Self {
+        CachedEndpoints {
+            inner,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn endpoints(&self, tenant: TenantId) -> Result<Arc<Vec<Endpoint>>> {
+        if let Some((at, list)) = self.lock().get(&tenant) {
+            if at.elapsed() < self.ttl {
+                return Ok(list.clone());
+            }
+        }
+        let list = Arc::new(self.inner.list_endpoints(tenant).await?);
+        self.lock().insert(tenant, (Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    fn forget(&self, tenant: TenantId) {
+        self.lock().remove(&tenant);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Entry>> {
+        // A poisoned cache is still a valid cache.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl EndpointStore for CachedEndpoints {
+    async fn create_domain(&self, domain: &Domain) -> Result<()> {
+        self.inner.create_domain(domain).await
+    }
+    async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>> {
+        self.inner.get_domain(tenant, name).await
+    }
+    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
+        self.inner.list_domains(tenant).await
+    }
+    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+        self.forget(tenant);
+        self.inner.delete_domain(tenant, name).await
+    }
+    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+        self.forget(endpoint.tenant);
+        self.inner.put_endpoint(endpoint).await
+    }
+    async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
+        Ok(self
+            .endpoints(tenant)
+            .await?
+            .iter()
+            .find(|e| e.id == id)
+            .cloned())
+    }
+    async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>> {
+        Ok(self.endpoints(tenant).await?.as_ref().clone())
+    }
+    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
+        self.forget(tenant);
+        self.inner.delete_endpoint(tenant, id).await
+    }
+}
+
+#[async_trait]
+impl TenantStore for CachedEndpoints {
+    async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()> {
+        self.inner.create_tenant(tenant, first_key).await
+    }
+    async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.inner.get_tenant(id).await
+    }
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        self.inner.insert_api_key(key).await
+    }
+    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
+        self.inner.list_api_keys(tenant).await
+    }
+    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
+        self.inner.revoke_api_key(tenant, id, at).await
+    }
+    async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
+        self.inner.find_api_key(hash).await
+    }
+    async fn operator_key_hash(&self) -> Result<Option<KeyHash>> {
+        self.inner.operator_key_hash().await
+    }
+    async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool> {
+        self.inner.init_operator_key_hash(hash).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for CachedEndpoints {
+    async fn insert_message(&self, message: &Message) -> Result<Message> {
+        self.inner.insert_message(message).await
+    }
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
+        self.inner.get_message(tenant, id).await
+    }
+    async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
+        self.inner.list_messages(tenant, query).await
+    }
+    async fn claim_idempotency_key(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        id: MessageId,
+        now: Millis,
+        ttl: Duration,
+    ) -> Result<Option<MessageId>> {
+        self.inner
+            .claim_idempotency_key(tenant, key, id, now, ttl)
+            .await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for CachedEndpoints {
+    async fn get_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+    ) -> Result<Option<Delivery>> {
+        self.inner.get_delivery(message, endpoint).await
+    }
+    async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>> {
+        self.inner.list_deliveries(message).await
+    }
+    async fn claim_delivery(
+        &self,
+        fresh: &Delivery,
+        expected_attempts: u32,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<bool> {
+        self.inner
+            .claim_delivery(fresh, expected_attempts, now, lease_until)
+            .await
+    }
+    async fn record_attempt(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+        attempt: Option<&Attempt>,
+    ) -> Result<bool> {
+        self.inner
+            .record_attempt(delivery, expected_attempts, attempt)
+            .await
+    }
+    async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
+        self.inner.list_attempts(tenant, message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hookline_core::model::{BodyFormat, EndpointStatus};
+    use hookline_core::signing::{EndpointSecrets, Secret};
+
+    fn endpoint(tenant: TenantId) -> Endpoint {
+        Endpoint {
+            id: EndpointId::new(),
+            tenant,
+            url: "https://example.com/".into(),
+            description: String::new(),
+            event_types: None,
+            domain: None,
+            format: BodyFormat::Raw,
+            secrets: EndpointSecrets::new(Secret::generate()),
+            status: EndpointStatus::Active,
+            disabled_reason: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_cached_for_the_ttl_and_forgotten_on_change() {
+        let (sqlite, _) = hookline_core::embedded::open_in_memory().unwrap();
+        let cached = CachedEndpoints::new(sqlite.clone(), Duration::from_secs(3600));
+        let tenant = TenantId::new();
+        let first = endpoint(tenant);
+        cached.put_endpoint(&first).await.unwrap();
+        assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 1);
+
+        // Written behind the cache's back: not seen until the entry expires.
+        sqlite.put_endpoint(&endpoint(tenant)).await.unwrap();
+        assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 1);
+        assert!(cached
+            .get_endpoint(tenant, first.id)
+            .await
+            .unwrap()
+            .is_some());
+
+        // Written through the cache: seen at once.
+        cached.put_endpoint(&endpoint(tenant)).await.unwrap();
+        assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 3);
+        cached.delete_endpoint(tenant, first.id).await.unwrap();
+        assert!(cached
+            .get_endpoint(tenant, first.id)
+            .await
+            .unwrap()
+            .is_none());
+
+        let short = CachedEndpoints::new(sqlite.clone(), Duration::ZERO);
+        sqlite.put_endpoint(&endpoint(tenant)).await.unwrap();
+        assert_eq!(short.list_endpoints(tenant).await.unwrap().len(), 3);
+    }
+}

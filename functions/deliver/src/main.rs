@@ -1,0 +1,45 @@
+//! The deliver Lambda function: SQS batches in, signed deliveries out, and
+//! `batchItemFailures` for what SQS must redeliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use hookline_core::lambda::{init_tracing, LambdaEnv};
+use hookline_core::ports::SystemClock;
+use hookline_core::urlpolicy::SystemResolver;
+use hookline_deliver::cache::CachedEndpoints;
+use hookline_deliver::{sqs, Deliverer, Sender, SenderOptions};
+use lambda_runtime::{service_fn, LambdaEvent};
+
+/// How long a warm function reuses a tenant's endpoint list.
+const ENDPOINT_CACHE: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    init_tracing();
+    let env = LambdaEnv::load().await?;
+    let store = Arc::new(CachedEndpoints::new(env.store()?, ENDPOINT_CACHE));
+    let dead_letters = env.queue("DLQ_URL")?;
+    let sender = Sender::new(SenderOptions {
+        policy: env.config.url_policy.clone(),
+        resolver: Arc::new(SystemResolver),
+        timeout: env.config.request_timeout,
+        extra_roots: Vec::new(),
+    })?;
+    let deliverer = Deliverer::new(
+        store,
+        env.queue("QUEUE_URL")?,
+        Arc::new(SystemClock),
+        env.config.clone(),
+        sender,
+    );
+    let deliverer = &deliverer;
+    let dead_letters = dead_letters.as_ref();
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, lambda_runtime::Error>(
+            sqs::handle_batch(deliverer, dead_letters, event.payload).await,
+        )
+    }))
+    .await
+}

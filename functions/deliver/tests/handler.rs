@@ -1,0 +1,188 @@
+//! The deliver function's handler fed a real SQS event, against DynamoDB and SQS on moto
+//! and local receivers: a partial-failure batch reports only the record SQS must
+//! redeliver, a malformed record goes to the dead-letter queue without holding up the
+//! others, and a duplicate receipt of the batch does not re-send what already succeeded.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::routing::post;
+use hookline_core::aws::testing::{moto_sdk_config, unique};
+use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
+use hookline_core::config::CoreConfig;
+use hookline_core::ids::{EndpointId, TenantId};
+use hookline_core::model::{ApiKeyRecord, BodyFormat, Delivery, Endpoint, EndpointStatus, Tenant};
+use hookline_core::ports::{SharedStore, SystemClock};
+use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
+use hookline_deliver::{sqs, Deliverer, Sender, SenderOptions};
+
+/// A receiver on loopback that counts the webhook ids it gets.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/",
+        post(move |headers: axum::http::HeaderMap| {
+            let log = log.clone();
+            async move {
+                let id = headers["webhook-id"].to_str().unwrap().to_string();
+                log.lock().unwrap().push(id);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn endpoint(tenant: TenantId, url: &str, types: Option<Vec<&str>>) -> Endpoint {
+    Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url: url.into(),
+        description: String::new(),
+        event_types: types.map(|t| t.into_iter().map(String::from).collect()),
+        domain: None,
+        format: BodyFormat::Raw,
+        secrets: EndpointSecrets::new(Secret::generate()),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_batch_reports_only_what_sqs_must_redeliver() {
+    let sdk = moto_sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs_client = aws_sdk_sqs::Client::new(&sdk);
+    let table = unique("hookline-deliver");
+    create_table(&ddb, &table).await.unwrap();
+    let (queue_url, dlq_url) = create_queue_pair(&sqs_client, &unique("hookline-deliver"))
+        .await
+        .unwrap();
+    let store: SharedStore = Arc::new(DynamoStore::new(ddb, table));
+    let queue = Arc::new(SqsQueue::new(sqs_client.clone(), queue_url));
+    let dead_letters = SqsQueue::new(sqs_client.clone(), dlq_url.clone());
+
+    let tenant = TenantId::new();
+    let key = hookline_core::keys::PlainKey::generate_tenant();
+    store
+        .create_tenant(
+            &Tenant {
+                id: tenant,
+                name: "t".into(),
+                created_at: 0,
+            },
+            &ApiKeyRecord {
+                id: hookline_core::ids::ApiKeyId::new(),
+                tenant,
+                hash: key.hash(),
+                prefix: key.shown_prefix(),
+                created_at: 0,
+                revoked_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let (all_url, all_seen) = receiver().await;
+    let (opened_url, opened_seen) = receiver().await;
+    let everything = endpoint(tenant, &all_url, None);
+    let opened_only = endpoint(tenant, &opened_url, Some(vec!["opened"]));
+    store.put_endpoint(&everything).await.unwrap();
+    store.put_endpoint(&opened_only).await.unwrap();
+
+    let config = Arc::new(CoreConfig {
+        url_policy: Arc::new(UrlPolicy {
+            allow_http: true,
+            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
+        }),
+        retry: "0s,1s".parse().unwrap(),
+        request_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    });
+    let sender = Sender::new(SenderOptions {
+        policy: config.url_policy.clone(),
+        resolver: Arc::new(SystemResolver),
+        timeout: config.request_timeout,
+        extra_roots: Vec::new(),
+    })
+    .unwrap();
+    let deliverer = Deliverer::new(store.clone(), queue, Arc::new(SystemClock), config, sender);
+
+    let path = format!(
+        "{}/../../tests/fixtures/sqs-batch.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("{{TENANT}}", &tenant.to_string());
+    let batch: SqsEvent = serde_json::from_str(&text).unwrap();
+    let ids: Vec<_> = batch
+        .records
+        .iter()
+        .map(|r| sqs::origin_of(r).message_id)
+        .collect();
+
+    // Another worker holds the "opened" delivery of the second record right now.
+    let lease_until = now_ms() + 1_500;
+    let held = Delivery::fresh(ids[1], opened_only.id, tenant, now_ms());
+    assert!(store
+        .claim_delivery(&held, 0, now_ms(), lease_until)
+        .await
+        .unwrap());
+
+    let response = sqs::handle_batch(&deliverer, &dead_letters, batch.clone()).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![batch.records[1].message_id.clone().unwrap()]);
+    let mut got = all_seen.lock().unwrap().clone();
+    got.sort();
+    let mut expected: Vec<String> = [ids[0], ids[1], ids[3]]
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected, "the healthy records were delivered");
+    assert!(opened_seen.lock().unwrap().is_empty());
+
+    let parked = sqs_client
+        .receive_message()
+        .queue_url(&dlq_url)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].body.as_deref(), Some("{not json"));
+
+    // SQS hands the whole batch over again once the lease has run out.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let response = sqs::handle_batch(&deliverer, &dead_letters, batch).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(all_seen.lock().unwrap().len(), 3, "nothing was sent twice");
+    assert_eq!(*opened_seen.lock().unwrap(), vec![ids[1].to_string()]);
+
+    let message = store.get_message(tenant, ids[0]).await.unwrap().unwrap();
+    assert_eq!(message.targets, vec![everything.id]);
+    let attempts = store.list_attempts(tenant, ids[0]).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status_code, Some(200));
+}

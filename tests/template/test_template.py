@@ -1,0 +1,481 @@
+"""Wiring checks for the SAM template (template.yaml at the repository root).
+
+Run with `python -m unittest discover -s tests/template -v` (scripts/check-template.sh does,
+after cfn-lint and `sam validate --lint`). Needs PyYAML; the translated-template test also
+needs aws-sam-translator (both in tests/template/requirements.txt).
+"""
+
+import copy
+import os
+import re
+import unittest
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEMPLATE = os.path.join(ROOT, "template.yaml")
+
+FUNCTIONS = {
+    "ApiFunction": "hookline-api",
+    "IngestFunction": "hookline-ingest",
+    "DeliverFunction": "hookline-deliver",
+}
+
+# SQS's upper bound for a queue's visibility timeout, in seconds.
+SQS_MAX_VISIBILITY = 43200
+
+
+class CfnLoader(yaml.SafeLoader):
+    """A SafeLoader that turns CloudFormation short-form tags into their long form."""
+
+
+def _construct_tag(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    return {"Fn::" + tag_suffix: value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template():
+    with open(TEMPLATE, encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+def actions_of(statement):
+    action = statement.get("Action", [])
+    return [action] if isinstance(action, str) else list(action)
+
+
+def resources_of(statement):
+    res = statement.get("Resource", [])
+    return [res] if not isinstance(res, list) else list(res)
+
+
+def referenced_resource(resource):
+    """The logical id an IAM Resource entry points at, or None for a literal."""
+    if isinstance(resource, dict):
+        if "Fn::GetAtt" in resource:
+            return resource["Fn::GetAtt"][0]
+        if "Ref" in resource:
+            return resource["Ref"]
+        if "Fn::Sub" in resource:
+            sub = resource["Fn::Sub"]
+            text = sub if isinstance(sub, str) else sub[0]
+            m = re.match(r"^\$\{(\w+)\.Arn\}", text)
+            return m.group(1) if m else None
+    return None
+
+
+class TemplateTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.t = load_template()
+        cls.res = cls.t["Resources"]
+        cls.params = cls.t["Parameters"]
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def props(self, logical_id):
+        return self.res[logical_id].get("Properties", {})
+
+    def statements_of_function(self, name):
+        """Every IAM statement that applies to the function's role."""
+        props = self.props(name)
+        out = []
+        role = props.get("Role")
+        if role is not None:
+            role_id = referenced_resource(role)
+            self.assertIn(role_id, self.res, f"{name}'s Role must be a role of this template")
+            for policy in self.props(role_id).get("Policies", []):
+                out.extend(policy["PolicyDocument"]["Statement"])
+        for policy in props.get("Policies", []):
+            self.assertIsInstance(
+                policy, dict, f"{name}: use explicit statements, not SAM policy templates/ARNs"
+            )
+            self.assertEqual(
+                set(policy), {"Version", "Statement"}, f"{name}: unexpected policy shape"
+            )
+            out.extend(policy["Statement"])
+        return out
+
+    def actions_of_function(self, name, prefix=""):
+        return [
+            a
+            for s in self.statements_of_function(name)
+            for a in actions_of(s)
+            if a.lower().startswith(prefix)
+        ]
+
+    def function_env(self, name):
+        env = dict(self.t["Globals"]["Function"]["Environment"]["Variables"])
+        env.update(self.props(name).get("Environment", {}).get("Variables", {}))
+        return env
+
+    # --- shape -----------------------------------------------------------------------------
+
+    def test_is_a_sam_template(self):
+        self.assertEqual(self.t["AWSTemplateFormatVersion"], "2010-09-09")
+        self.assertEqual(self.t["Transform"], "AWS::Serverless-2016-10-31")
+
+    def test_globals_run_bootstrap_on_provided_al2023_arm64(self):
+        g = self.t["Globals"]["Function"]
+        self.assertEqual(g["Runtime"], "provided.al2023")
+        self.assertEqual(g["Architectures"], ["arm64"])
+        self.assertEqual(g["Handler"], "bootstrap")
+        for name in FUNCTIONS:
+            p = self.props(name)
+            for key in ("Runtime", "Architectures", "Handler"):
+                self.assertNotIn(key, p, f"{name} overrides the global {key}")
+
+    def test_three_functions_built_by_cargo_lambda(self):
+        functions = {
+            k for k, v in self.res.items() if v["Type"] == "AWS::Serverless::Function"
+        }
+        self.assertEqual(functions, set(FUNCTIONS))
+        for name, binary in FUNCTIONS.items():
+            meta = self.res[name].get("Metadata", {})
+            self.assertEqual(meta.get("BuildMethod"), "rust-cargolambda", name)
+            self.assertEqual(meta.get("BuildProperties", {}).get("Binary"), binary, name)
+            self.assertEqual(self.props(name).get("CodeUri"), ".", name)
+
+    def test_function_timeouts(self):
+        self.assertEqual(self.props("ApiFunction")["Timeout"], 29)
+        self.assertEqual(self.props("IngestFunction")["Timeout"], 10)
+        self.assertEqual(self.props("DeliverFunction")["Timeout"], {"Ref": "DeliverTimeout"})
+
+    def test_http_api_routes(self):
+        self.assertEqual(self.res["HttpApi"]["Type"], "AWS::Serverless::HttpApi")
+
+        def routes(name):
+            out = set()
+            for ev in self.props(name).get("Events", {}).values():
+                self.assertEqual(ev["Type"], "HttpApi", name)
+                self.assertEqual(ev["Properties"]["ApiId"], {"Ref": "HttpApi"}, name)
+                out.add((ev["Properties"]["Method"].upper(), ev["Properties"]["Path"]))
+            return out
+
+        self.assertEqual(
+            routes("ApiFunction"),
+            {("ANY", "/v1/{proxy+}"), ("ANY", "/v3/{proxy+}"), ("GET", "/openapi.json")},
+        )
+        self.assertEqual(routes("IngestFunction"), {("POST", "/v1/events")})
+
+    def test_environment(self):
+        for name in FUNCTIONS:
+            env = self.function_env(name)
+            self.assertEqual(env["TABLE_NAME"], {"Ref": "Table"}, name)
+            self.assertEqual(env["HOOKLINE_RETRY_SCHEDULE"], {"Ref": "RetrySchedule"}, name)
+            self.assertEqual(env["HOOKLINE_RETENTION_DAYS"], {"Ref": "RetentionDays"}, name)
+            self.assertEqual(env["HOOKLINE_ALLOW_HTTP"], {"Ref": "AllowHttp"}, name)
+        self.assertEqual(self.function_env("IngestFunction")["QUEUE_URL"], {"Ref": "EventsQueue"})
+        deliver = self.function_env("DeliverFunction")
+        self.assertEqual(deliver["QUEUE_URL"], {"Ref": "EventsQueue"})
+        self.assertEqual(deliver["DLQ_URL"], {"Ref": "DeadLetterQueue"})
+        self.assertNotIn("QUEUE_URL", self.function_env("ApiFunction"))
+
+    def test_parameter_defaults(self):
+        p = self.params
+        self.assertEqual(p["RetrySchedule"]["Default"], "0s,5s,5m,30m,2h,5h,10h,10h")
+        self.assertEqual(p["RetentionDays"]["Type"], "Number")
+        self.assertEqual(int(p["RetentionDays"]["Default"]), 30)
+        self.assertEqual(set(p["AllowHttp"]["AllowedValues"]), {"true", "false"})
+        self.assertEqual(p["AllowHttp"]["Default"], "false")
+
+    def test_operator_key_is_no_echo_and_reaches_only_the_api(self):
+        key = self.params["OperatorKey"]
+        self.assertIs(key.get("NoEcho"), True)
+        self.assertGreaterEqual(int(key["MinLength"]), 32)
+        self.assertNotIn("Default", key)
+        self.assertEqual(
+            self.function_env("ApiFunction")["HOOKLINE_OPERATOR_KEY"], {"Ref": "OperatorKey"}
+        )
+        for name in ("IngestFunction", "DeliverFunction"):
+            self.assertNotIn("HOOKLINE_OPERATOR_KEY", self.function_env(name), name)
+
+    # --- queue and event source -------------------------------------------------------------
+
+    def test_deliver_sqs_event_source(self):
+        events = self.props("DeliverFunction")["Events"]
+        sqs = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+        self.assertEqual(len(sqs), 1)
+        ev = sqs[0]
+        self.assertEqual(ev["Queue"], {"Fn::GetAtt": ["EventsQueue", "Arn"]})
+        self.assertIn("ReportBatchItemFailures", ev["FunctionResponseTypes"])
+        self.assertEqual(ev["BatchSize"], {"Ref": "DeliverBatchSize"})
+        self.assertEqual(ev["ScalingConfig"]["MaximumConcurrency"], {"Ref": "DeliverMaxConcurrency"})
+        self.assertLessEqual(ev.get("MaximumBatchingWindowInSeconds", 0), 1)
+
+    def test_deliver_parameter_bounds(self):
+        batch = self.params["DeliverBatchSize"]
+        self.assertEqual(
+            (int(batch["Default"]), int(batch["MinValue"]), int(batch["MaxValue"])), (10, 1, 10)
+        )
+        conc = self.params["DeliverMaxConcurrency"]
+        self.assertEqual(
+            (int(conc["Default"]), int(conc["MinValue"]), int(conc["MaxValue"])), (10, 2, 1000)
+        )
+        self.assertEqual(int(self.params["DeliverTimeout"]["Default"]), 60)
+
+    def test_events_queue_redrives_to_the_dead_letter_queue(self):
+        q = self.props("EventsQueue")
+        self.assertEqual(
+            q["RedrivePolicy"]["deadLetterTargetArn"], {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+        )
+        self.assertEqual(int(q["RedrivePolicy"]["maxReceiveCount"]), 5)
+        self.assertEqual(self.res["DeadLetterQueue"]["Type"], "AWS::SQS::Queue")
+
+    def _visibility_for(self, deliver_timeout):
+        vis = self.props("EventsQueue")["VisibilityTimeout"]
+        if isinstance(vis, int):
+            return vis
+        self.assertIn("Fn::FindInMap", vis, "VisibilityTimeout: literal or DeliverTimeouts mapping")
+        mapping, key, attr = vis["Fn::FindInMap"]
+        self.assertEqual(key, {"Ref": "DeliverTimeout"})
+        return int(self.t["Mappings"][mapping][str(deliver_timeout)][attr])
+
+    def test_queue_visibility_is_six_times_deliver_timeout(self):
+        param = self.params["DeliverTimeout"]
+        timeouts = {int(param["Default"])}
+        timeouts.update(int(v) for v in param.get("AllowedValues", []))
+        if "AllowedValues" not in param:
+            # A free-form timeout could exceed a fixed visibility timeout.
+            self.assertIn("MaxValue", param)
+            timeouts.add(int(param["MaxValue"]))
+        for timeout in sorted(timeouts):
+            vis = self._visibility_for(timeout)
+            self.assertGreaterEqual(vis, 6 * timeout, f"DeliverTimeout={timeout}")
+            self.assertLessEqual(vis, SQS_MAX_VISIBILITY, f"DeliverTimeout={timeout}")
+            self.assertLessEqual(timeout, 900, "Lambda's timeout is at most 900 s")
+
+    def test_queues_retention_size_encryption(self):
+        events = self.props("EventsQueue")
+        self.assertEqual(int(events["MessageRetentionPeriod"]), 1209600)
+        self.assertEqual(int(events["MaximumMessageSize"]), 1048576)
+        for q in ("EventsQueue", "DeadLetterQueue"):
+            p = self.props(q)
+            self.assertIs(p.get("SqsManagedSseEnabled"), True, q)
+        self.assertEqual(int(self.props("DeadLetterQueue")["MessageRetentionPeriod"]), 1209600)
+
+    # --- table -----------------------------------------------------------------------------
+
+    def test_table_on_demand_pitr_sse_ttl_retained(self):
+        table = self.res["Table"]
+        self.assertEqual(table["Type"], "AWS::DynamoDB::Table")
+        self.assertEqual(table.get("DeletionPolicy"), "Retain")
+        self.assertEqual(table.get("UpdateReplacePolicy"), "Retain")
+        p = table["Properties"]
+        self.assertEqual(p["BillingMode"], "PAY_PER_REQUEST")
+        self.assertIs(p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], True)
+        self.assertIs(p["SSESpecification"]["SSEEnabled"], True)
+        self.assertEqual(
+            p["TimeToLiveSpecification"], {"AttributeName": "expires_at", "Enabled": True}
+        )
+
+    def test_table_keys_and_gsi1(self):
+        p = self.props("Table")
+        attrs = {a["AttributeName"]: a["AttributeType"] for a in p["AttributeDefinitions"]}
+        self.assertEqual(attrs, {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S"})
+        keys = [(k["AttributeName"], k["KeyType"]) for k in p["KeySchema"]]
+        self.assertEqual(keys, [("pk", "HASH"), ("sk", "RANGE")])
+        self.assertEqual(len(p["GlobalSecondaryIndexes"]), 1)
+        gsi = p["GlobalSecondaryIndexes"][0]
+        self.assertEqual(gsi["IndexName"], "gsi1")
+        keys = [(k["AttributeName"], k["KeyType"]) for k in gsi["KeySchema"]]
+        self.assertEqual(keys, [("gsi1pk", "HASH"), ("gsi1sk", "RANGE")])
+        self.assertEqual(gsi["Projection"]["ProjectionType"], "ALL")
+
+    # --- least privilege -------------------------------------------------------------------
+
+    def test_api_function_has_no_sqs_and_no_scan(self):
+        actions = [a.lower() for a in self.actions_of_function("ApiFunction")]
+        self.assertTrue(actions, "the api function needs its table permissions")
+        self.assertFalse([a for a in actions if a.startswith("sqs:")], actions)
+        self.assertNotIn("dynamodb:scan", actions)
+        self.assertNotIn("Role", self.props("ApiFunction"))
+
+    def test_ingest_sends_only_to_the_events_queue_and_never_scans(self):
+        stmts = self.statements_of_function("IngestFunction")
+        sqs_actions = set()
+        for s in stmts:
+            acts = [a.lower() for a in actions_of(s)]
+            self.assertNotIn("dynamodb:scan", acts)
+            if any(a.startswith("sqs:") for a in acts):
+                sqs_actions.update(acts)
+                self.assertEqual(
+                    [referenced_resource(r) for r in resources_of(s)], ["EventsQueue"]
+                )
+        self.assertEqual(sqs_actions, {"sqs:sendmessage"})
+
+    def test_deliver_sqs_actions_scoped_to_the_two_queues(self):
+        stmts = self.statements_of_function("DeliverFunction")
+        send, consume = set(), set()
+        for s in stmts:
+            acts = [a.lower() for a in actions_of(s)]
+            self.assertNotIn("dynamodb:scan", acts)
+            targets = {referenced_resource(r) for r in resources_of(s)}
+            if any(a.startswith("sqs:") for a in acts):
+                self.assertTrue(targets <= {"EventsQueue", "DeadLetterQueue"}, targets)
+                if "sqs:sendmessage" in acts:
+                    send |= targets
+                if "sqs:receivemessage" in acts:
+                    consume |= targets
+        self.assertEqual(send, {"EventsQueue", "DeadLetterQueue"})
+        self.assertEqual(consume, {"EventsQueue"})
+        # SAM attaches AWSLambdaSQSQueueExecutionRole (SQS actions on every queue) to the
+        # role it generates for a function with an SQS event, so deliver needs its own role.
+        role = self.props("DeliverFunction").get("Role")
+        self.assertIsNotNone(role, "DeliverFunction needs an explicit role")
+        for arn in self.props(referenced_resource(role)).get("ManagedPolicyArns", []):
+            text = arn if isinstance(arn, str) else arn.get("Fn::Sub", "")
+            self.assertNotRegex(text, r"SQS|DynamoDB|FullAccess", "broad managed policy")
+
+    def test_table_and_queue_actions_name_their_resources(self):
+        allowed = {"dynamodb:": {"Table"}, "sqs:": {"EventsQueue", "DeadLetterQueue"}}
+        seen = 0
+        for name in FUNCTIONS:
+            for s in self.statements_of_function(name):
+                self.assertEqual(s.get("Effect"), "Allow", name)
+                acts = [a.lower() for a in actions_of(s)]
+                for prefix, targets in allowed.items():
+                    if not any(a.startswith(prefix) for a in acts):
+                        continue
+                    seen += 1
+                    self.assertFalse(
+                        [a for a in acts if "*" in a], f"{name}: wildcard action {acts}"
+                    )
+                    resources = resources_of(s)
+                    self.assertTrue(resources, f"{name}: statement without Resource")
+                    for r in resources:
+                        self.assertNotEqual(r, "*", f"{name}: {prefix} on *")
+                        self.assertIn(referenced_resource(r), targets, f"{name}: {r}")
+        self.assertGreaterEqual(seen, 5)
+
+    def test_index_permissions_are_limited_to_the_tables_indexes(self):
+        for name in FUNCTIONS:
+            for s in self.statements_of_function(name):
+                for r in resources_of(s):
+                    if isinstance(r, dict) and "Fn::Sub" in r:
+                        self.assertEqual(r["Fn::Sub"], "${Table.Arn}/index/*", name)
+
+    @unittest.skipUnless(
+        __import__("importlib").util.find_spec("samtranslator"), "aws-sam-translator not installed"
+    )
+    def test_translated_roles_grant_no_broad_table_or_queue_access(self):
+        """What SAM generates (roles, event-source policies) keeps to the same rule."""
+        from samtranslator.translator.transform import transform
+
+        template = copy.deepcopy(self.t)
+        for name in FUNCTIONS:
+            template["Resources"][name]["Properties"]["CodeUri"] = "s3://bucket/hookline.zip"
+
+        class Policies:
+            def load(self):
+                names = [
+                    "service-role/AWSLambdaBasicExecutionRole",
+                    "AWSXrayWriteOnlyAccess",
+                    "service-role/AWSLambdaSQSQueueExecutionRole",
+                ]
+                return {n.split("/")[-1]: "arn:aws:iam::aws:policy/" + n for n in names}
+
+        old = os.environ.get("AWS_DEFAULT_REGION")
+        os.environ["AWS_DEFAULT_REGION"] = old or "us-east-1"
+        try:
+            out = transform(template, {}, Policies())
+        finally:
+            if old is None:
+                del os.environ["AWS_DEFAULT_REGION"]
+        roles = {k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::IAM::Role"}
+        self.assertEqual(len(roles), 3, sorted(roles))
+        for role_id, role in roles.items():
+            for arn in role["Properties"].get("ManagedPolicyArns", []):
+                text = arn if isinstance(arn, str) else str(arn)
+                self.assertNotRegex(text, r"SQS|DynamoDB|FullAccess", f"{role_id}: {text}")
+            for policy in role["Properties"].get("Policies", []):
+                for s in policy["PolicyDocument"]["Statement"]:
+                    for a in actions_of(s):
+                        if a.lower().startswith(("sqs:", "dynamodb:")):
+                            self.assertNotIn("*", resources_of(s), f"{role_id}: {a}")
+
+    # --- alarms and outputs ----------------------------------------------------------------
+
+    def alarms(self):
+        return [v["Properties"] for v in self.res.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
+
+    def test_dead_letter_queue_depth_alarm(self):
+        found = [
+            a
+            for a in self.alarms()
+            if a.get("Namespace") == "AWS/SQS"
+            and a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+            and {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+            in a.get("Dimensions", [])
+        ]
+        self.assertEqual(len(found), 1)
+        a = found[0]
+        self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
+        self.assertEqual(float(a["Threshold"]), 0)
+
+    def test_error_alarm_for_each_function(self):
+        for name in FUNCTIONS:
+            found = [
+                a
+                for a in self.alarms()
+                if a.get("Namespace") == "AWS/Lambda"
+                and a.get("MetricName") == "Errors"
+                and {"Name": "FunctionName", "Value": {"Ref": name}} in a.get("Dimensions", [])
+            ]
+            self.assertEqual(len(found), 1, name)
+            a = found[0]
+            self.assertEqual(a["Statistic"], "Sum", name)
+            self.assertEqual(int(a["Period"]), 300, name)
+            self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold", name)
+            self.assertEqual(float(a["Threshold"]), 0, name)
+
+    def test_outputs(self):
+        out = self.t["Outputs"]
+        self.assertEqual(
+            out["ApiUrl"]["Value"],
+            {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"},
+        )
+        self.assertEqual(out["EventsQueueUrl"]["Value"], {"Ref": "EventsQueue"})
+        self.assertEqual(out["DeadLetterQueueUrl"]["Value"], {"Ref": "DeadLetterQueue"})
+        self.assertEqual(out["TableName"]["Value"], {"Ref": "Table"})
+
+    def test_no_literal_region_account_partition_or_endpoint(self):
+        region = re.compile(r"\b(us|eu|ap|sa|ca|me|af|il|mx|cn)(-gov)?-[a-z]+-\d\b")
+        account = re.compile(r"(?<![\d.])\d{12}(?![\d.])")
+
+        def walk(node, path):
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    yield from walk(v, path + [str(k)])
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    yield from walk(v, path + [str(i)])
+            elif isinstance(node, str):
+                yield path, node
+
+        for path, text in walk(self.t, []):
+            where = "/".join(path)
+            self.assertIsNone(region.search(text), f"{where}: literal region in {text!r}")
+            self.assertIsNone(account.search(text), f"{where}: literal account in {text!r}")
+            self.assertNotIn("arn:aws:", text, f"{where}: use ${{AWS::Partition}}")
+            if "amazonaws.com" in text:
+                # Only service principals (lambda.amazonaws.com) may name the domain.
+                self.assertIn("Principal", path, f"{where}: literal endpoint {text!r}")
+
+
+if __name__ == "__main__":
+    unittest.main()
