@@ -18,6 +18,9 @@ fi
 export PATH="$root/.venv/bin:$PATH"
 export HOOKLINE_TEST_PYTHON="$root/.venv/bin/python"
 
+echo "==> Node test tools (tests/mailgun-js)"
+npm ci --prefix tests/mailgun-js --no-audit --no-fund --silent
+
 echo "==> moto_server (DynamoDB, SQS) on loopback"
 moto_port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 moto_server -H 127.0.0.1 -p "$moto_port" > target/moto.log 2>&1 &

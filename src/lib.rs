@@ -136,6 +136,15 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         },
     };
 
+    let sender = Arc::new(
+        Sender::new(SenderOptions {
+            policy: core.url_policy.clone(),
+            resolver: Arc::new(SystemResolver),
+            timeout: core.request_timeout,
+            extra_roots: Vec::new(),
+        })
+        .context("building the HTTP client")?,
+    );
     let clock = Arc::new(SystemClock);
     let state = AppState {
         store: store.clone(),
@@ -143,14 +152,8 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         clock: clock.clone(),
         config: core.clone(),
         operator_key: Some(operator_key),
+        sender: Some(sender.clone()),
     };
-    let sender = Sender::new(SenderOptions {
-        policy: core.url_policy.clone(),
-        resolver: Arc::new(SystemResolver),
-        timeout: core.request_timeout,
-        extra_roots: Vec::new(),
-    })
-    .context("building the HTTP client")?;
     let deliverer = Arc::new(Deliverer::new(
         store.clone(),
         queue.clone(),

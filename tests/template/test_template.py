@@ -148,7 +148,11 @@ class TemplateTest(unittest.TestCase):
             meta = self.res[name].get("Metadata", {})
             self.assertEqual(meta.get("BuildMethod"), "rust-cargolambda", name)
             self.assertEqual(meta.get("BuildProperties", {}).get("Binary"), binary, name)
-            self.assertEqual(self.props(name).get("CodeUri"), ".", name)
+            # The function's own package: cargo-lambda builds `--bin <Binary>` in the package
+            # of the manifest it finds there (the workspace root is the local-mode binary).
+            self.assertEqual(
+                self.props(name).get("CodeUri"), f"functions/{binary.removeprefix('hookline-')}", name
+            )
 
     def test_function_timeouts(self):
         self.assertEqual(self.props("ApiFunction")["Timeout"], 29)

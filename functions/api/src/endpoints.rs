@@ -3,15 +3,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
 use hookline_core::envelope::json_error;
 use hookline_core::http::{no_content, ApiResult, AppState, Caller, JsonBody, RawBody};
-use hookline_core::ids::{EndpointId, TenantId};
+use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
 use hookline_core::signing::{EndpointSecrets, Secret};
 use hookline_core::urlpolicy::UrlPolicy;
+use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
@@ -36,6 +38,9 @@ pub struct CreateEndpoint {
     /// A secret of the owner's choosing (`whsec_…`); generated when absent.
     #[serde(default)]
     secret: Option<String>,
+    /// Send a test event first and save only if the receiver answers 2xx.
+    #[serde(default)]
+    verify: bool,
 }
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
@@ -55,6 +60,9 @@ pub struct UpdateEndpoint {
     format: Option<String>,
     #[serde(default)]
     status: Option<String>,
+    /// Send a test event to the changed endpoint first and save only on a 2xx.
+    #[serde(default)]
+    verify: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -81,7 +89,11 @@ pub fn validate_url(policy: &UrlPolicy, url: &str) -> Result<String> {
         .map_err(|e| Error::invalid("invalid_url", e))
 }
 
-fn validate_event_types(types: Option<Vec<String>>) -> Result<Option<Vec<String>>> {
+/// An endpoint's event types: each built in or added by the operator, without repeats.
+async fn validate_event_types(
+    state: &AppState,
+    types: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>> {
     let Some(types) = types else {
         return Ok(None);
     };
@@ -99,11 +111,8 @@ fn validate_event_types(types: Option<Vec<String>>) -> Result<Option<Vec<String>
     }
     let mut out: Vec<String> = Vec::with_capacity(types.len());
     for t in types {
-        if catalog::lookup(&t).is_none() {
-            return Err(Error::invalid(
-                "unknown_event_type",
-                format!("unknown event type {t:?}; see GET /v1/event-types"),
-            ));
+        if !catalog::resolve(state.store.as_ref(), &t).await? {
+            return Err(catalog::unknown(&t));
         }
         if !out.contains(&t) {
             out.push(t);
@@ -165,7 +174,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<EndpointView>)> {
     let tenant = caller.tenant()?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
-    let event_types = validate_event_types(req.event_types)?;
+    let event_types = validate_event_types(&state, req.event_types).await?;
     let description = validate_description(req.description)?;
     let format = validate_format(req.format.as_deref())?;
     let secret = match req.secret.as_deref() {
@@ -188,6 +197,9 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
+    if req.verify {
+        verify(&state, &endpoint).await?;
+    }
     state.store.put_endpoint(&endpoint).await?;
     tracing::info!(tenant = %tenant, endpoint = %endpoint.id, "endpoint created");
     Ok((StatusCode::CREATED, Json(EndpointView::from(&endpoint))))
@@ -230,7 +242,7 @@ pub async fn update(
         endpoint.url = validate_url(&state.config.url_policy, &url)?;
     }
     if let Some(types) = req.event_types {
-        endpoint.event_types = validate_event_types(types)?;
+        endpoint.event_types = validate_event_types(&state, types).await?;
     }
     if let Some(description) = req.description {
         endpoint.description = validate_description(Some(description))?;
@@ -263,6 +275,9 @@ pub async fn update(
         endpoint.domain = validate_domain(&state, endpoint.tenant, domain).await?;
     }
     endpoint.updated_at = state.clock.now();
+    if req.verify {
+        verify(&state, &endpoint).await?;
+    }
     state.store.put_endpoint(&endpoint).await?;
     Ok(Json(EndpointView::from(&endpoint)))
 }
@@ -315,4 +330,108 @@ pub async fn rotate(
     state.store.put_endpoint(&endpoint).await?;
     tracing::info!(tenant = %endpoint.tenant, endpoint = %endpoint.id, "endpoint secret rotated");
     Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// The event type whose sample is sent; the endpoint's first one when absent.
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+/// Sends a test event to a saved endpoint and tells what the receiver answered.
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult<Json<Value>> {
+    let endpoint = load(&state, caller, &id).await?;
+    let req: TestRequest = if body.is_empty() {
+        TestRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(json_error)?
+    };
+    let sent = send_test(&state, &endpoint, req.event_type.as_deref()).await?;
+    let ok = sent
+        .response
+        .status
+        .is_some_and(|s| (200..300).contains(&s));
+    Ok(Json(json!({
+        "ok": ok,
+        "webhook_id": sent.webhook_id,
+        "event_type": sent.event_type,
+        "status": sent.response.status,
+        "error": sent.response.error,
+        "latency_ms": sent.response.latency.as_millis() as u64,
+        "response": sent.response.excerpt,
+    })))
+}
+
+struct TestSend {
+    webhook_id: String,
+    event_type: String,
+    response: hookline_core::client::Response,
+}
+
+/// Sends the sample payload of an event type (by default the endpoint's first, or the
+/// catalog's first for an endpoint taking every event), signed like a delivery and marked
+/// with `hookline-test: true`.
+async fn send_test(
+    state: &AppState,
+    endpoint: &Endpoint,
+    event_type: Option<&str>,
+) -> ApiResult<TestSend> {
+    let sender = state
+        .sender
+        .as_ref()
+        .ok_or(Error::Forbidden("this function does not send test events"))?;
+    let name = match event_type {
+        Some(name) => name.to_string(),
+        None => endpoint
+            .event_types
+            .as_ref()
+            .and_then(|t| t.first().cloned())
+            .unwrap_or_else(|| catalog::builtin()[0].name.clone()),
+    };
+    let sample = catalog::sample(state.store.as_ref(), &name)
+        .await?
+        .ok_or_else(|| catalog::unknown(&name))?;
+    let outbound = Outbound {
+        id: MessageId::new().to_string(),
+        event_type: &name,
+        payload: &sample,
+    };
+    let (mut headers, body) = render(&outbound, endpoint, state.clock.now());
+    headers.insert(
+        HeaderName::from_static("hookline-test"),
+        HeaderValue::from_static("true"),
+    );
+    let response = sender.post(&endpoint.url, headers, body).await;
+    Ok(TestSend {
+        webhook_id: outbound.id.clone(),
+        event_type: name,
+        response,
+    })
+}
+
+/// Test before save: a 2xx from the receiver, or a 422 saying what it answered.
+async fn verify(state: &AppState, endpoint: &Endpoint) -> ApiResult<()> {
+    let sent = send_test(state, endpoint, None).await?;
+    let r = sent.response;
+    if r.status.is_some_and(|s| (200..300).contains(&s)) {
+        return Ok(());
+    }
+    let message = match (r.status, r.error.as_deref()) {
+        (Some(status), _) => format!("the test event got HTTP {status}; nothing was saved"),
+        (None, Some(kind)) => format!("the test event failed ({kind}); nothing was saved"),
+        (None, None) => "the test event failed; nothing was saved".to_string(),
+    };
+    Err(Error::EndpointTest {
+        message,
+        status: r.status,
+        error: r.error,
+    }
+    .into())
 }

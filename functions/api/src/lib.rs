@@ -1,9 +1,11 @@
-//! The tenant and operator API (`/v1`): tenants and their keys, domains, endpoints and
-//! their secrets, the message and attempt log, and the event-type catalog. The same router
+//! The tenant and operator API (`/v1`): tenants, their sub-accounts and keys, domains,
+//! endpoints and their secrets, the message and attempt log, and the event-type catalog. The same router
 //! serves local mode and the api Lambda function.
 
 mod domains;
 mod endpoints;
+mod event_types;
+mod mailgun;
 mod messages;
 mod tenants;
 mod views;
@@ -19,6 +21,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{id}", get(tenants::get))
+        .route(
+            "/v1/sub-accounts",
+            post(tenants::create_sub_account).get(tenants::list_sub_accounts),
+        )
         .route(
             "/v1/tenants/{id}/api-keys",
             post(tenants::create_key).get(tenants::list_keys),
@@ -44,9 +50,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/endpoints/{id}/secret", get(endpoints::secret))
         .route("/v1/endpoints/{id}/secret/rotate", post(endpoints::rotate))
+        .route("/v1/endpoints/{id}/test", post(endpoints::test))
         .route("/v1/messages", get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/attempts", get(messages::attempts))
-        .route("/v1/event-types", get(messages::event_types))
+        .route(
+            "/v1/event-types",
+            get(event_types::list).post(event_types::create),
+        )
+        // Mailgun's webhooks API over the same endpoints (see `mailgun`).
+        .route(
+            "/v3/domains/{domain}/webhooks",
+            get(mailgun::list).post(mailgun::create),
+        )
+        .route(
+            "/v3/domains/{domain}/webhooks/{name}",
+            get(mailgun::get)
+                .put(mailgun::update)
+                .delete(mailgun::delete),
+        )
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use hookline_core::lambda::{init_tracing, LambdaEnv, NoQueue};
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
-    let state = env.app_state(Arc::new(NoQueue))?;
+    let state = env.app_state(Arc::new(NoQueue), Some(env.sender()?))?;
     let app = hookline_core::http::with_fallbacks(hookline_api::router(state));
     lambda_http::run(app).await
 }

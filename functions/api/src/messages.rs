@@ -1,11 +1,9 @@
-//! The message log: messages, their per-endpoint delivery state and attempts, and the
-//! catalog of event types they can have.
+//! The message log: messages, their per-endpoint delivery state and attempts.
 
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use hookline_core::catalog;
 use hookline_core::http::{ApiResult, AppState, Caller};
 use hookline_core::ids::MessageId;
 use hookline_core::model::{Delivery, Message, MessageQuery};
@@ -13,7 +11,7 @@ use hookline_core::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::views::{AttemptView, DeliveryView, EventTypeView, MessageView};
+use crate::views::{AttemptView, DeliveryView, MessageView};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 250;
@@ -123,10 +121,5 @@ pub async fn attempts(
         .list_attempts(message.tenant, message.id)
         .await?;
     let data: Vec<AttemptView> = attempts.iter().map(AttemptView::from).collect();
-    Ok(Json(json!({ "data": data })))
-}
-
-pub async fn event_types(_caller: Caller) -> ApiResult<Json<Value>> {
-    let data: Vec<EventTypeView> = catalog::builtin().iter().map(EventTypeView::from).collect();
     Ok(Json(json!({ "data": data })))
 }

@@ -1,4 +1,6 @@
-//! Tenants (created by the operator) and their API keys.
+//! Tenants (created by the operator), their sub-accounts (created by a top-level tenant,
+//! one level deep, so that events can be published for them with `"owner"`) and their API
+//! keys.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -28,26 +30,73 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_operator()?;
-    let name = req.name.trim();
+    let name = tenant_name(&req.name)?;
+    let created = create_with_key(&state, name, None).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A sub-account of the calling tenant, with its first key (shown only here).
+pub async fn create_sub_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let parent = caller.tenant()?;
+    let name = tenant_name(&req.name)?;
+    let record = state
+        .store
+        .get_tenant(parent)
+        .await?
+        .ok_or(Error::NotFound("tenant"))?;
+    if record.parent.is_some() {
+        return Err(Error::Forbidden("a sub-account cannot have sub-accounts").into());
+    }
+    let created = create_with_key(&state, name, Some(parent)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The calling tenant's sub-accounts, oldest first.
+pub async fn list_sub_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Value>> {
+    let parent = caller.tenant()?;
+    let tenants = state.store.list_sub_accounts(parent).await?;
+    let data: Vec<TenantView> = tenants.iter().map(TenantView::from).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+/// A tenant name: trimmed, 1 to [`MAX_NAME`] printable characters.
+fn tenant_name(raw: &str) -> Result<String, Error> {
+    let name = raw.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(Error::invalid(
             "invalid_name",
             format!("name must be 1 to {MAX_NAME} printable characters"),
-        )
-        .into());
+        ));
     }
+    Ok(name.to_string())
+}
+
+/// Creates a tenant and its first key; the body shows the key, once.
+async fn create_with_key(
+    state: &AppState,
+    name: String,
+    parent: Option<TenantId>,
+) -> ApiResult<Value> {
     let now = state.clock.now();
     let tenant = Tenant {
         id: TenantId::new(),
-        name: name.to_string(),
+        name,
+        parent,
         created_at: now,
     };
     let (key, record) = new_key(tenant.id, now);
     state.store.create_tenant(&tenant, &record).await?;
-    tracing::info!(tenant = %tenant.id, "tenant created");
+    tracing::info!(tenant = %tenant.id, parent = ?tenant.parent, "tenant created");
     let mut body = serde_json::to_value(TenantView::from(&tenant)).expect("view serializes");
     body["api_key"] = json!(key.expose());
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(body)
 }
 
 pub async fn get(

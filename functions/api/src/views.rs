@@ -4,7 +4,9 @@
 use hookline_core::catalog::EventTypeDef;
 use hookline_core::http::rfc3339;
 use hookline_core::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
-use hookline_core::model::{ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, Tenant};
+use hookline_core::model::{
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, Message, Tenant,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -12,6 +14,8 @@ use serde_json::value::RawValue;
 pub struct TenantView {
     pub id: TenantId,
     pub name: String,
+    /// The tenant this is a sub-account of; `null` for a top-level tenant.
+    pub parent: Option<TenantId>,
     pub created_at: String,
 }
 
@@ -20,6 +24,7 @@ impl From<&Tenant> for TenantView {
         TenantView {
             id: t.id,
             name: t.name.clone(),
+            parent: t.parent,
             created_at: rfc3339(t.created_at),
         }
     }
@@ -98,6 +103,8 @@ pub struct MessageView<'a> {
     pub domain: Option<&'a str>,
     pub payload: &'a RawValue,
     pub idempotency_key: Option<&'a str>,
+    /// The tenant that published it for its owner; `null` when the owner published it.
+    pub published_by: Option<TenantId>,
     pub received_at: String,
 }
 
@@ -109,6 +116,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             domain: m.domain.as_deref(),
             payload: &m.payload,
             idempotency_key: m.idempotency_key.as_deref(),
+            published_by: m.publisher,
             received_at: rfc3339(m.received_at),
         }
     }
@@ -178,6 +186,17 @@ pub struct EventTypeView<'a> {
 
 impl<'a> From<&'a EventTypeDef> for EventTypeView<'a> {
     fn from(d: &'a EventTypeDef) -> Self {
+        EventTypeView {
+            name: &d.name,
+            provider: &d.provider,
+            description: &d.description,
+            sample: &d.sample,
+        }
+    }
+}
+
+impl<'a> From<&'a CustomEventType> for EventTypeView<'a> {
+    fn from(d: &'a CustomEventType) -> Self {
         EventTypeView {
             name: &d.name,
             provider: &d.provider,

@@ -36,6 +36,7 @@ async fn app() -> axum::Router {
         clock: Arc::new(SystemClock),
         config: Arc::new(CoreConfig::default()),
         operator_key: Some(KeyHash::of(OPERATOR_KEY)),
+        sender: None,
     };
     with_fallbacks(hookline_api::router(state))
 }

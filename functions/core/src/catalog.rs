@@ -1,12 +1,16 @@
 //! The built-in event-type catalog: the provider webhook events Hookline accepts, each with
 //! a description and a sample payload, compiled in from `catalog.json`, plus the syntax
-//! rule every event type name must follow.
+//! rule every event type name must follow. The operator may add types at run time; those
+//! live in storage ([`EventTypeStore`]), and [`resolve`] is the one place that knows both.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::ports::EventTypeStore;
 
 /// Longest event type name, in characters.
 const MAX_NAME_CHARS: usize = 128;
@@ -62,6 +66,44 @@ pub fn builtin() -> &'static [EventTypeDef] {
 /// Looks a name up in the built-in catalog.
 pub fn lookup(name: &str) -> Option<&'static EventTypeDef> {
     INDEX.get(name).copied()
+}
+
+/// Whether `name` is an event type: a built-in one, else one the operator added. The
+/// built-ins are answered without storage; a name that breaks the syntax rule cannot have
+/// been added, so it is not looked up either.
+///
+/// Generic rather than `&dyn EventTypeStore` so callers can pass their `&dyn Store` as it
+/// is (trait upcasting needs a newer compiler than the workspace's minimum).
+pub async fn resolve<S: EventTypeStore + ?Sized>(store: &S, name: &str) -> Result<bool> {
+    if lookup(name).is_some() {
+        return Ok(true);
+    }
+    if check_name_syntax(name).is_err() {
+        return Ok(false);
+    }
+    Ok(store.get_event_type(name).await?.is_some())
+}
+
+/// The sample payload of a built-in or operator-added event type; `None` if unknown.
+pub async fn sample<S: EventTypeStore + ?Sized>(
+    store: &S,
+    name: &str,
+) -> Result<Option<Box<RawValue>>> {
+    if let Some(def) = lookup(name) {
+        return Ok(Some(def.sample.clone()));
+    }
+    if check_name_syntax(name).is_err() {
+        return Ok(None);
+    }
+    Ok(store.get_event_type(name).await?.map(|t| t.sample))
+}
+
+/// The error for an event type that [`resolve`] does not know.
+pub fn unknown(name: &str) -> Error {
+    Error::invalid(
+        "unknown_event_type",
+        format!("unknown event type {name:?}; see GET /v1/event-types"),
+    )
 }
 
 /// Checks an event type name's syntax: 1 to 128 characters, no control characters, no
@@ -258,6 +300,50 @@ mod tests {
         assert!(lookup("").is_none());
         // Names are case-sensitive: Postal's are CamelCase, the others are not.
         assert!(lookup("messagesent").is_none());
+    }
+
+    /// Answers `get_event_type` from a fixed list and counts the calls.
+    struct Added(Vec<&'static str>, std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl EventTypeStore for Added {
+        async fn create_event_type(&self, _: &crate::model::CustomEventType) -> Result<()> {
+            unreachable!("resolve never writes")
+        }
+        async fn get_event_type(
+            &self,
+            name: &str,
+        ) -> Result<Option<crate::model::CustomEventType>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self
+                .0
+                .contains(&name)
+                .then(|| crate::model::CustomEventType {
+                    name: name.to_string(),
+                    provider: "custom".into(),
+                    description: String::new(),
+                    sample: RawValue::from_string("{}".into()).unwrap(),
+                    created_at: 0,
+                }))
+        }
+        async fn list_event_types(&self) -> Result<Vec<crate::model::CustomEventType>> {
+            unreachable!("resolve never lists")
+        }
+    }
+
+    #[tokio::test]
+    async fn resolve_knows_built_in_then_added_types() {
+        let store = Added(vec!["acme.thing"], Default::default());
+        let calls = || store.1.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(resolve(&store, "delivered").await.unwrap());
+        assert_eq!(calls(), 0, "built-ins need no storage");
+        assert!(!resolve(&store, " bad").await.unwrap());
+        assert_eq!(calls(), 0, "a name breaking the syntax is not looked up");
+        assert!(resolve(&store, "acme.thing").await.unwrap());
+        assert!(!resolve(&store, "acme.other").await.unwrap());
+        assert_eq!(calls(), 2);
+        let dynamic: &dyn EventTypeStore = &store;
+        assert!(resolve(dynamic, "acme.thing").await.unwrap());
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::error::Error;
 use crate::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
 use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
-    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
-    EndpointStatus, Message, MessageQuery, Millis, Tenant,
+    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
+    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Tenant,
 };
 use crate::ports::{Outgoing, PullQueue, Received, Store};
 use crate::signing::{EndpointSecrets, Secret};
@@ -23,6 +23,7 @@ use crate::signing::{EndpointSecrets, Secret};
 pub async fn store_contract(store: Arc<dyn Store>) {
     let s = store.as_ref();
     tenants_and_keys(s).await;
+    sub_accounts(s).await;
     revocation_is_scoped_to_the_tenant(s).await;
     operator_key_is_set_once(s).await;
     domains(s).await;
@@ -30,6 +31,7 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     endpoints(s).await;
     endpoints_are_isolated_by_tenant(s).await;
     insert_message_keeps_the_first_version(s).await;
+    messages_keep_their_publisher(s).await;
     list_messages_pages_newest_first(s).await;
     list_messages_filters_by_type(s).await;
     idempotency_keys(s).await;
@@ -37,6 +39,7 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     claims_check_expected_attempts(s).await;
     record_attempt_is_conditional(s).await;
     record_attempt_settles_unclaimed_deliveries(s).await;
+    event_types(s).await;
 }
 
 /// What a queue promises beyond what every queue must, so a check of such a promise runs
@@ -88,6 +91,7 @@ fn tenant(created_at: Millis) -> Tenant {
     Tenant {
         id: TenantId::new(),
         name: "Contract Corp".into(),
+        parent: None,
         created_at,
     }
 }
@@ -133,6 +137,7 @@ fn message(id: MessageId, tenant: TenantId, event_type: &str, payload: &str) -> 
     Message {
         id,
         tenant,
+        publisher: None,
         domain: None,
         event_type: event_type.into(),
         payload: RawValue::from_string(payload.to_owned()).expect("valid JSON payload"),
@@ -169,6 +174,7 @@ fn assert_same_message(got: &Message, want: &Message, what: &str) {
         (
             m.id,
             m.tenant,
+            m.publisher,
             m.domain.clone(),
             m.event_type.clone(),
             // Verbatim: signatures are computed over these exact bytes.
@@ -258,6 +264,58 @@ async fn tenants_and_keys(s: &dyn Store) {
         vec![revoked, second],
         "revoked keys stay listed"
     );
+}
+
+async fn sub_accounts(s: &dyn Store) {
+    let t0 = now();
+    let parent = tenant(t0);
+    s.create_tenant(&parent, &api_key(parent.id, t0))
+        .await
+        .expect("create tenant");
+    // Created out of id order, so listing by id cannot pass for listing by age.
+    let younger = Tenant {
+        parent: Some(parent.id),
+        ..tenant(t0 + 2)
+    };
+    let older = Tenant {
+        parent: Some(parent.id),
+        ..tenant(t0 + 1)
+    };
+    for child in [&younger, &older] {
+        s.create_tenant(child, &api_key(child.id, t0))
+            .await
+            .expect("create sub-account");
+    }
+    let unrelated = tenant(t0);
+    s.create_tenant(&unrelated, &api_key(unrelated.id, t0))
+        .await
+        .expect("create tenant");
+
+    assert_eq!(
+        s.get_tenant(older.id).await.expect("get tenant"),
+        Some(older.clone()),
+        "a sub-account is found with its parent"
+    );
+    assert_eq!(
+        s.get_tenant(parent.id).await.expect("get tenant"),
+        Some(parent.clone()),
+        "a top-level tenant has no parent"
+    );
+    assert_eq!(
+        s.list_sub_accounts(parent.id).await.expect("list"),
+        vec![older.clone(), younger],
+        "a parent lists its sub-accounts, oldest first"
+    );
+    for (who, id) in [
+        ("a sub-account", older.id),
+        ("an unrelated tenant", unrelated.id),
+        ("an unknown tenant", TenantId::new()),
+    ] {
+        assert!(
+            s.list_sub_accounts(id).await.expect("list").is_empty(),
+            "{who} lists no sub-accounts"
+        );
+    }
 }
 
 async fn revocation_is_scoped_to_the_tenant(s: &dyn Store) {
@@ -577,6 +635,46 @@ async fn insert_message_keeps_the_first_version(s: &dyn Store) {
             .is_none(),
         "an unknown message is not found"
     );
+}
+
+async fn messages_keep_their_publisher(s: &dyn Store) {
+    let owner = TenantId::new();
+    let publisher = TenantId::new();
+    let mut published = message(MessageId::new(), owner, "order.created", "{}");
+    published.publisher = Some(publisher);
+    let own = message(MessageId::new(), owner, "order.created", "{}");
+    for m in [&published, &own] {
+        let stored = s.insert_message(m).await.expect("insert message");
+        assert_same_message(&stored, m, "insert returns the publisher");
+    }
+    let got = s
+        .get_message(owner, published.id)
+        .await
+        .expect("get message")
+        .expect("the message is found under its owner");
+    assert_same_message(&got, &published, "the publisher is kept");
+    assert!(
+        s.get_message(publisher, published.id)
+            .await
+            .expect("get message")
+            .is_none(),
+        "a message is not found under its publisher"
+    );
+    let listed = s
+        .list_messages(
+            owner,
+            &MessageQuery {
+                limit: 10,
+                ..MessageQuery::default()
+            },
+        )
+        .await
+        .expect("list messages")
+        .items;
+    let publishers: Vec<_> = listed.iter().map(|m| (m.id, m.publisher)).collect();
+    let mut want = vec![(published.id, Some(publisher)), (own.id, None)];
+    want.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    assert_eq!(publishers, want, "listings carry the publisher");
 }
 
 /// Inserts `types.len()` messages, one ms apart, in an order unlike their ids'; returns
@@ -1077,6 +1175,84 @@ async fn record_attempt_settles_unclaimed_deliveries(s: &dyn Store) {
     ];
     want.sort_by_key(|d| d.endpoint);
     assert_eq!(listed, want, "every delivery of the message is listed");
+}
+
+// ---- event types --------------------------------------------------------------------
+
+fn event_type(name: &str, sample: &str, created_at: Millis) -> CustomEventType {
+    CustomEventType {
+        name: name.into(),
+        provider: "contract".into(),
+        description: "a type the operator added".into(),
+        sample: RawValue::from_string(sample.to_owned()).expect("valid JSON sample"),
+        created_at,
+    }
+}
+
+#[track_caller]
+fn assert_same_event_type(got: &CustomEventType, want: &CustomEventType, what: &str) {
+    let view = |d: &CustomEventType| {
+        (
+            d.name.clone(),
+            d.provider.clone(),
+            d.description.clone(),
+            // Verbatim, as the operator sent it.
+            d.sample.get().to_owned(),
+            d.created_at,
+        )
+    };
+    assert_eq!(view(got), view(want), "{what}");
+}
+
+async fn event_types(s: &dyn Store) {
+    // Names are fresh (the store is shared between runs) and sort apart from their
+    // creation order; one has an inner space and a non-ASCII character, as names may.
+    let tag = Ulid::new();
+    let t0 = now();
+    let zebra = event_type(&format!("zz contract.{tag}"), r#"{ "z": [1, 2] }"#, t0);
+    let alpha = event_type(&format!("aa contract.{tag} é"), r#"{"a":"é"}"#, t0 + 1);
+    for def in [&zebra, &alpha] {
+        s.create_event_type(def).await.expect("create event type");
+    }
+
+    let got = s
+        .get_event_type(&alpha.name)
+        .await
+        .expect("get event type")
+        .expect("a created type is found by name");
+    assert_same_event_type(&got, &alpha, "a type is stored as created");
+    assert!(
+        s.get_event_type(&format!("missing contract.{tag}"))
+            .await
+            .expect("get event type")
+            .is_none(),
+        "an unknown type is not found"
+    );
+
+    let duplicate = event_type(&zebra.name, "{}", t0 + 5);
+    match s.create_event_type(&duplicate).await {
+        Err(Error::Conflict { code, .. }) => assert_eq!(code, "event_type_exists"),
+        other => panic!("a duplicate type must be an event_type_exists conflict, got {other:?}"),
+    }
+    let kept = s
+        .get_event_type(&zebra.name)
+        .await
+        .expect("get event type")
+        .expect("found");
+    assert_same_event_type(&kept, &zebra, "a duplicate create leaves the first type");
+
+    let listed = s.list_event_types().await.expect("list event types");
+    assert!(
+        listed.windows(2).all(|w| w[0].name < w[1].name),
+        "types are listed sorted by name, each once"
+    );
+    let mine: Vec<_> = listed
+        .iter()
+        .filter(|d| d.name.contains(&tag.to_string()))
+        .collect();
+    assert_eq!(mine.len(), 2, "both created types are listed");
+    assert_same_event_type(mine[0], &alpha, "listed first by name");
+    assert_same_event_type(mine[1], &zebra, "listed second by name");
 }
 
 // ---- queue ----------------------------------------------------------------------------

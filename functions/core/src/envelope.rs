@@ -1,5 +1,7 @@
 //! The event envelope producers publish, over HTTP or straight onto the queue, and the
-//! checks every envelope passes before Hookline accepts it.
+//! checks every envelope passes before Hookline accepts it. Passing them yields a
+//! [`Validated`] event that knows whose event it is ([`Route`]), so what queues or stores
+//! it cannot skip the checks or route it differently from how they decided.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -8,7 +10,7 @@ use crate::catalog;
 use crate::config::{CoreConfig, MAX_BATCH};
 use crate::error::{Error, Result};
 use crate::ids::TenantId;
-use crate::ports::EndpointStore;
+use crate::ports::{Store, TenantStore};
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
@@ -23,6 +25,63 @@ pub struct EventEnvelope {
     pub domain: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The tenant whose event this is when it is not the publisher's: the publisher itself
+    /// or one of its direct sub-accounts. Kept as text: an id that does not parse is "not
+    /// found" like one that does not exist, so the answer never tells them apart.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Whose event an accepted envelope is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The tenant the event belongs to: its log, endpoints and domains (the owner if one
+    /// was named, else the publisher).
+    pub tenant: TenantId,
+    /// The tenant that published it; idempotency keys are scoped by it.
+    pub publisher: TenantId,
+}
+
+impl Route {
+    /// An event of the publisher's own.
+    pub fn own(publisher: TenantId) -> Self {
+        Route {
+            tenant: publisher,
+            publisher,
+        }
+    }
+
+    /// The owner, when it is not the publisher.
+    pub fn owner(&self) -> Option<TenantId> {
+        (self.tenant != self.publisher).then_some(self.tenant)
+    }
+
+    /// The publisher, when it is not the owner (what a message records).
+    pub fn publisher_if_other(&self) -> Option<TenantId> {
+        (self.tenant != self.publisher).then_some(self.publisher)
+    }
+}
+
+/// An envelope that passed [`EventEnvelope::validate`], with its route. Only `validate`
+/// makes one.
+#[derive(Debug)]
+pub struct Validated {
+    event: EventEnvelope,
+    route: Route,
+}
+
+impl Validated {
+    pub fn event(&self) -> &EventEnvelope {
+        &self.event
+    }
+
+    pub fn route(&self) -> Route {
+        self.route
+    }
+
+    pub fn into_parts(self) -> (EventEnvelope, Route) {
+        (self.event, self.route)
+    }
 }
 
 #[derive(Deserialize)]
@@ -88,16 +147,11 @@ pub fn json_error(e: serde_json::Error) -> Error {
 }
 
 impl EventEnvelope {
-    /// Checks what can be checked without storage.
+    /// Checks what can be checked without storage: the syntax of every field. Whether the
+    /// type exists needs storage (the operator may have added it), so `validate` asks.
     pub fn check(&self, config: &CoreConfig) -> Result<()> {
-        if catalog::lookup(&self.event_type).is_none() {
-            return Err(Error::invalid(
-                "unknown_event_type",
-                format!(
-                    "unknown event type {:?}; see GET /v1/event-types",
-                    self.event_type
-                ),
-            ));
+        if catalog::check_name_syntax(&self.event_type).is_err() {
+            return Err(catalog::unknown(&self.event_type));
         }
         check_payload(&self.payload, config.max_payload)?;
         if let Some(domain) = &self.domain {
@@ -119,23 +173,53 @@ impl EventEnvelope {
         Ok(())
     }
 
-    /// Full check: the above, plus the domain must be one of the tenant's.
-    pub async fn validate(
-        &self,
-        tenant: TenantId,
+    /// Full check of an envelope `publisher` sent: the above, plus the type must be known
+    /// (built in or added), the owner must be the publisher or one of its direct
+    /// sub-accounts, and the domain must be one of the owner's.
+    pub async fn validate<S: Store + ?Sized>(
+        self,
+        publisher: TenantId,
         config: &CoreConfig,
-        store: &dyn EndpointStore,
-    ) -> Result<()> {
+        store: &S,
+    ) -> Result<Validated> {
         self.check(config)?;
+        if !catalog::resolve(store, &self.event_type).await? {
+            return Err(catalog::unknown(&self.event_type));
+        }
+        let route = route(store, publisher, self.owner.as_deref()).await?;
         if let Some(domain) = &self.domain {
-            if store.get_domain(tenant, domain).await?.is_none() {
+            if store.get_domain(route.tenant, domain).await?.is_none() {
                 return Err(Error::invalid(
                     "unknown_domain",
                     format!("domain {domain:?} is not registered; create it with POST /v1/domains"),
                 ));
             }
         }
-        Ok(())
+        Ok(Validated { event: self, route })
+    }
+}
+
+/// Whose event an envelope of `publisher` naming `owner` is. Any owner but the publisher
+/// and its direct sub-accounts (another tenant, the publisher's own parent, an unknown or
+/// malformed id) is "owner not found", so ids cannot be probed.
+async fn route<S: TenantStore + ?Sized>(
+    store: &S,
+    publisher: TenantId,
+    owner: Option<&str>,
+) -> Result<Route> {
+    let Some(owner) = owner else {
+        return Ok(Route::own(publisher));
+    };
+    let id = TenantId::parse(owner).ok_or(Error::NotFound("owner"))?;
+    if id == publisher {
+        return Ok(Route::own(publisher));
+    }
+    match store.get_tenant(id).await? {
+        Some(tenant) if tenant.parent == Some(publisher) => Ok(Route {
+            tenant: id,
+            publisher,
+        }),
+        _ => Err(Error::NotFound("owner")),
     }
 }
 
@@ -246,7 +330,10 @@ mod tests {
                 .into_events()
                 .remove(0)
         };
+        // Whether a well-formed type exists is for `validate` (see the contract tests).
         let e = parse(r#"{"type":"no.such.type","payload":{}}"#);
+        e.check(&cfg()).unwrap();
+        let e = parse(r#"{"type":" delivered","payload":{}}"#);
         assert_eq!(e.check(&cfg()).unwrap_err().code(), "unknown_event_type");
         let e = parse(r#"{"type":"delivered","payload":[1]}"#);
         assert_eq!(e.check(&cfg()).unwrap_err().code(), "invalid_payload");
@@ -263,6 +350,137 @@ mod tests {
         );
         let e = parse(&big);
         assert_eq!(e.check(&cfg()).unwrap_err().code(), "payload_too_large");
+    }
+
+    #[test]
+    fn owners_are_kept_as_text() {
+        let body = br#"{"type":"delivered","payload":{},"owner":"not-an-id"}"#;
+        let e = Publish::parse(body).unwrap().into_events().remove(0);
+        assert_eq!(e.owner.as_deref(), Some("not-an-id"));
+        e.check(&cfg()).unwrap();
+    }
+
+    #[test]
+    fn routes_name_the_other_party_only_when_there_is_one() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let own = Route::own(a);
+        assert_eq!((own.owner(), own.publisher_if_other()), (None, None));
+        let owned = Route {
+            tenant: b,
+            publisher: a,
+        };
+        assert_eq!(
+            (owned.owner(), owned.publisher_if_other()),
+            (Some(b), Some(a))
+        );
+    }
+
+    /// The owner rule, custom types and the owner's domains, on a real store.
+    #[cfg(feature = "embedded")]
+    #[tokio::test]
+    async fn validate_routes_to_the_publisher_or_its_sub_accounts_only() {
+        use crate::ids::ApiKeyId;
+        use crate::keys::PlainKey;
+        use crate::model::{ApiKeyRecord, CustomEventType, Domain, Tenant};
+        use crate::ports::{EndpointStore, EventTypeStore};
+
+        let (store, _queue) = crate::embedded::open_in_memory().unwrap();
+        let add = |parent: Option<TenantId>| {
+            let store = store.clone();
+            async move {
+                let id = TenantId::new();
+                let tenant = Tenant {
+                    id,
+                    name: "t".into(),
+                    parent,
+                    created_at: 0,
+                };
+                let key = ApiKeyRecord {
+                    id: ApiKeyId::new(),
+                    tenant: id,
+                    hash: PlainKey::generate_tenant().hash(),
+                    prefix: "hk_x".into(),
+                    created_at: 0,
+                    revoked_at: None,
+                };
+                store.create_tenant(&tenant, &key).await.unwrap();
+                id
+            }
+        };
+        let parent = add(None).await;
+        let sub = add(Some(parent)).await;
+        let unrelated = add(None).await;
+        let unrelated_sub = add(Some(unrelated)).await;
+        store
+            .create_domain(&Domain {
+                tenant: sub,
+                name: "sub.example.com".into(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let validate = |publisher: TenantId, body: String| {
+            let store = store.clone();
+            async move {
+                let e = Publish::parse(body.as_bytes())
+                    .unwrap()
+                    .into_events()
+                    .remove(0);
+                e.validate(publisher, &cfg(), store.as_ref())
+                    .await
+                    .map(|v| v.route())
+            }
+        };
+        let owned =
+            |owner: &str| format!(r#"{{"type":"delivered","payload":{{}},"owner":"{owner}"}}"#);
+
+        assert_eq!(
+            validate(parent, owned(&sub.to_string())).await.unwrap(),
+            Route {
+                tenant: sub,
+                publisher: parent
+            }
+        );
+        assert_eq!(
+            validate(parent, owned(&parent.to_string())).await.unwrap(),
+            Route::own(parent)
+        );
+        for (publisher, owner) in [
+            (parent, unrelated.to_string()),
+            (parent, unrelated_sub.to_string()),
+            (sub, parent.to_string()),
+            (parent, TenantId::new().to_string()),
+            (parent, "tn_nope".to_string()),
+        ] {
+            let e = validate(publisher, owned(&owner)).await.unwrap_err();
+            assert_eq!(e.to_string(), "owner not found", "{owner}");
+        }
+
+        // The domain must be the owner's, not the publisher's.
+        let with_domain = |owner: TenantId| {
+            format!(
+                r#"{{"type":"delivered","payload":{{}},"owner":"{owner}","domain":"sub.example.com"}}"#
+            )
+        };
+        assert!(validate(parent, with_domain(sub)).await.is_ok());
+        let e = validate(parent, with_domain(parent)).await.unwrap_err();
+        assert_eq!(e.code(), "unknown_domain");
+
+        // A type is known once the operator adds it.
+        let body = r#"{"type":"acme.thing","payload":{}}"#.to_string();
+        let e = validate(parent, body.clone()).await.unwrap_err();
+        assert_eq!(e.code(), "unknown_event_type");
+        store
+            .create_event_type(&CustomEventType {
+                name: "acme.thing".into(),
+                provider: "custom".into(),
+                description: "d".into(),
+                sample: RawValue::from_string("{}".into()).unwrap(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(validate(parent, body).await.unwrap(), Route::own(parent));
     }
 
     #[test]

@@ -24,6 +24,14 @@ pub enum Error {
     /// A payload or request over its size limit.
     #[error("{0}")]
     TooLarge(String),
+    /// A test send to an endpoint got no 2xx; `status` is what the receiver answered, or
+    /// `error` why nothing was answered (timeout, connect, blocked, …).
+    #[error("{message}")]
+    EndpointTest {
+        message: String,
+        status: Option<u16>,
+        error: Option<String>,
+    },
     /// A fault of a dependency (storage, queue); retryable, never shown to callers in detail.
     #[error("{context}: {source}")]
     Backend {
@@ -73,6 +81,7 @@ impl Error {
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::TooLarge(_) => "payload_too_large",
+            Error::EndpointTest { .. } => "endpoint_test_failed",
             Error::Backend { .. } => "internal_error",
         }
     }

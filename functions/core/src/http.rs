@@ -14,6 +14,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::client::Sender;
 use crate::config::CoreConfig;
 use crate::envelope::json_error;
 use crate::error::Error;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: Arc<CoreConfig>,
     /// Hash of the operator key; `None` disables operator routes.
     pub operator_key: Option<KeyHash>,
+    /// The client for test sends; `None` where the function may not send (ingest).
+    pub sender: Option<Arc<Sender>>,
 }
 
 /// An [`Error`] on its way out as an HTTP response.
@@ -57,6 +60,7 @@ impl ApiError {
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::EndpointTest { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Backend { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,7 +76,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = json!({"error": {"code": self.0.code(), "message": message}});
+        let mut body = json!({"error": {"code": self.0.code(), "message": message}});
+        if let Error::EndpointTest { status, error, .. } = &self.0 {
+            // What the receiver answered, for programs to act on.
+            body["error"]["receiver"] = json!({"status": status, "error": error});
+        }
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

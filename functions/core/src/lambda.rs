@@ -89,6 +89,7 @@ impl LambdaEnv {
     pub fn app_state(
         &self,
         queue: crate::ports::SharedQueue,
+        sender: Option<Arc<crate::client::Sender>>,
     ) -> std::result::Result<crate::http::AppState, String> {
         Ok(crate::http::AppState {
             store: self.store()?,
@@ -96,7 +97,22 @@ impl LambdaEnv {
             clock: Arc::new(crate::ports::SystemClock),
             config: self.config.clone(),
             operator_key: self.operator_key_hash(),
+            sender,
         })
+    }
+}
+
+/// The outbound HTTP client, with the deployment's URL policy and timeout.
+impl LambdaEnv {
+    pub fn sender(&self) -> std::result::Result<Arc<crate::client::Sender>, String> {
+        crate::client::Sender::new(crate::client::SenderOptions {
+            policy: self.config.url_policy.clone(),
+            resolver: Arc::new(crate::urlpolicy::SystemResolver),
+            timeout: self.config.request_timeout,
+            extra_roots: Vec::new(),
+        })
+        .map(Arc::new)
+        .map_err(|e| format!("building the HTTP client: {e}"))
     }
 }
 

@@ -3,6 +3,7 @@
 //! ingest and deliver crates and the local binary are thin layers over this crate.
 
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod envelope;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod retry;
 pub mod signing;
 pub mod task;
 pub mod urlpolicy;
+pub mod webhook;
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -15,6 +15,9 @@ pub type Millis = i64;
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
+    /// The tenant this one is a sub-account of; `None` for a top-level tenant. One level
+    /// only: a sub-account has no sub-accounts.
+    pub parent: Option<TenantId>,
     pub created_at: Millis,
 }
 
@@ -67,18 +70,27 @@ pub enum BodyFormat {
     /// The payload exactly as published.
     #[default]
     Raw,
+    /// Paubox's shape: `{"event_name": <event type>, "payload": <payload>}`.
+    Envelope,
+    /// Mailgun's shape: `{"signature": {"timestamp", "token", "signature"}, "event-data":
+    /// <payload>}`, signed as Mailgun signs so that Mailgun receivers work unchanged.
+    Mailgun,
 }
 
 impl BodyFormat {
     pub fn as_str(self) -> &'static str {
         match self {
             BodyFormat::Raw => "raw",
+            BodyFormat::Envelope => "envelope",
+            BodyFormat::Mailgun => "mailgun",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "raw" => Some(BodyFormat::Raw),
+            "envelope" => Some(BodyFormat::Envelope),
+            "mailgun" => Some(BodyFormat::Mailgun),
             _ => None,
         }
     }
@@ -121,7 +133,12 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct Message {
     pub id: MessageId,
+    /// Whose event it is: its log and endpoints (the owner named at publishing, else the
+    /// publisher).
     pub tenant: TenantId,
+    /// The tenant that published it, when that is not `tenant` (a parent publishing for
+    /// one of its sub-accounts).
+    pub publisher: Option<TenantId>,
     pub domain: Option<String>,
     pub event_type: String,
     pub payload: Box<RawValue>,
@@ -245,6 +262,17 @@ pub struct Attempt {
     /// Why no status was received (timeout, connect, blocked, …).
     pub error: Option<String>,
     pub outcome: AttemptOutcome,
+}
+
+/// An event type the operator added beside the built-in catalog.
+#[derive(Debug, Clone)]
+pub struct CustomEventType {
+    pub name: String,
+    pub provider: String,
+    pub description: String,
+    /// A sample payload (a JSON object), kept as the exact text the operator sent.
+    pub sample: Box<RawValue>,
+    pub created_at: Millis,
 }
 
 /// A page of a listing, newest first.

@@ -11,7 +11,8 @@ use crate::error::Result;
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
-    ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, MessageQuery, Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, Message, MessageQuery,
+    Millis, Page, Tenant,
 };
 
 /// Tenants, their API keys and the operator key.
@@ -20,6 +21,8 @@ pub trait TenantStore: Send + Sync {
     /// Creates a tenant with its first key.
     async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+    /// The tenants whose parent is `parent`, oldest first.
+    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
     /// All keys of a tenant, revoked ones included, oldest first.
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>>;
@@ -100,10 +103,23 @@ pub trait DeliveryStore: Send + Sync {
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>>;
 }
 
-/// Everything storage offers; what the routers and workers hold.
-pub trait Store: TenantStore + EndpointStore + MessageStore + DeliveryStore {}
+/// The event types the operator added; the built-in ones live in [`crate::catalog`].
+#[async_trait]
+pub trait EventTypeStore: Send + Sync {
+    /// Fails with the conflict `event_type_exists` if a type of that name is stored.
+    async fn create_event_type(&self, def: &CustomEventType) -> Result<()>;
+    async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>>;
+    /// Every stored type, sorted by name.
+    async fn list_event_types(&self) -> Result<Vec<CustomEventType>>;
+}
 
-impl<T: TenantStore + EndpointStore + MessageStore + DeliveryStore> Store for T {}
+/// Everything storage offers; what the routers and workers hold.
+pub trait Store:
+    TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore
+{
+}
+
+impl<T: TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore> Store for T {}
 
 /// One message to put on the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::envelope::Route;
 use crate::ids::{EndpointId, MessageId, TenantId};
 use crate::model::Millis;
 
@@ -21,7 +22,11 @@ enum Kind {
 pub struct EventTask {
     kind: Kind,
     pub id: MessageId,
+    /// The publisher.
     pub tenant: TenantId,
+    /// The tenant whose event it is, when not the publisher (see [`EventTask::route`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<TenantId>,
     #[serde(rename = "type")]
     pub event_type: String,
     pub payload: Box<RawValue>,
@@ -61,6 +66,8 @@ struct ProducerEnvelope {
     domain: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,12 +106,29 @@ impl EventTask {
             kind: Kind::Event,
             id,
             tenant,
+            owner: None,
             event_type,
             payload,
             domain,
             idempotency_key,
             received_at,
             key_claimed,
+        }
+    }
+
+    /// Names the tenant whose event this is, when it is not the publisher.
+    pub fn with_owner(mut self, owner: Option<TenantId>) -> Self {
+        self.owner = owner.filter(|o| *o != self.tenant);
+        self
+    }
+
+    /// Whose event this is, as the task says. Trusted as it stands only for tasks ingest
+    /// made (`key_claimed`), which validated the owner; a producer's is validated by the
+    /// worker.
+    pub fn route(&self) -> Route {
+        Route {
+            tenant: self.owner.unwrap_or(self.tenant),
+            publisher: self.tenant,
         }
     }
 }
@@ -153,16 +177,24 @@ impl Task {
                     .map_err(|e| format!("malformed event envelope: {e}"))?;
                 let tenant = TenantId::parse(&env.tenant)
                     .ok_or_else(|| format!("unknown tenant {:?}", env.tenant))?;
-                Ok(Task::Event(EventTask::new(
-                    origin.message_id,
-                    tenant,
-                    env.event_type,
-                    env.payload,
-                    env.domain,
-                    env.idempotency_key,
-                    origin.received_at,
-                    false,
-                )))
+                // Said as the worker says it of an owner that parses but is not allowed.
+                let owner = env
+                    .owner
+                    .map(|o| TenantId::parse(&o).ok_or("owner not found"))
+                    .transpose()?;
+                Ok(Task::Event(
+                    EventTask::new(
+                        origin.message_id,
+                        tenant,
+                        env.event_type,
+                        env.payload,
+                        env.domain,
+                        env.idempotency_key,
+                        origin.received_at,
+                        false,
+                    )
+                    .with_owner(owner),
+                ))
             }
         }
     }
@@ -221,6 +253,45 @@ mod tests {
         assert_eq!(t.tenant, tenant);
         assert_eq!(t.received_at, 42);
         assert!(!t.key_claimed);
+        assert_eq!(t.route(), Route::own(tenant));
+    }
+
+    #[test]
+    fn owners_travel_with_the_task() {
+        let (publisher, owner) = (TenantId::new(), TenantId::new());
+        let body = format!(
+            r#"{{"tenant":"{publisher}","owner":"{owner}","type":"opened","payload":{{}}}}"#
+        );
+        let Task::Event(t) = Task::parse(&body, origin()).unwrap() else {
+            panic!("expected an event task");
+        };
+        let expected = Route {
+            tenant: owner,
+            publisher,
+        };
+        assert_eq!(t.route(), expected);
+        let Task::Event(back) = Task::parse(&Task::Event(t).to_body(), origin()).unwrap() else {
+            panic!("expected an event task");
+        };
+        assert_eq!(back.route(), expected);
+
+        let body = format!(
+            r#"{{"tenant":"{publisher}","owner":"nobody","type":"opened","payload":{{}}}}"#
+        );
+        assert_eq!(Task::parse(&body, origin()).unwrap_err(), "owner not found");
+        // Naming oneself is no owner at all.
+        let own = EventTask::new(
+            MessageId::new(),
+            publisher,
+            "opened".into(),
+            RawValue::from_string("{}".into()).unwrap(),
+            None,
+            None,
+            1,
+            true,
+        )
+        .with_owner(Some(publisher));
+        assert_eq!(own.owner, None);
     }
 
     #[test]

@@ -171,6 +171,7 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
     let message = |tenant| Message {
         id: MessageId::new(),
         tenant,
+        publisher: None,
         domain: None,
         event_type: "delivered".into(),
         payload: RawValue::from_string("{}".into()).unwrap(),
@@ -272,6 +273,7 @@ async fn filtered_listings_follow_many_index_pages() {
             .insert_message(&Message {
                 id,
                 tenant,
+                publisher: None,
                 domain: None,
                 event_type: event_type.into(),
                 payload: RawValue::from_string("{}".into()).expect("JSON"),

@@ -10,9 +10,12 @@ use async_trait::async_trait;
 use hookline_core::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use hookline_core::keys::KeyHash;
 use hookline_core::model::{
-    ApiKeyRecord, Attempt, Delivery, Domain, Endpoint, Message, MessageQuery, Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, Message, MessageQuery,
+    Millis, Page, Tenant,
 };
-use hookline_core::ports::{DeliveryStore, EndpointStore, MessageStore, SharedStore, TenantStore};
+use hookline_core::ports::{
+    DeliveryStore, EndpointStore, EventTypeStore, MessageStore, SharedStore, TenantStore,
+};
 use hookline_core::Result;
 
 type Entry = (Instant, Arc<Vec<Endpoint>>);
@@ -97,6 +100,9 @@ impl TenantStore for CachedEndpoints {
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.inner.get_tenant(id).await
     }
+    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
+        self.inner.list_sub_accounts(parent).await
+    }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         self.inner.insert_api_key(key).await
     }
@@ -139,6 +145,19 @@ impl MessageStore for CachedEndpoints {
         self.inner
             .claim_idempotency_key(tenant, key, id, now, ttl)
             .await
+    }
+}
+
+#[async_trait]
+impl EventTypeStore for CachedEndpoints {
+    async fn create_event_type(&self, def: &CustomEventType) -> Result<()> {
+        self.inner.create_event_type(def).await
+    }
+    async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>> {
+        self.inner.get_event_type(name).await
+    }
+    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
+        self.inner.list_event_types().await
     }
 }
 

@@ -11,7 +11,6 @@
 //! result was recorded: the task comes back and the request is sent again.
 
 pub mod cache;
-pub mod client;
 #[cfg(feature = "lambda")]
 pub mod sqs;
 pub mod worker;
@@ -23,15 +22,14 @@ use futures::future::join_all;
 use hookline_core::config::CoreConfig;
 use hookline_core::ids::{AttemptId, EndpointId};
 use hookline_core::model::{
-    Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Endpoint, EndpointStatus,
-    Message, Millis,
+    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Message, Millis,
 };
 use hookline_core::ports::{Outgoing, SharedClock, SharedQueue, SharedStore};
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
+use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
-pub use client::{Sender, SenderOptions};
+pub use hookline_core::client::{Sender, SenderOptions};
 
 /// What to do with a queue message after handling it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +57,7 @@ pub struct Deliverer {
     queue: SharedQueue,
     clock: SharedClock,
     config: Arc<CoreConfig>,
-    sender: Sender,
+    sender: Arc<Sender>,
 }
 
 impl Deliverer {
@@ -68,7 +66,7 @@ impl Deliverer {
         queue: SharedQueue,
         clock: SharedClock,
         config: Arc<CoreConfig>,
-        sender: Sender,
+        sender: Arc<Sender>,
     ) -> Self {
         Deliverer {
             store,
@@ -107,7 +105,10 @@ impl Deliverer {
     }
 
     async fn handle_event(&self, task: EventTask) -> Result<Step> {
-        let message = match self.store.get_message(task.tenant, task.id).await? {
+        // Stored under its owner, as the task names it; an owner a producer may not name
+        // finds nothing here and is refused by `admit`.
+        let stored = self.store.get_message(task.route().tenant, task.id).await?;
+        let message = match stored {
             Some(stored) => stored,
             None => match self.admit(task).await? {
                 Some(message) => self.store.insert_message(&message).await?,
@@ -138,16 +139,22 @@ impl Deliverer {
                 format!("unknown tenant {}", task.tenant),
             ));
         }
-        if !task.key_claimed {
+        // Ingest validated its tasks' owners; a producer's is checked here, as ingest would.
+        let route = if task.key_claimed {
+            task.route()
+        } else {
             let envelope = hookline_core::envelope::EventEnvelope {
                 event_type: task.event_type.clone(),
                 payload: task.payload.clone(),
                 domain: task.domain.clone(),
                 idempotency_key: task.idempotency_key.clone(),
+                owner: task.owner.map(|o| o.to_string()),
             };
-            envelope
+            let route = envelope
                 .validate(task.tenant, &self.config, self.store.as_ref())
-                .await?;
+                .await?
+                .route();
+            // Keys are scoped by the publisher, whoever owns the event.
             if let Some(key) = &task.idempotency_key {
                 let bound = self
                     .store
@@ -164,10 +171,11 @@ impl Deliverer {
                     return Ok(None);
                 }
             }
-        }
+            route
+        };
         let targets = self
             .store
-            .list_endpoints(task.tenant)
+            .list_endpoints(route.tenant)
             .await?
             .into_iter()
             .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
@@ -175,7 +183,8 @@ impl Deliverer {
             .collect();
         Ok(Some(Message {
             id: task.id,
-            tenant: task.tenant,
+            tenant: route.tenant,
+            publisher: route.publisher_if_other(),
             domain: task.domain,
             event_type: task.event_type,
             payload: task.payload,
@@ -251,7 +260,7 @@ impl Deliverer {
         expect: u32,
     ) -> Result<Step> {
         let started = self.clock.now();
-        let (headers, body) = self.request(message, endpoint, started);
+        let (headers, body) = render(&Outbound::from(message), endpoint, started);
         let response = self.sender.post(&endpoint.url, headers, body).await;
         let now = self.clock.now();
         let number = expect + 1;
@@ -332,29 +341,6 @@ impl Deliverer {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
         Ok(Step::Settled)
-    }
-
-    /// The signed request of one attempt.
-    fn request(&self, message: &Message, endpoint: &Endpoint, now: Millis) -> (HeaderMap, Vec<u8>) {
-        let body = match endpoint.format {
-            BodyFormat::Raw => message.payload.get().as_bytes().to_vec(),
-        };
-        let msg_id = message.id.to_string();
-        let timestamp = now / 1000;
-        let signature = endpoint
-            .secrets
-            .signature_header(&msg_id, timestamp, &body, now);
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let mut put = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::try_from(value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        };
-        put("webhook-id", msg_id);
-        put("webhook-timestamp", timestamp.to_string());
-        put("webhook-signature", signature);
-        (headers, body)
     }
 
     async fn disable(&self, endpoint: &Endpoint, reason: &str, now: Millis) -> Result<()> {

@@ -7,9 +7,8 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use hookline_core::lambda::{init_tracing, LambdaEnv};
 use hookline_core::ports::SystemClock;
-use hookline_core::urlpolicy::SystemResolver;
 use hookline_deliver::cache::CachedEndpoints;
-use hookline_deliver::{sqs, Deliverer, Sender, SenderOptions};
+use hookline_deliver::{sqs, Deliverer};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 /// How long a warm function reuses a tenant's endpoint list.
@@ -21,12 +20,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let env = LambdaEnv::load().await?;
     let store = Arc::new(CachedEndpoints::new(env.store()?, ENDPOINT_CACHE));
     let dead_letters = env.queue("DLQ_URL")?;
-    let sender = Sender::new(SenderOptions {
-        policy: env.config.url_policy.clone(),
-        resolver: Arc::new(SystemResolver),
-        timeout: env.config.request_timeout,
-        extra_roots: Vec::new(),
-    })?;
+    let sender = env.sender()?;
     let deliverer = Deliverer::new(
         store,
         env.queue("QUEUE_URL")?,

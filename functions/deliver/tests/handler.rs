@@ -84,6 +84,7 @@ async fn a_batch_reports_only_what_sqs_must_redeliver() {
             &Tenant {
                 id: tenant,
                 name: "t".into(),
+                parent: None,
                 created_at: 0,
             },
             &ApiKeyRecord {
@@ -113,13 +114,15 @@ async fn a_batch_reports_only_what_sqs_must_redeliver() {
         request_timeout: Duration::from_secs(5),
         ..CoreConfig::default()
     });
-    let sender = Sender::new(SenderOptions {
-        policy: config.url_policy.clone(),
-        resolver: Arc::new(SystemResolver),
-        timeout: config.request_timeout,
-        extra_roots: Vec::new(),
-    })
-    .unwrap();
+    let sender = Arc::new(
+        Sender::new(SenderOptions {
+            policy: config.url_policy.clone(),
+            resolver: Arc::new(SystemResolver),
+            timeout: config.request_timeout,
+            extra_roots: Vec::new(),
+        })
+        .unwrap(),
+    );
     let deliverer = Deliverer::new(store.clone(), queue, Arc::new(SystemClock), config, sender);
 
     let path = format!(

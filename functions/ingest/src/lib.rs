@@ -1,14 +1,15 @@
 //! Ingestion: `POST /v1/events`. Validates every envelope, binds idempotency keys, and puts
 //! the events on the queue; answers 202 once they are queued. Nothing is queued when any
-//! event of a request is invalid.
+//! event of a request is invalid. An event may name an owner (the publisher or one of its
+//! sub-accounts): it is then the owner's event, queued with its publisher beside it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use hookline_core::envelope::{EventEnvelope, Publish};
+use hookline_core::envelope::{Publish, Validated};
 use hookline_core::http::{ApiResult, AppState, Caller, RawBody};
-use hookline_core::ids::{MessageId, TenantId};
+use hookline_core::ids::MessageId;
 use hookline_core::ports::Outgoing;
 use hookline_core::task::{EventTask, Task};
 use hookline_core::{Error, Result};
@@ -29,14 +30,15 @@ async fn publish(
     let tenant = caller.tenant()?;
     let publish = Publish::parse(&body)?;
     let single = matches!(publish, Publish::One(_));
-    let events = publish.into_events();
-    for (i, event) in events.iter().enumerate() {
-        event
+    let mut events = Vec::new();
+    for (i, event) in publish.into_events().into_iter().enumerate() {
+        let valid = event
             .validate(tenant, &state.config, state.store.as_ref())
             .await
             .map_err(|e| if single { e } else { at_index(i, e) })?;
+        events.push(valid);
     }
-    let ids = accept(&state, tenant, events).await?;
+    let ids = accept(&state, events).await?;
     let body = if single {
         json!({ "id": ids[0] })
     } else {
@@ -45,30 +47,33 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-/// Queues validated events for a tenant and returns their message ids, in order.
+/// Queues validated events and returns their message ids, in order.
 ///
-/// An event whose idempotency key is already bound gets the bound id back. If that
+/// Idempotency keys are the publisher's: a key binds once per publisher, whichever tenant
+/// owns the event. An event whose key is already bound gets the bound id back. If that
 /// message is not stored yet (still queued, or the first request died between binding the
 /// key and queueing), it is queued again under the same id; the worker stores a message
 /// once and settles each delivery once, so the repeat cannot be delivered twice.
-pub async fn accept(
-    state: &AppState,
-    tenant: TenantId,
-    events: Vec<EventEnvelope>,
-) -> Result<Vec<MessageId>> {
+pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<MessageId>> {
     let now = state.clock.now();
     let mut ids = Vec::with_capacity(events.len());
     let mut outgoing = Vec::with_capacity(events.len());
-    for event in events {
+    for valid in events {
+        let (event, route) = valid.into_parts();
         let mut id = MessageId::new();
         if let Some(key) = &event.idempotency_key {
             let bound = state
                 .store
-                .claim_idempotency_key(tenant, key, id, now, state.config.idempotency_ttl)
+                .claim_idempotency_key(route.publisher, key, id, now, state.config.idempotency_ttl)
                 .await?;
             if let Some(first) = bound {
                 id = first;
-                if state.store.get_message(tenant, first).await?.is_some() {
+                if state
+                    .store
+                    .get_message(route.tenant, first)
+                    .await?
+                    .is_some()
+                {
                     ids.push(first);
                     continue;
                 }
@@ -76,14 +81,15 @@ pub async fn accept(
         }
         let task = EventTask::new(
             id,
-            tenant,
+            route.publisher,
             event.event_type,
             event.payload,
             event.domain,
             event.idempotency_key,
             now,
             true,
-        );
+        )
+        .with_owner(route.owner());
         outgoing.push(Outgoing {
             body: Task::Event(task).to_body(),
             delay: std::time::Duration::ZERO,

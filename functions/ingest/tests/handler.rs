@@ -52,6 +52,7 @@ async fn setup() -> Setup {
             &Tenant {
                 id: tenant,
                 name: "t".into(),
+                parent: None,
                 created_at: 0,
             },
             &ApiKeyRecord {
@@ -71,6 +72,7 @@ async fn setup() -> Setup {
         clock: Arc::new(SystemClock),
         config: Arc::new(CoreConfig::default()),
         operator_key: None,
+        sender: None,
     };
     Setup {
         app: with_fallbacks(hookline_ingest::router(state)),

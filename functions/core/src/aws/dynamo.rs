@@ -1,5 +1,6 @@
 //! [`Store`](crate::ports::Store) on one DynamoDB table: tenants and keys, domains and
-//! endpoints, messages and idempotency keys, deliveries and attempts, each an item under
+//! endpoints, messages and idempotency keys, deliveries and attempts, the operator's event
+//! types, each an item under
 //! string keys `pk`/`sk`, plus one index to list a tenant's messages newest first.
 //!
 //! # Table schema
@@ -25,16 +26,18 @@
 //!
 //! | record        | `pk`             | `sk`              | other attributes |
 //! |---------------|------------------|-------------------|------------------|
-//! | tenant        | `T#<tenant>`     | `TENANT`          | `id name created_at` |
+//! | tenant        | `T#<tenant>`     | `TENANT`          | `id name parent? created_at` |
+//! | sub-account   | `T#<parent>`     | `SUB#<tenant>`    | same as the sub-account's tenant item (a copy written with it in one transaction; tenants never change) |
 //! | API key       | `T#<tenant>`     | `KEY#<key id>`    | `id tenant hash prefix created_at revoked_at?` |
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
 //! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? created_at updated_at` |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
-//! | message       | `M#<message>`    | `MSG`             | `id tenant type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) gsi1pk=T#<tenant>#MSG gsi1sk=<message id>` |
+//! | message       | `M#<message>`    | `MSG`             | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) gsi1pk=T#<tenant>#MSG gsi1sk=<message id>` |
 //! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at` |
 //! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` |
+//! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
 //!
 //! Reads of the base table are strongly consistent. Message listings read the index,
 //! which DynamoDB keeps eventually consistent: a message may show up in listings a moment
@@ -65,10 +68,10 @@ use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
-    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
-    EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
+    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
 };
-use crate::ports::{DeliveryStore, EndpointStore, MessageStore, TenantStore};
+use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
 
 /// The table's partition key attribute.
 pub const PK: &str = "pk";
@@ -89,6 +92,9 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 const TABLE_CREATION_PATIENCE: Duration = Duration::from_secs(300);
 
 const TENANT_SK: &str = "TENANT";
+const SUB_ACCOUNT_PREFIX: &str = "SUB#";
+/// The one partition of the operator's event types: few, and listed whole.
+const EVENT_TYPE_PK: &str = "EVENTTYPE";
 const KEY_PREFIX: &str = "KEY#";
 const KEY_LOOKUP_SK: &str = "KEY";
 const OPERATOR: &str = "OPERATOR";
@@ -320,6 +326,12 @@ impl<'a> Fields<'a> {
         self.s(name)?.parse().map_err(|_| self.bad(name))
     }
 
+    fn opt_parsed<T: FromStr>(&self, name: &str) -> Result<Option<T>> {
+        self.opt_s(name)?
+            .map(|v| v.parse().map_err(|_| self.bad(name)))
+            .transpose()
+    }
+
     /// A string attribute holding one of the `as_str` names of an enum.
     fn named<T>(&self, name: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
         parse(self.s(name)?).ok_or_else(|| self.bad(name))
@@ -340,15 +352,25 @@ impl<'a> Fields<'a> {
 
 // ---- records ----------------------------------------------------------------------------
 
+fn tenant_attributes(t: &Tenant) -> [(&'static str, Option<AttributeValue>); 4] {
+    [
+        ("id", Some(s(t.id.to_string()))),
+        ("name", Some(s(&t.name))),
+        ("parent", t.parent.map(|p| s(p.to_string()))),
+        ("created_at", Some(n(t.created_at))),
+    ]
+}
+
 fn tenant_item(t: &Tenant) -> Item {
+    item(tenant_pk(t.id), TENANT_SK, tenant_attributes(t))
+}
+
+/// The copy of a sub-account under its parent, which lists them with one query.
+fn sub_account_item(t: &Tenant, parent: TenantId) -> Item {
     item(
-        tenant_pk(t.id),
-        TENANT_SK,
-        [
-            ("id", Some(s(t.id.to_string()))),
-            ("name", Some(s(&t.name))),
-            ("created_at", Some(n(t.created_at))),
-        ],
+        tenant_pk(parent),
+        format!("{SUB_ACCOUNT_PREFIX}{}", t.id),
+        tenant_attributes(t),
     )
 }
 
@@ -357,6 +379,7 @@ fn decode_tenant(item: &Item) -> Result<Tenant> {
     Ok(Tenant {
         id: f.parsed("id")?,
         name: f.string("name")?,
+        parent: f.opt_parsed("parent")?,
         created_at: f.n("created_at")?,
     })
 }
@@ -467,6 +490,7 @@ fn message_item(m: &Message) -> Item {
         [
             ("id", Some(s(m.id.to_string()))),
             ("tenant", Some(s(m.tenant.to_string()))),
+            ("publisher", m.publisher.map(|p| s(p.to_string()))),
             ("type", Some(s(&m.event_type))),
             ("domain", m.domain.as_deref().map(s)),
             // Verbatim: signatures are computed over these exact bytes.
@@ -496,6 +520,7 @@ fn decode_message(item: &Item) -> Result<Message> {
     Ok(Message {
         id: f.parsed("id")?,
         tenant: f.parsed("tenant")?,
+        publisher: f.opt_parsed("publisher")?,
         domain: f.opt_string("domain")?,
         event_type: f.string("type")?,
         payload: RawValue::from_string(f.string("payload")?)
@@ -582,6 +607,33 @@ fn decode_attempt(item: &Item) -> Result<Attempt> {
     })
 }
 
+fn event_type_item(d: &CustomEventType) -> Item {
+    item(
+        EVENT_TYPE_PK.to_owned(),
+        &d.name,
+        [
+            ("name", Some(s(&d.name))),
+            ("provider", Some(s(&d.provider))),
+            ("description", Some(s(&d.description))),
+            // Verbatim, as the operator sent it.
+            ("sample", Some(s(d.sample.get()))),
+            ("created_at", Some(n(d.created_at))),
+        ],
+    )
+}
+
+fn decode_event_type(item: &Item) -> Result<CustomEventType> {
+    let f = Fields::new(item, "decode event type");
+    Ok(CustomEventType {
+        name: f.string("name")?,
+        provider: f.string("provider")?,
+        description: f.string("description")?,
+        sample: RawValue::from_string(f.string("sample")?)
+            .map_err(|e| Error::backend("decode event type sample", e))?,
+        created_at: f.n("created_at")?,
+    })
+}
+
 // ---- requests ---------------------------------------------------------------------------
 
 /// The service errors that say a condition expression was false.
@@ -658,23 +710,37 @@ impl DynamoStore {
         pk: String,
         prefix: &str,
     ) -> Result<Vec<Item>> {
+        self.query_partition(context, pk, Some(prefix)).await
+    }
+
+    /// Every item of a partition, or of those whose sort key starts with `prefix`, in
+    /// sort key order, following pages to the end. (No prefix rather than an empty one:
+    /// DynamoDB refuses empty strings in key conditions.)
+    async fn query_partition(
+        &self,
+        context: &'static str,
+        pk: String,
+        prefix: Option<&str>,
+    ) -> Result<Vec<Item>> {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let out = self
+            let mut request = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
                 .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
                 .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error(context, e))?;
+                .set_exclusive_start_key(start);
+            request = match prefix {
+                Some(prefix) => request
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => request.key_condition_expression("#pk = :pk"),
+            };
+            let out = request.send().await.map_err(|e| sdk_error(context, e))?;
             items.extend(out.items.unwrap_or_default());
             match out.last_evaluated_key {
                 Some(next) if !next.is_empty() => start = Some(next),
@@ -742,7 +808,7 @@ impl DynamoStore {
 #[async_trait]
 impl TenantStore for DynamoStore {
     async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()> {
-        let steps = vec![
+        let mut steps = vec![
             self.put_new_step(tenant_item(tenant))?,
             self.put_new_step(item(
                 tenant_pk(first_key.tenant),
@@ -755,6 +821,10 @@ impl TenantStore for DynamoStore {
                 key_attributes(first_key),
             ))?,
         ];
+        if let Some(parent) = tenant.parent {
+            // With the tenant or not at all, so a sub-account is always listed.
+            steps.push(self.put_new_step(sub_account_item(tenant, parent))?);
+        }
         if self.transact("create tenant", steps).await? {
             Ok(())
         } else {
@@ -772,6 +842,18 @@ impl TenantStore for DynamoStore {
             .await?
             .map(|item| decode_tenant(&item))
             .transpose()
+    }
+
+    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
+        let mut tenants = self
+            .query_prefix("list sub-accounts", tenant_pk(parent), SUB_ACCOUNT_PREFIX)
+            .await?
+            .iter()
+            .map(decode_tenant)
+            .collect::<Result<Vec<_>>>()?;
+        // Sort keys order by id; the port promises creation time first.
+        tenants.sort_by_key(|t| (t.created_at, t.id));
+        Ok(tenants)
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -1138,6 +1220,41 @@ impl MessageStore for DynamoStore {
             "claim idempotency key",
             "the binding kept changing under concurrent claims",
         ))
+    }
+}
+
+// ---- event types --------------------------------------------------------------------
+
+#[async_trait]
+impl EventTypeStore for DynamoStore {
+    async fn create_event_type(&self, def: &CustomEventType) -> Result<()> {
+        if self
+            .put_new("create event type", event_type_item(def))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "event_type_exists",
+                format!("event type {:?} already exists", def.name),
+            ))
+        }
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>> {
+        self.get("get event type", EVENT_TYPE_PK.to_owned(), name)
+            .await?
+            .map(|item| decode_event_type(&item))
+            .transpose()
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
+        // Sort keys order by name (UTF-8 bytes), as SQLite's `ORDER BY name`.
+        self.query_partition("list event types", EVENT_TYPE_PK.to_owned(), None)
+            .await?
+            .iter()
+            .map(decode_event_type)
+            .collect()
     }
 }
 

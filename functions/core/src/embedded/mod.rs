@@ -17,8 +17,9 @@ use crate::error::{BackendContext, Error, Result};
 pub use queue::SqliteQueue;
 pub use store::SqliteStore;
 
-/// The schema this code writes, kept in SQLite's `user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema this code writes, kept in SQLite's `user_version`: version 1 is [`SCHEMA`],
+/// each later one a step of [`MIGRATIONS`].
+const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
 
 /// How long a statement waits for a lock held by another connection to the same file (a
 /// second process, or a backup tool) before failing.
@@ -27,6 +28,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Enough to keep every statement of both adapters prepared.
 const STATEMENT_CACHE: usize = 128;
 
+/// Version 1 of the schema, the base every file starts from. Left as it is when the schema
+/// changes: `CREATE TABLE IF NOT EXISTS` skips a table a file already has, so a new column
+/// must come from an `ALTER TABLE` in a migration to reach existing files.
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tenants (
     id          TEXT PRIMARY KEY,
@@ -133,6 +137,25 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 "#;
 
+/// The steps after version 1: `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`.
+/// Each runs once per file, in the transaction that records its version.
+const MIGRATIONS: &[&str] = &[
+    // 2: sub-accounts, the publisher of a message published for another tenant, and the
+    // event types the operator adds.
+    r#"
+ALTER TABLE tenants ADD COLUMN parent TEXT;
+CREATE INDEX IF NOT EXISTS tenants_by_parent ON tenants (parent, created_at, id);
+ALTER TABLE messages ADD COLUMN publisher TEXT;
+CREATE TABLE IF NOT EXISTS event_types (
+    name         TEXT PRIMARY KEY,
+    provider     TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    sample       TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+];
+
 /// Opens (creating if needed) the database file shared by the store and the queue.
 pub fn open(path: &Path) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     let conn = Connection::open(path).context("open database")?;
@@ -154,11 +177,11 @@ pub fn open_in_memory() -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     adapters(Connection::open_in_memory().context("open database")?)
 }
 
-fn adapters(conn: Connection) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+fn adapters(mut conn: Connection) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .context("set busy timeout")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    migrate(&conn)?;
+    migrate(&mut conn)?;
     let db = Db {
         conn: Arc::new(Mutex::new(conn)),
     };
@@ -168,8 +191,14 @@ fn adapters(conn: Connection) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     ))
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn
+/// Brings the file to [`SCHEMA_VERSION`]. One immediate transaction reads the version and
+/// applies what is missing, so two processes opening an old file cannot both migrate it,
+/// and a failed step leaves the file at its old version rather than half changed.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .context("begin schema migration")?;
+    let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .context("read schema version")?;
     if version > SCHEMA_VERSION {
@@ -181,12 +210,17 @@ fn migrate(conn: &Connection) -> Result<()> {
             ),
         ));
     }
-    conn.execute_batch(SCHEMA).context("create schema")?;
+    tx.execute_batch(SCHEMA).context("create schema")?;
+    // A new file (version 0) got version 1 from `SCHEMA` just now.
+    let done = usize::try_from(version.max(1) - 1).unwrap_or(0);
+    for step in &MIGRATIONS[done..] {
+        tx.execute_batch(step).context("migrate schema")?;
+    }
     if version < SCHEMA_VERSION {
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .context("write schema version")?;
     }
-    Ok(())
+    tx.commit().context("commit schema migration")
 }
 
 /// The connection both adapters share. SQLite serialises writers anyway, so one connection
@@ -274,6 +308,7 @@ mod tests {
         let tenant = Tenant {
             id: TenantId::new(),
             name: "Acme".into(),
+            parent: None,
             created_at: 1_700_000_000_000,
         };
         let key = ApiKeyRecord {
@@ -447,6 +482,89 @@ mod tests {
             .await
             .expect("wait_ready returned after a send")
             .expect("waiter");
+    }
+
+    #[tokio::test]
+    async fn opening_a_version_1_file_upgrades_it_and_keeps_its_data() {
+        use crate::ids::MessageId;
+        use crate::ports::{EventTypeStore, MessageStore};
+
+        let (_dir, path) = temp_db();
+        let parent = TenantId::new();
+        let message = MessageId::new();
+        {
+            // The two tables version 2 changes, as version 1 made them, with a row each.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE tenants (
+                     id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL
+                 );
+                 CREATE TABLE messages (
+                     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, domain TEXT,
+                     event_type TEXT NOT NULL, payload TEXT NOT NULL, idempotency_key TEXT,
+                     received_at INTEGER NOT NULL, targets TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 1;",
+            )
+            .expect("version 1 schema");
+            conn.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1, 'Old', 5)",
+                [parent.to_string()],
+            )
+            .expect("old tenant");
+            conn.execute(
+                "INSERT INTO messages (id, tenant, event_type, payload, received_at, targets)
+                 VALUES (?1, ?2, 'delivered', '{ \"kept\": 1 }', 6, '[]')",
+                [message.to_string(), parent.to_string()],
+            )
+            .expect("old message");
+        }
+
+        let (store, _queue) = open(&path).expect("open upgrades the file");
+        let tenant = store.get_tenant(parent).await.expect("get").expect("kept");
+        assert_eq!((tenant.name.as_str(), tenant.parent), ("Old", None));
+        let stored = store
+            .get_message(parent, message)
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!(stored.payload.get(), r#"{ "kept": 1 }"#);
+        assert_eq!(stored.publisher, None);
+
+        // What version 2 added works on the upgraded file.
+        let (child, key) = {
+            let t = Tenant {
+                id: TenantId::new(),
+                name: "Child".into(),
+                parent: Some(parent),
+                created_at: 7,
+            };
+            let key = ApiKeyRecord {
+                id: ApiKeyId::new(),
+                tenant: t.id,
+                hash: PlainKey::generate_tenant().hash(),
+                prefix: "hk_child".into(),
+                created_at: 7,
+                revoked_at: None,
+            };
+            (t, key)
+        };
+        store.create_tenant(&child, &key).await.expect("create");
+        assert_eq!(
+            store.list_sub_accounts(parent).await.expect("list"),
+            vec![child]
+        );
+        assert!(store.list_event_types().await.expect("list").is_empty());
+        drop(store);
+
+        let conn = Connection::open(&path).expect("open");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        // Opening again runs no step twice (a second ALTER TABLE ADD COLUMN would fail).
+        drop(conn);
+        open(&path).expect("reopen");
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! The storage ports on SQLite: tenants and keys, domains and endpoints, messages and
-//! idempotency keys, delivery state and attempts. Ids are stored as their text form (ULIDs
+//! idempotency keys, delivery state and attempts, and the operator's event types. Ids are stored as their text form (ULIDs
 //! sort by time as text), times as integer milliseconds, structured fields as JSON text.
 
 use std::str::FromStr;
@@ -16,10 +16,10 @@ use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
-    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
-    EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
+    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
 };
-use crate::ports::{DeliveryStore, EndpointStore, MessageStore, TenantStore};
+use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
 
 /// The largest page `list_messages` returns, whatever the caller asks for.
 const MAX_PAGE: usize = 1000;
@@ -92,13 +92,25 @@ fn to_json(what: &'static str, value: &impl serde::Serialize) -> Result<String> 
     serde_json::to_string(value).map_err(|e| Error::backend(what, e))
 }
 
-const TENANT_COLUMNS: &str = "id, name, created_at";
+/// A column holding the text form of an optional value.
+fn parsed_opt<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: Option<String> = row.get(idx)?;
+    text.map(|t| t.parse().map_err(|e| conversion_error(idx, e)))
+        .transpose()
+}
+
+const TENANT_COLUMNS: &str = "id, name, created_at, parent";
 
 fn tenant_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
     Ok(Tenant {
         id: parsed(row, 0)?,
         name: row.get(1)?,
         created_at: row.get(2)?,
+        parent: parsed_opt(row, 3)?,
     })
 }
 
@@ -162,19 +174,33 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
 }
 
 const MESSAGE_COLUMNS: &str =
-    "id, tenant, domain, event_type, payload, idempotency_key, received_at, targets";
+    "id, tenant, domain, event_type, payload, idempotency_key, received_at, targets, publisher";
 
 fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let payload: String = row.get(4)?;
     Ok(Message {
         id: parsed(row, 0)?,
         tenant: parsed(row, 1)?,
+        publisher: parsed_opt(row, 8)?,
         domain: row.get(2)?,
         event_type: row.get(3)?,
         payload: RawValue::from_string(payload).map_err(|e| conversion_error(4, e))?,
         idempotency_key: row.get(5)?,
         received_at: row.get(6)?,
         targets: json(row, 7)?,
+    })
+}
+
+const EVENT_TYPE_COLUMNS: &str = "name, provider, description, sample, created_at";
+
+fn event_type_row(row: &Row<'_>) -> rusqlite::Result<CustomEventType> {
+    let sample: String = row.get(3)?;
+    Ok(CustomEventType {
+        name: row.get(0)?,
+        provider: row.get(1)?,
+        description: row.get(2)?,
+        sample: RawValue::from_string(sample).map_err(|e| conversion_error(3, e))?,
+        created_at: row.get(4)?,
     })
 }
 
@@ -250,13 +276,14 @@ impl TenantStore for SqliteStore {
         self.db
             .call("create tenant", move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.prepare_cached(
-                    "INSERT INTO tenants (id, name, created_at) VALUES (?1, ?2, ?3)",
-                )?
+                tx.prepare_cached(&format!(
+                    "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4)"
+                ))?
                 .execute(params![
                     tenant.id.to_string(),
                     tenant.name,
-                    tenant.created_at
+                    tenant.created_at,
+                    tenant.parent.map(|p| p.to_string()),
                 ])?;
                 insert_key(&tx, &key)?;
                 tx.commit()
@@ -272,6 +299,19 @@ impl TenantStore for SqliteStore {
                 ))?
                 .query_row([id.to_string()], tenant_row)
                 .optional()
+            })
+            .await
+    }
+
+    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
+        self.db
+            .call("list sub-accounts", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE parent = ?1
+                     ORDER BY created_at, id"
+                ))?
+                .query_map([parent.to_string()], tenant_row)?
+                .collect()
             })
             .await
     }
@@ -516,7 +556,7 @@ impl MessageStore for SqliteStore {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.prepare_cached(&format!(
                     "INSERT INTO messages ({MESSAGE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (id) DO NOTHING"
                 ))?
                 .execute(params![
@@ -528,6 +568,7 @@ impl MessageStore for SqliteStore {
                     m.idempotency_key,
                     m.received_at,
                     targets,
+                    m.publisher.map(|p| p.to_string()),
                 ])?;
                 // Read back rather than echo the input: a retried publish must see the
                 // version that was stored first.
@@ -628,6 +669,67 @@ impl MessageStore for SqliteStore {
                 .execute(params![tenant, key, id.to_string(), expires_at])?;
                 tx.commit()?;
                 Ok(None)
+            })
+            .await
+    }
+}
+
+// ---- event types --------------------------------------------------------------------
+
+#[async_trait]
+impl EventTypeStore for SqliteStore {
+    async fn create_event_type(&self, def: &CustomEventType) -> Result<()> {
+        let d = def.clone();
+        let inserted = self
+            .db
+            .call("create event type", move |conn| {
+                let n = conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO event_types ({EVENT_TYPE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (name) DO NOTHING"
+                    ))?
+                    .execute(params![
+                        d.name,
+                        d.provider,
+                        d.description,
+                        d.sample.get(),
+                        d.created_at
+                    ])?;
+                Ok(n == 1)
+            })
+            .await?;
+        if inserted {
+            Ok(())
+        } else {
+            Err(Error::conflict(
+                "event_type_exists",
+                format!("event type {:?} already exists", def.name),
+            ))
+        }
+    }
+
+    async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>> {
+        let name = name.to_owned();
+        self.db
+            .call("get event type", move |conn| {
+                conn.prepare_cached(&format!(
+                    "SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = ?1"
+                ))?
+                .query_row([name], event_type_row)
+                .optional()
+            })
+            .await
+    }
+
+    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
+        self.db
+            .call("list event types", |conn| {
+                // The default BINARY collation orders by UTF-8 bytes, as DynamoDB does.
+                conn.prepare_cached(&format!(
+                    "SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name"
+                ))?
+                .query_map([], event_type_row)?
+                .collect()
             })
             .await
     }

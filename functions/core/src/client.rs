@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use hookline_core::retry::parse_retry_after;
-use hookline_core::urlpolicy::{HostResolver, PolicyResolver, ResolveError, UrlPolicy};
+use crate::retry::parse_retry_after;
+use crate::urlpolicy::{HostResolver, PolicyResolver, ResolveError, UrlPolicy};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// Most of a response body read; the rest is dropped with the connection.
@@ -54,8 +54,8 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        for cert in opts.extra_roots {
-            builder = builder.add_root_certificate(cert);
+        if !opts.extra_roots.is_empty() {
+            builder = builder.tls_certs_merge(opts.extra_roots);
         }
         Ok(Sender {
             client: builder.build()?,
@@ -124,20 +124,37 @@ fn truncate(bytes: &[u8]) -> String {
     String::from_utf8_lossy(cut).into_owned()
 }
 
+/// The errors behind `e`, outermost first. An `io::Error` wrapping another error hides it
+/// from `source()`, so the walk steps into it explicitly.
+fn causes(e: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    let first: &(dyn std::error::Error + 'static) = e;
+    std::iter::successors(Some(first), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
+}
+
 fn blocked_by_policy(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(ResolveError::Blocked(_)) = s.downcast_ref::<ResolveError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
+    causes(e).any(|c| {
+        matches!(
+            c.downcast_ref::<ResolveError>(),
+            Some(ResolveError::Blocked(_))
+        )
+    })
+}
+
+/// True when the TLS handshake failed (old protocol version, untrusted certificate, …).
+fn tls_failure(e: &reqwest::Error) -> bool {
+    causes(e).any(|c| c.is::<rustls::Error>())
 }
 
 fn kind_of(e: &reqwest::Error) -> &'static str {
     if blocked_by_policy(e) {
         "blocked"
+    } else if tls_failure(e) {
+        "tls"
     } else if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

@@ -1,0 +1,514 @@
+//! Mailgun's webhooks API (`/v3/domains/{domain}/webhooks`), so that Mailgun's clients and
+//! scripts manage Hookline webhooks unchanged: HTTP Basic auth (`api` and a tenant API key),
+//! form bodies (multipart or urlencoded, `url` repeated), Mailgun's response shapes.
+//!
+//! Underneath, a Mailgun webhook is one ordinary endpoint per URL: scoped to the domain,
+//! subscribed to exactly the webhook's event type, in the `mailgun` body format. This
+//! module manages exactly those endpoints of a domain (`event_types == [name]`, format
+//! `mailgun`); they show up in `/v1/endpoints` like any other.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Multipart, Path, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hookline_core::http::{identify, ApiError, AppState};
+use hookline_core::ids::{EndpointId, TenantId};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::Error;
+use serde_json::{json, Map, Value};
+
+use crate::endpoints::validate_url;
+
+/// Mailgun's limit of URLs per webhook name and domain.
+const MAX_URLS: usize = 3;
+/// Largest urlencoded form read.
+const MAX_FORM: usize = 64 * 1024;
+
+/// The webhook names, in Mailgun's spelling; each is also a Hookline event type.
+const NAMES: [&str; 8] = [
+    "accepted",
+    "delivered",
+    "opened",
+    "clicked",
+    "unsubscribed",
+    "complained",
+    "permanent_fail",
+    "temporary_fail",
+];
+
+/// A webhook name or one of the aliases Mailgun's docs list, as its canonical name.
+fn canonical(name: &str) -> Option<&'static str> {
+    let alias = match name {
+        "click" => "clicked",
+        "open" => "opened",
+        "unsubscribe" => "unsubscribed",
+        "deliver" => "delivered",
+        "bounce" | "drop" => "permanent_fail",
+        "spam" => "complained",
+        other => other,
+    };
+    NAMES.iter().copied().find(|n| *n == alias)
+}
+
+/// An error in Mailgun's shape, `{"message"}`, with Hookline's `{"error": {"code",
+/// "message"}}` beside it.
+#[derive(Debug)]
+pub struct MailgunError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+type MailgunResult<T> = Result<T, MailgunError>;
+
+impl MailgunError {
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        MailgunError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        MailgunError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Error> for MailgunError {
+    fn from(e: Error) -> Self {
+        let api = ApiError(e);
+        let status = api.status();
+        let e = api.0;
+        let message = match &e {
+            Error::Backend { .. } => {
+                tracing::error!(error = %e, "request failed");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        };
+        MailgunError {
+            status,
+            code: e.code(),
+            message,
+        }
+    }
+}
+
+impl From<ApiError> for MailgunError {
+    fn from(e: ApiError) -> Self {
+        MailgunError::from(e.0)
+    }
+}
+
+impl IntoResponse for MailgunError {
+    fn into_response(self) -> Response {
+        // Mailgun's shape, `message`, which its clients show; the machine-readable code sits
+        // beside it as `code`. (An `error` object would replace the message in mailgun.js.)
+        let body = json!({"message": self.message, "code": self.code});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Hookline\""),
+            );
+        }
+        response
+    }
+}
+
+/// The tenant of a request, from `Authorization: Basic` with the user `api` and a tenant
+/// API key as the password, as Mailgun's clients send it.
+pub struct MailgunTenant(pub TenantId);
+
+impl<S> FromRequestParts<S> for MailgunTenant
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = MailgunError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> MailgunResult<Self> {
+        let state = AppState::from_ref(state);
+        let key = basic_password(&parts.headers)?;
+        let caller = identify(&state, &key).await?;
+        Ok(MailgunTenant(caller.tenant()?))
+    }
+}
+
+/// The API key of `Authorization: Basic base64("api:<key>")`.
+fn basic_password(headers: &HeaderMap) -> MailgunResult<String> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or(Error::Unauthorized("missing Authorization header"))?;
+    let expected = Error::Unauthorized("expected HTTP Basic auth with the user api and an API key");
+    let credentials = header
+        .to_str()
+        .ok()
+        .and_then(|h| {
+            let (scheme, rest) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+        })
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let Some(credentials) = credentials else {
+        return Err(expected.into());
+    };
+    match credentials.split_once(':') {
+        Some(("api", key)) if !key.is_empty() => Ok(key.to_string()),
+        _ => Err(expected.into()),
+    }
+}
+
+/// A form body: its fields in order, repeated names kept.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn first(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads a `multipart/form-data` or `application/x-www-form-urlencoded` body (a request
+/// without a body is an empty form).
+async fn read_form(req: Request) -> MailgunResult<Form> {
+    let essence = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match essence.as_deref() {
+        Some("multipart/form-data") => {
+            let malformed = |e: axum::extract::multipart::MultipartError| {
+                MailgunError::bad("invalid_form", format!("malformed multipart body: {e}"))
+            };
+            let mut multipart = Multipart::from_request(req, &())
+                .await
+                .map_err(|e| MailgunError::bad("invalid_form", e.body_text()))?;
+            let mut fields = Vec::new();
+            while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+                let name = field.name().unwrap_or_default().to_string();
+                let value = field.text().await.map_err(malformed)?;
+                fields.push((name, value));
+            }
+            Ok(Form(fields))
+        }
+        None | Some("application/x-www-form-urlencoded") => {
+            let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
+                .await
+                .map_err(|_| Error::TooLarge(format!("form body is over {MAX_FORM} bytes")))?;
+            Ok(Form(
+                url::form_urlencoded::parse(&bytes).into_owned().collect(),
+            ))
+        }
+        Some(_) => Err(MailgunError::bad(
+            "unsupported_media_type",
+            "send the form as multipart/form-data or application/x-www-form-urlencoded",
+        )),
+    }
+}
+
+/// The domain's name, if the tenant has it.
+async fn known_domain(state: &AppState, tenant: TenantId, name: &str) -> MailgunResult<String> {
+    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    match state.store.get_domain(tenant, &name).await? {
+        Some(_) => Ok(name),
+        None => Err(MailgunError::not_found("Domain not found")),
+    }
+}
+
+/// The endpoints standing for the domain's Mailgun webhooks, oldest first.
+async fn webhooks(
+    state: &AppState,
+    tenant: TenantId,
+    domain: &str,
+) -> MailgunResult<Vec<Endpoint>> {
+    let mut all = state.store.list_endpoints(tenant).await?;
+    all.retain(|e| {
+        e.format == BodyFormat::Mailgun
+            && e.domain.as_deref() == Some(domain)
+            && webhook_name(e).is_some()
+    });
+    Ok(all)
+}
+
+/// The webhook an endpoint stands for: its one event type, if that is a webhook name.
+fn webhook_name(e: &Endpoint) -> Option<&'static str> {
+    match e.event_types.as_deref() {
+        Some([one]) => NAMES.iter().copied().find(|n| n == one),
+        _ => None,
+    }
+}
+
+fn named<'a>(hooks: &'a [Endpoint], name: &str) -> Vec<&'a Endpoint> {
+    hooks
+        .iter()
+        .filter(|e| webhook_name(e) == Some(name))
+        .collect()
+}
+
+fn unknown_name(name: &str) -> String {
+    format!(
+        "unknown webhook name {name:?}; valid names are {}",
+        NAMES.join(", ")
+    )
+}
+
+/// The `url` fields: at least one, at most [`MAX_URLS`], each allowed by the URL policy;
+/// repeats are dropped, and they are sorted as [`urls_of`] lists them.
+fn form_urls(state: &AppState, form: &Form) -> MailgunResult<Vec<String>> {
+    let given: Vec<&str> = form
+        .all("url")
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if given.is_empty() {
+        return Err(MailgunError::bad("missing_url", "url is required"));
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(given.len());
+    for url in given {
+        let url = validate_url(&state.config.url_policy, url)?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    urls.sort();
+    if urls.len() > MAX_URLS {
+        return Err(MailgunError::bad(
+            "too_many_urls",
+            format!("a webhook takes at most {MAX_URLS} urls"),
+        ));
+    }
+    Ok(urls)
+}
+
+/// Stores a new endpoint standing for one URL of a webhook.
+async fn add(
+    state: &AppState,
+    tenant: TenantId,
+    domain: &str,
+    name: &str,
+    url: &str,
+) -> MailgunResult<()> {
+    let now = state.clock.now();
+    let endpoint = Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url: url.to_string(),
+        description: format!("mailgun webhook {name}"),
+        event_types: Some(vec![name.to_string()]),
+        domain: Some(domain.to_string()),
+        format: BodyFormat::Mailgun,
+        secrets: EndpointSecrets::new(Secret::generate()),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.put_endpoint(&endpoint).await?;
+    tracing::info!(tenant = %tenant, endpoint = %endpoint.id, webhook = name, "mailgun webhook url added");
+    Ok(())
+}
+
+/// A webhook's URLs, sorted: endpoints made in the same millisecond have no set order.
+fn urls_of(hooks: &[&Endpoint]) -> Vec<String> {
+    let mut urls: Vec<String> = hooks.iter().map(|e| e.url.clone()).collect();
+    urls.sort();
+    urls
+}
+
+/// `GET /v3/domains/{domain}/webhooks`: every webhook name that has URLs.
+pub async fn list(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    let mut out = Map::new();
+    for name in NAMES {
+        let urls = urls_of(&named(&hooks, name));
+        if !urls.is_empty() {
+            out.insert(name.to_string(), json!({ "urls": urls }));
+        }
+    }
+    Ok(Json(json!({ "webhooks": out })))
+}
+
+/// `POST /v3/domains/{domain}/webhooks` with the fields `id` (the name) and `url`.
+pub async fn create(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path(domain): Path<String>,
+    req: Request,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let form = read_form(req).await?;
+    let given = form
+        .first("id")
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| MailgunError::bad("missing_id", "id (the webhook name) is required"))?;
+    let name = canonical(given)
+        .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(given)))?;
+    let urls = form_urls(&state, &form)?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    if !named(&hooks, name).is_empty() {
+        return Err(MailgunError::bad(
+            "webhook_exists",
+            "Webhook already exists",
+        ));
+    }
+    for url in &urls {
+        add(&state, tenant, &domain, name, url).await?;
+    }
+    Ok(Json(json!({
+        "message": "Webhook has been created",
+        "webhook": {"urls": urls},
+    })))
+}
+
+/// `GET /v3/domains/{domain}/webhooks/{name}`.
+pub async fn get(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path((domain, name)): Path<(String, String)>,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let name = canonical(&name).ok_or_else(|| MailgunError::not_found(unknown_name(&name)))?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    let urls = urls_of(&named(&hooks, name));
+    if urls.is_empty() {
+        return Err(MailgunError::not_found("Webhook not found"));
+    }
+    Ok(Json(json!({ "webhook": {"urls": urls} })))
+}
+
+/// `PUT /v3/domains/{domain}/webhooks/{name}`: replaces the URL list. Endpoints whose URL
+/// stays keep their id and secret.
+pub async fn update(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path((domain, name)): Path<(String, String)>,
+    req: Request,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let name = canonical(&name)
+        .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(&name)))?;
+    let form = read_form(req).await?;
+    let urls = form_urls(&state, &form)?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    let current = named(&hooks, name);
+    for e in &current {
+        if !urls.contains(&e.url) {
+            state.store.delete_endpoint(tenant, e.id).await?;
+        }
+    }
+    for url in &urls {
+        if !current.iter().any(|e| &e.url == url) {
+            add(&state, tenant, &domain, name, url).await?;
+        }
+    }
+    Ok(Json(json!({
+        "message": "Webhook has been updated",
+        "webhook": {"urls": urls},
+    })))
+}
+
+/// `DELETE /v3/domains/{domain}/webhooks/{name}`: removes every URL, and tells which.
+pub async fn delete(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path((domain, name)): Path<(String, String)>,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let name = canonical(&name).ok_or_else(|| MailgunError::not_found(unknown_name(&name)))?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    let current = named(&hooks, name);
+    if current.is_empty() {
+        return Err(MailgunError::not_found("Webhook not found"));
+    }
+    for e in &current {
+        state.store.delete_endpoint(tenant, e.id).await?;
+    }
+    tracing::info!(tenant = %tenant, webhook = name, "mailgun webhook deleted");
+    Ok(Json(json!({
+        "message": "Webhook has been deleted",
+        "webhook": {"urls": urls_of(&current)},
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_map_to_canonical_names_and_others_are_unknown() {
+        for name in NAMES {
+            assert_eq!(canonical(name), Some(name));
+        }
+        for (alias, name) in [
+            ("click", "clicked"),
+            ("open", "opened"),
+            ("unsubscribe", "unsubscribed"),
+            ("deliver", "delivered"),
+            ("bounce", "permanent_fail"),
+            ("drop", "permanent_fail"),
+            ("spam", "complained"),
+        ] {
+            assert_eq!(canonical(alias), Some(name));
+        }
+        for unknown in ["state_change", "Delivered", "", "failed"] {
+            assert_eq!(canonical(unknown), None);
+        }
+    }
+
+    #[test]
+    fn basic_auth_needs_the_user_api_and_a_key() {
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            basic_password(&h)
+        };
+        let b64 = |s: &str| format!("Basic {}", STANDARD.encode(s));
+        assert_eq!(with(&b64("api:hk_123")).unwrap(), "hk_123");
+        assert_eq!(with(&b64("api:a:b")).unwrap(), "a:b");
+        for bad in [
+            b64("user:hk_123"),
+            b64("api:"),
+            b64("api"),
+            "Bearer hk_1".into(),
+        ] {
+            assert_eq!(with(&bad).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(
+            basic_password(&HeaderMap::new()).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! Envelopes producers write straight to the queue get the checks of `POST /v1/events`
+//! in the worker: an owner must be the producer's tenant or one of its sub-accounts,
+//! custom event types are known once the operator adds them, and idempotency keys are the
+//! publisher's. Run on the embedded store, with a loopback receiver.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use hookline_core::config::CoreConfig;
+use hookline_core::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
+use hookline_core::keys::PlainKey;
+use hookline_core::model::{
+    ApiKeyRecord, BodyFormat, CustomEventType, Endpoint, EndpointStatus, Tenant,
+};
+use hookline_core::ports::{SharedStore, Store, SystemClock};
+use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::task::Origin;
+use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
+use hookline_deliver::{Deliverer, Disposition, Sender, SenderOptions};
+use serde_json::value::RawValue;
+
+/// A receiver on loopback that records the path of every request.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().route(
+        "/{who}",
+        post(
+            move |axum::extract::Path(who): axum::extract::Path<String>| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(who);
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, seen)
+}
+
+async fn tenant(store: &dyn Store, parent: Option<TenantId>) -> TenantId {
+    let id = TenantId::new();
+    let key = PlainKey::generate_tenant();
+    store
+        .create_tenant(
+            &Tenant {
+                id,
+                name: "t".into(),
+                parent,
+                created_at: 0,
+            },
+            &ApiKeyRecord {
+                id: ApiKeyId::new(),
+                tenant: id,
+                hash: key.hash(),
+                prefix: key.shown_prefix(),
+                created_at: 0,
+                revoked_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    id
+}
+
+async fn endpoint(store: &dyn Store, tenant: TenantId, url: String) -> EndpointId {
+    let endpoint = Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url,
+        description: String::new(),
+        event_types: None,
+        domain: None,
+        format: BodyFormat::Raw,
+        secrets: EndpointSecrets::new(Secret::generate()),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    store.put_endpoint(&endpoint).await.unwrap();
+    endpoint.id
+}
+
+struct Setup {
+    store: SharedStore,
+    deliverer: Deliverer,
+}
+
+fn setup() -> Setup {
+    let (store, queue) = hookline_core::embedded::open_in_memory().unwrap();
+    let store: SharedStore = store;
+    let config = Arc::new(CoreConfig {
+        url_policy: Arc::new(UrlPolicy {
+            allow_http: true,
+            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
+        }),
+        retry: "0s".parse().unwrap(),
+        request_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    });
+    let sender = Arc::new(
+        Sender::new(SenderOptions {
+            policy: config.url_policy.clone(),
+            resolver: Arc::new(SystemResolver),
+            timeout: config.request_timeout,
+            extra_roots: Vec::new(),
+        })
+        .unwrap(),
+    );
+    let deliverer = Deliverer::new(store.clone(), queue, Arc::new(SystemClock), config, sender);
+    Setup { store, deliverer }
+}
+
+/// Hands one producer envelope to the worker as a fresh queue message.
+async fn handle(deliverer: &Deliverer, body: &str) -> (MessageId, Disposition) {
+    let origin = Origin {
+        message_id: MessageId::new(),
+        received_at: 1_000,
+    };
+    (origin.message_id, deliverer.handle(body, origin).await)
+}
+
+fn envelope(publisher: TenantId, owner: Option<&str>, event_type: &str, key: &str) -> String {
+    let owner = owner.map_or(String::new(), |o| format!(r#""owner":"{o}","#));
+    format!(
+        r#"{{"tenant":"{publisher}",{owner}"type":"{event_type}","idempotency_key":"{key}","payload":{{"n":1}}}}"#
+    )
+}
+
+#[tokio::test]
+async fn an_owned_envelope_goes_to_the_sub_account_and_records_its_publisher() {
+    let Setup { store, deliverer } = setup();
+    let (base, seen) = receiver().await;
+    let parent = tenant(store.as_ref(), None).await;
+    let sub = tenant(store.as_ref(), Some(parent)).await;
+    endpoint(store.as_ref(), parent, format!("{base}/parent")).await;
+    let sub_endpoint = endpoint(store.as_ref(), sub, format!("{base}/sub")).await;
+
+    let body = envelope(parent, Some(&sub.to_string()), "delivered", "k1");
+    let (id, done) = handle(&deliverer, &body).await;
+    assert_eq!(done, Disposition::Done);
+    let message = store.get_message(sub, id).await.unwrap().expect("stored");
+    assert_eq!(message.tenant, sub);
+    assert_eq!(message.publisher, Some(parent));
+    assert_eq!(message.targets, vec![sub_endpoint]);
+    assert!(store.get_message(parent, id).await.unwrap().is_none());
+    assert_eq!(*seen.lock().unwrap(), vec!["sub".to_string()]);
+
+    // The key is the parent's: the sub-account's own "k1" is another event, while the
+    // parent's second "k1" is a duplicate, whoever it names as owner.
+    let (own_id, done) = handle(&deliverer, &envelope(sub, None, "delivered", "k1")).await;
+    assert_eq!(done, Disposition::Done);
+    let own = store
+        .get_message(sub, own_id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(own.publisher, None);
+    let (again, done) = handle(&deliverer, &envelope(parent, None, "delivered", "k1")).await;
+    assert_eq!(done, Disposition::Done);
+    assert!(store.get_message(parent, again).await.unwrap().is_none());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn owners_outside_the_family_are_dead_lettered() {
+    let Setup { store, deliverer } = setup();
+    let (base, seen) = receiver().await;
+    let parent = tenant(store.as_ref(), None).await;
+    let sub = tenant(store.as_ref(), Some(parent)).await;
+    let unrelated = tenant(store.as_ref(), None).await;
+    for (t, who) in [(parent, "parent"), (sub, "sub"), (unrelated, "unrelated")] {
+        endpoint(store.as_ref(), t, format!("{base}/{who}")).await;
+    }
+    let cases = [
+        (parent, unrelated.to_string()),
+        (sub, parent.to_string()),
+        (parent, TenantId::new().to_string()),
+        (parent, "not-a-tenant".to_string()),
+    ];
+    for (publisher, owner) in cases {
+        let body = envelope(publisher, Some(&owner), "delivered", "k");
+        let (id, done) = handle(&deliverer, &body).await;
+        assert_eq!(
+            done,
+            Disposition::DeadLetter("owner not found".into()),
+            "{owner}"
+        );
+        for t in [parent, sub, unrelated] {
+            assert!(store.get_message(t, id).await.unwrap().is_none());
+        }
+    }
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn custom_event_types_are_admitted_once_added() {
+    let Setup { store, deliverer } = setup();
+    let (base, seen) = receiver().await;
+    let t = tenant(store.as_ref(), None).await;
+    endpoint(store.as_ref(), t, format!("{base}/t")).await;
+
+    let (_, refused) = handle(&deliverer, &envelope(t, None, "acme.shipped", "a")).await;
+    assert!(
+        matches!(&refused, Disposition::DeadLetter(r) if r.contains("unknown event type")),
+        "{refused:?}"
+    );
+    store
+        .create_event_type(&CustomEventType {
+            name: "acme.shipped".into(),
+            provider: "acme".into(),
+            description: "a parcel left".into(),
+            sample: RawValue::from_string("{}".into()).unwrap(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let (id, done) = handle(&deliverer, &envelope(t, None, "acme.shipped", "b")).await;
+    assert_eq!(done, Disposition::Done);
+    assert!(store.get_message(t, id).await.unwrap().is_some());
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
