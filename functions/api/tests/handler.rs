@@ -119,3 +119,68 @@ async fn api_gateway_events_drive_the_router_on_dynamodb() {
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
 }
+
+#[tokio::test]
+async fn the_mailgun_facade_answers_api_gateway_events() {
+    let app = app().await;
+    let (_, tenant) = send(
+        &app,
+        event(
+            "apigw-v2-create-tenant.json",
+            &[("OPERATOR_KEY", OPERATOR_KEY)],
+        ),
+    )
+    .await;
+    let key = tenant["api_key"].as_str().unwrap().to_string();
+    let domain = "mg.acme.example";
+    let create_domain = http::Request::builder()
+        .method("POST")
+        .uri("/v1/domains")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(lambda_http::Body::from(format!(r#"{{"name":"{domain}"}}"#)))
+        .unwrap();
+    let (status, _) = send(&app, create_domain).await;
+    assert_eq!(status, 201);
+
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("api:{key}"));
+    let (status, created) = send(
+        &app,
+        event(
+            "apigw-v2-mailgun-create-webhook.json",
+            &[("DOMAIN", domain), ("BASIC", &basic)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["message"], "Webhook has been created");
+    assert_eq!(
+        created["webhook"]["urls"],
+        serde_json::json!([
+            "https://backup.example.com/mailgun",
+            "https://hooks.example.com/mailgun"
+        ])
+    );
+    let (_, list) = send(
+        &app,
+        event("apigw-v2-list-endpoints.json", &[("API_KEY", &key)]),
+    )
+    .await;
+    let endpoints = list["data"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    assert!(endpoints
+        .iter()
+        .all(|e| e["format"] == "mailgun" && e["domain"] == domain));
+
+    let wrong = base64::engine::general_purpose::STANDARD.encode("api:hk_wrong");
+    let (status, _) = send(
+        &app,
+        event(
+            "apigw-v2-mailgun-create-webhook.json",
+            &[("DOMAIN", domain), ("BASIC", &wrong)],
+        ),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
