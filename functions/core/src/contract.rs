@@ -16,7 +16,7 @@ use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Tenant,
 };
-use crate::ports::{Outgoing, PullQueue, Received, Store};
+use crate::ports::{Outgoing, PullQueue, Received, Store, TenantStore};
 use crate::signing::{EndpointSecrets, Secret};
 
 /// Runs every store check.
@@ -82,6 +82,35 @@ pub async fn queue_contract(queue: Arc<dyn PullQueue>, traits: QueueTraits) {
 }
 
 // ---- fixtures -------------------------------------------------------------------------
+
+/// For other crates' tests: stores a tenant with its first API key and returns the key in
+/// clear, as `POST /v1/tenants` would.
+pub async fn stored_tenant<S: TenantStore + ?Sized>(
+    store: &S,
+    parent: Option<TenantId>,
+) -> (TenantId, PlainKey) {
+    let plain = PlainKey::generate_tenant();
+    let mut t = tenant(now());
+    t.parent = parent;
+    let key = ApiKeyRecord {
+        id: ApiKeyId::new(),
+        tenant: t.id,
+        hash: plain.hash(),
+        prefix: plain.shown_prefix(),
+        created_at: t.created_at,
+        revoked_at: None,
+    };
+    store.create_tenant(&t, &key).await.expect("create tenant");
+    (t.id, plain)
+}
+
+/// For other crates' tests: an active, organisation-wide raw-format endpoint record.
+pub fn endpoint_to(tenant: TenantId, url: &str, event_types: Option<&[&str]>) -> Endpoint {
+    let mut e = endpoint(tenant, None, now());
+    e.url = url.to_string();
+    e.event_types = event_types.map(|types| types.iter().map(|t| t.to_string()).collect());
+    e
+}
 
 fn now() -> Millis {
     chrono::Utc::now().timestamp_millis()

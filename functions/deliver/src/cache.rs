@@ -202,24 +202,9 @@ impl DeliveryStore for CachedEndpoints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hookline_core::model::{BodyFormat, EndpointStatus};
-    use hookline_core::signing::{EndpointSecrets, Secret};
 
     fn endpoint(tenant: TenantId) -> Endpoint {
-        Endpoint {
-            id: EndpointId::new(),
-            tenant,
-            url: "https://example.com/".into(),
-            description: String::new(),
-            event_types: None,
-            domain: None,
-            format: BodyFormat::Raw,
-            secrets: EndpointSecrets::new(Secret::generate()),
-            status: EndpointStatus::Active,
-            disabled_reason: None,
-            created_at: 0,
-            updated_at: 0,
-        }
+        hookline_core::contract::endpoint_to(tenant, "https://example.com/", None)
     }
 
     #[tokio::test]

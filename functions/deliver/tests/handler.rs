@@ -6,17 +6,16 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::routing::post;
 use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
-use hookline_core::config::CoreConfig;
-use hookline_core::ids::{EndpointId, TenantId};
-use hookline_core::model::{ApiKeyRecord, BodyFormat, Delivery, Endpoint, EndpointStatus, Tenant};
-use hookline_core::ports::{SharedStore, SystemClock};
-use hookline_core::signing::{EndpointSecrets, Secret};
-use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
-use hookline_deliver::{sqs, Deliverer, Sender, SenderOptions};
+use hookline_core::contract::{endpoint_to, stored_tenant};
+use hookline_core::model::Delivery;
+use hookline_core::ports::SharedStore;
+use hookline_deliver::sqs;
 
 /// A receiver on loopback that counts the webhook ids it gets.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
@@ -37,23 +36,6 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, seen)
-}
-
-fn endpoint(tenant: TenantId, url: &str, types: Option<Vec<&str>>) -> Endpoint {
-    Endpoint {
-        id: EndpointId::new(),
-        tenant,
-        url: url.into(),
-        description: String::new(),
-        event_types: types.map(|t| t.into_iter().map(String::from).collect()),
-        domain: None,
-        format: BodyFormat::Raw,
-        secrets: EndpointSecrets::new(Secret::generate()),
-        status: EndpointStatus::Active,
-        disabled_reason: None,
-        created_at: 0,
-        updated_at: 0,
-    }
 }
 
 fn now_ms() -> i64 {
@@ -77,53 +59,15 @@ async fn a_batch_reports_only_what_sqs_must_redeliver() {
     let queue = Arc::new(SqsQueue::new(sqs_client.clone(), queue_url));
     let dead_letters = SqsQueue::new(sqs_client.clone(), dlq_url.clone());
 
-    let tenant = TenantId::new();
-    let key = hookline_core::keys::PlainKey::generate_tenant();
-    store
-        .create_tenant(
-            &Tenant {
-                id: tenant,
-                name: "t".into(),
-                parent: None,
-                created_at: 0,
-            },
-            &ApiKeyRecord {
-                id: hookline_core::ids::ApiKeyId::new(),
-                tenant,
-                hash: key.hash(),
-                prefix: key.shown_prefix(),
-                created_at: 0,
-                revoked_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (tenant, _) = stored_tenant(store.as_ref(), None).await;
     let (all_url, all_seen) = receiver().await;
     let (opened_url, opened_seen) = receiver().await;
-    let everything = endpoint(tenant, &all_url, None);
-    let opened_only = endpoint(tenant, &opened_url, Some(vec!["opened"]));
+    let everything = endpoint_to(tenant, &all_url, None);
+    let opened_only = endpoint_to(tenant, &opened_url, Some(&["opened"]));
     store.put_endpoint(&everything).await.unwrap();
     store.put_endpoint(&opened_only).await.unwrap();
 
-    let config = Arc::new(CoreConfig {
-        url_policy: Arc::new(UrlPolicy {
-            allow_http: true,
-            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
-        }),
-        retry: "0s,1s".parse().unwrap(),
-        request_timeout: Duration::from_secs(5),
-        ..CoreConfig::default()
-    });
-    let sender = Arc::new(
-        Sender::new(SenderOptions {
-            policy: config.url_policy.clone(),
-            resolver: Arc::new(SystemResolver),
-            timeout: config.request_timeout,
-            extra_roots: Vec::new(),
-        })
-        .unwrap(),
-    );
-    let deliverer = Deliverer::new(store.clone(), queue, Arc::new(SystemClock), config, sender);
+    let deliverer = common::loopback_deliverer(store.clone(), queue, "0s,1s");
 
     let path = format!(
         "{}/../../tests/fixtures/sqs-batch.json",

@@ -3,21 +3,17 @@
 //! custom event types are known once the operator adds them, and idempotency keys are the
 //! publisher's. Run on the embedded store, with a loopback receiver.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::routing::post;
-use hookline_core::config::CoreConfig;
-use hookline_core::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
-use hookline_core::keys::PlainKey;
-use hookline_core::model::{
-    ApiKeyRecord, BodyFormat, CustomEventType, Endpoint, EndpointStatus, Tenant,
-};
-use hookline_core::ports::{SharedStore, Store, SystemClock};
-use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::contract::{endpoint_to, stored_tenant};
+use hookline_core::ids::{EndpointId, MessageId, TenantId};
+use hookline_core::model::CustomEventType;
+use hookline_core::ports::{SharedStore, Store};
 use hookline_core::task::Origin;
-use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
-use hookline_deliver::{Deliverer, Disposition, Sender, SenderOptions};
+use hookline_deliver::{Deliverer, Disposition};
 use serde_json::value::RawValue;
 
 /// A receiver on loopback that records the path of every request.
@@ -43,45 +39,11 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 async fn tenant(store: &dyn Store, parent: Option<TenantId>) -> TenantId {
-    let id = TenantId::new();
-    let key = PlainKey::generate_tenant();
-    store
-        .create_tenant(
-            &Tenant {
-                id,
-                name: "t".into(),
-                parent,
-                created_at: 0,
-            },
-            &ApiKeyRecord {
-                id: ApiKeyId::new(),
-                tenant: id,
-                hash: key.hash(),
-                prefix: key.shown_prefix(),
-                created_at: 0,
-                revoked_at: None,
-            },
-        )
-        .await
-        .unwrap();
-    id
+    stored_tenant(store, parent).await.0
 }
 
 async fn endpoint(store: &dyn Store, tenant: TenantId, url: String) -> EndpointId {
-    let endpoint = Endpoint {
-        id: EndpointId::new(),
-        tenant,
-        url,
-        description: String::new(),
-        event_types: None,
-        domain: None,
-        format: BodyFormat::Raw,
-        secrets: EndpointSecrets::new(Secret::generate()),
-        status: EndpointStatus::Active,
-        disabled_reason: None,
-        created_at: 0,
-        updated_at: 0,
-    };
+    let endpoint = endpoint_to(tenant, &url, None);
     store.put_endpoint(&endpoint).await.unwrap();
     endpoint.id
 }
@@ -94,25 +56,7 @@ struct Setup {
 fn setup() -> Setup {
     let (store, queue) = hookline_core::embedded::open_in_memory().unwrap();
     let store: SharedStore = store;
-    let config = Arc::new(CoreConfig {
-        url_policy: Arc::new(UrlPolicy {
-            allow_http: true,
-            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
-        }),
-        retry: "0s".parse().unwrap(),
-        request_timeout: Duration::from_secs(5),
-        ..CoreConfig::default()
-    });
-    let sender = Arc::new(
-        Sender::new(SenderOptions {
-            policy: config.url_policy.clone(),
-            resolver: Arc::new(SystemResolver),
-            timeout: config.request_timeout,
-            extra_roots: Vec::new(),
-        })
-        .unwrap(),
-    );
-    let deliverer = Deliverer::new(store.clone(), queue, Arc::new(SystemClock), config, sender);
+    let deliverer = common::loopback_deliverer(store.clone(), queue, "0s");
     Setup { store, deliverer }
 }
 

@@ -9,11 +9,10 @@ use axum::body::Body;
 use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
 use hookline_core::config::CoreConfig;
+use hookline_core::contract::stored_tenant;
 use hookline_core::http::{with_fallbacks, AppState};
-use hookline_core::ids::{ApiKeyId, MessageId, TenantId};
-use hookline_core::keys::PlainKey;
-use hookline_core::model::{ApiKeyRecord, Tenant};
-use hookline_core::ports::{SystemClock, TenantStore};
+use hookline_core::ids::{MessageId, TenantId};
+use hookline_core::ports::SystemClock;
 use hookline_core::task::{Origin, Task};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -45,27 +44,7 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     let store = Arc::new(DynamoStore::new(ddb, table));
-    let tenant = TenantId::new();
-    let key = PlainKey::generate_tenant();
-    store
-        .create_tenant(
-            &Tenant {
-                id: tenant,
-                name: "t".into(),
-                parent: None,
-                created_at: 0,
-            },
-            &ApiKeyRecord {
-                id: ApiKeyId::new(),
-                tenant,
-                hash: key.hash(),
-                prefix: key.shown_prefix(),
-                created_at: 0,
-                revoked_at: None,
-            },
-        )
-        .await
-        .unwrap();
+    let (tenant, key) = stored_tenant(store.as_ref(), None).await;
     let state = AppState {
         store,
         queue: Arc::new(SqsQueue::new(sqs.clone(), queue_url.clone())),

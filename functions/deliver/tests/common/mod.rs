@@ -1,0 +1,36 @@
+//! What the deliver crate's test binaries share: a deliverer that may reach receivers on
+//! 127.0.0.1 over plain HTTP, with a short retry schedule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookline_core::config::CoreConfig;
+use hookline_core::ports::{SharedQueue, SharedStore, SystemClock};
+use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
+use hookline_deliver::{Deliverer, Sender, SenderOptions};
+
+pub fn loopback_deliverer(store: SharedStore, queue: SharedQueue, schedule: &str) -> Deliverer {
+    let config = Arc::new(CoreConfig {
+        url_policy: Arc::new(UrlPolicy {
+            allow_http: true,
+            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
+        }),
+        retry: schedule.parse().unwrap(),
+        request_timeout: Duration::from_secs(5),
+        ..CoreConfig::default()
+    });
+    let sender = Sender::new(SenderOptions {
+        policy: config.url_policy.clone(),
+        resolver: Arc::new(SystemResolver),
+        timeout: config.request_timeout,
+        extra_roots: Vec::new(),
+    })
+    .unwrap();
+    Deliverer::new(
+        store,
+        queue,
+        Arc::new(SystemClock),
+        config,
+        Arc::new(sender),
+    )
+}
