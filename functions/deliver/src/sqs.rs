@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use hookline_core::ids::MessageId;
-use hookline_core::ports::{Outgoing, Queue};
+use hookline_core::ports::{Clock, Outgoing, Queue, SystemClock};
 use hookline_core::task::Origin;
 use sha2::{Digest, Sha256};
 
@@ -80,7 +80,7 @@ pub fn origin_of(record: &SqsMessage) -> Origin {
         .attributes
         .get("SentTimestamp")
         .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or_else(now_ms);
+        .unwrap_or_else(|| SystemClock.now());
     let digest = Sha256::digest(record.message_id.as_deref().unwrap_or_default().as_bytes());
     let mut random = [0u8; 16];
     random.copy_from_slice(&digest[..16]);
@@ -89,11 +89,4 @@ pub fn origin_of(record: &SqsMessage) -> Origin {
         message_id: MessageId::from_ulid(ulid),
         received_at: sent_at,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_core::ids::MessageId;
-use hookline_core::ports::{PullQueue, Received};
+use hookline_core::ports::{Clock, PullQueue, Received, SystemClock};
 use hookline_core::task::Origin;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -105,20 +105,12 @@ fn origin_of(received: &Received) -> Origin {
     let queue_id = received.receipt.split(':').next().unwrap_or_default();
     let mut h = std::collections::hash_map::DefaultHasher::new();
     queue_id.hash(&mut h);
-    let now = chrono_now();
     Origin {
         message_id: MessageId::from_ulid(ulid_from(h.finish())),
-        received_at: now,
+        received_at: SystemClock.now(),
     }
 }
 
 fn ulid_from(hash: u64) -> ulid::Ulid {
     ulid::Ulid::from_parts(0, hash as u128)
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
