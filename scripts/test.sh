@@ -44,6 +44,24 @@ echo "==> cargo test"
 cargo test --workspace --all-features --locked 2>&1 | tee target/cargo-test.log
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p, f, i }' target/cargo-test.log >> "$summary"
 
+echo "==> schemathesis: local mode against its own /openapi.json"
+st_status=0
+./scripts/schemathesis.sh 2>&1 | tee target/schemathesis.log || st_status=$?
+awk '/^schemathesis:/ { print $2, $4, 0 }' target/schemathesis.log >> "$summary"
+[ "$st_status" -eq 0 ]
+
+echo "==> fuzz smoke: each cargo-fuzz target for a few seconds on its committed corpus"
+fuzz_status=0
+FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz-smoke.sh 2>&1 | tee target/fuzz.log || fuzz_status=$?
+awk '/^fuzz: .* passed$/ { p++ } /^fuzz: .* failed$/ { f++ } END { print p + 0, f + 0, 0 }' target/fuzz.log >> "$summary"
+[ "$fuzz_status" -eq 0 ]
+
+echo "==> benchmark smoke: every measurement path of hookline-bench at tiny scale"
+bench_status=0
+./scripts/bench-smoke.sh 2>&1 | tee target/bench.log || bench_status=$?
+awk '/^bench: smoke passed$/ { p++ } /^bench: smoke failed$/ { f++ } END { print p + 0, f + 0, 0 }' target/bench.log >> "$summary"
+[ "$bench_status" -eq 0 ]
+
 echo "==> end to end: the Lambda binaries under cargo lambda watch, against moto"
 e2e_status=0
 python tests/e2e/lambda_e2e.py | tee target/e2e.log || e2e_status=$?

@@ -49,6 +49,10 @@ pub struct LocalConfig {
     /// Timeout of one delivery request.
     #[arg(long, env = "HOOKLINE_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime_duration)]
     pub request_timeout: Duration,
+    /// Disable an endpoint whose attempts have all failed for this long (e.g. `5d`);
+    /// `off` or `0` never does.
+    #[arg(long, env = "HOOKLINE_DISABLE_AFTER", default_value = "5d")]
+    pub disable_after: String,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -78,6 +82,9 @@ impl LocalConfig {
             }),
             retry,
             request_timeout: self.request_timeout,
+            disable_after: hookline_core::config::parse_disable_after(&self.disable_after)
+                .map_err(anyhow::Error::msg)
+                .context("HOOKLINE_DISABLE_AFTER")?,
             ..CoreConfig::default()
         })
     }

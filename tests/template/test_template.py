@@ -187,7 +187,8 @@ class TemplateTest(unittest.TestCase):
         deliver = self.function_env("DeliverFunction")
         self.assertEqual(deliver["QUEUE_URL"], {"Ref": "EventsQueue"})
         self.assertEqual(deliver["DLQ_URL"], {"Ref": "DeadLetterQueue"})
-        self.assertNotIn("QUEUE_URL", self.function_env("ApiFunction"))
+        # The api function queues replays.
+        self.assertEqual(self.function_env("ApiFunction")["QUEUE_URL"], {"Ref": "EventsQueue"})
 
     def test_parameter_defaults(self):
         p = self.params
@@ -287,26 +288,39 @@ class TemplateTest(unittest.TestCase):
             p["TimeToLiveSpecification"], {"AttributeName": "expires_at", "Enabled": True}
         )
 
-    def test_table_keys_and_gsi1(self):
+    def test_table_keys_and_indexes(self):
+        # As functions/core/src/aws/dynamo.rs's create_table makes the table.
         p = self.props("Table")
         attrs = {a["AttributeName"]: a["AttributeType"] for a in p["AttributeDefinitions"]}
-        self.assertEqual(attrs, {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S"})
+        self.assertEqual(
+            attrs,
+            {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S", "gsi2pk": "S", "gsi2sk": "S"},
+        )
         keys = [(k["AttributeName"], k["KeyType"]) for k in p["KeySchema"]]
         self.assertEqual(keys, [("pk", "HASH"), ("sk", "RANGE")])
-        self.assertEqual(len(p["GlobalSecondaryIndexes"]), 1)
-        gsi = p["GlobalSecondaryIndexes"][0]
-        self.assertEqual(gsi["IndexName"], "gsi1")
-        keys = [(k["AttributeName"], k["KeyType"]) for k in gsi["KeySchema"]]
-        self.assertEqual(keys, [("gsi1pk", "HASH"), ("gsi1sk", "RANGE")])
-        self.assertEqual(gsi["Projection"]["ProjectionType"], "ALL")
+        indexes = {g["IndexName"]: g for g in p["GlobalSecondaryIndexes"]}
+        self.assertEqual(sorted(indexes), ["gsi1", "gsi2"])
+        for name, gsi in indexes.items():
+            keys = [(k["AttributeName"], k["KeyType"]) for k in gsi["KeySchema"]]
+            self.assertEqual(keys, [(f"{name}pk", "HASH"), (f"{name}sk", "RANGE")])
+            self.assertEqual(gsi["Projection"]["ProjectionType"], "ALL")
 
     # --- least privilege -------------------------------------------------------------------
 
-    def test_api_function_has_no_sqs_and_no_scan(self):
-        actions = [a.lower() for a in self.actions_of_function("ApiFunction")]
-        self.assertTrue(actions, "the api function needs its table permissions")
-        self.assertFalse([a for a in actions if a.startswith("sqs:")], actions)
-        self.assertNotIn("dynamodb:scan", actions)
+    def test_api_function_only_sends_to_the_events_queue_and_never_scans(self):
+        # It queues replays; it never receives or deletes queue messages.
+        stmts = self.statements_of_function("ApiFunction")
+        self.assertTrue(stmts, "the api function needs its table permissions")
+        sqs_actions = set()
+        for s in stmts:
+            acts = [a.lower() for a in actions_of(s)]
+            self.assertNotIn("dynamodb:scan", acts)
+            if any(a.startswith("sqs:") for a in acts):
+                sqs_actions.update(acts)
+                self.assertEqual(
+                    [referenced_resource(r) for r in resources_of(s)], ["EventsQueue"]
+                )
+        self.assertEqual(sqs_actions, {"sqs:sendmessage"})
         self.assertNotIn("Role", self.props("ApiFunction"))
 
     def test_ingest_sends_only_to_the_events_queue_and_never_scans(self):

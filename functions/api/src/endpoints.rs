@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
 use hookline_core::envelope::json_error;
-use hookline_core::http::{no_content, ApiResult, AppState, Caller, JsonBody, RawBody};
+use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody, RawBody};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
 use hookline_core::signing::{EndpointSecrets, Secret};
@@ -17,27 +17,46 @@ use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use crate::openapi::{EndpointList, FormatName, SecretKey, StatusName, TestResult};
+use crate::replay::Refusal;
 use crate::views::EndpointView;
 
 const MAX_DESCRIPTION: usize = 1024;
 const MAX_EVENT_TYPES: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "url": "http://127.0.0.1:9000/webhooks",
+    "event_types": ["delivered", "permanent_fail"],
+    "description": "delivery events",
+    "format": "raw"
+}))]
 pub struct CreateEndpoint {
+    /// `https` (or `http` where the deployment allows it) to a public address.
     url: String,
+    /// Event types to receive; absent or `null` for every event.
     #[serde(default)]
     event_types: Option<Vec<String>>,
+    /// A registered domain to scope it to; absent or `null` for organisation-wide.
     #[serde(default)]
     domain: Option<String>,
+    /// At most 1024 characters.
     #[serde(default)]
     description: Option<String>,
+    /// `raw` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<FormatName>)]
     format: Option<String>,
     /// A secret of the owner's choosing (`whsec_…`); generated when absent.
     #[serde(default)]
     secret: Option<String>,
+    /// At most this many requests per second (1 to 10000); absent or `null` for no limit.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Value>,
     /// Send a test event first and save only if the receiver answers 2xx.
     #[serde(default)]
     verify: bool,
@@ -45,29 +64,40 @@ pub struct CreateEndpoint {
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
 /// "organisation-wide"; an absent field is left as it is.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "every event", "event_types": null, "status": "active"}))]
 pub struct UpdateEndpoint {
     #[serde(default)]
     url: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     event_types: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     domain: Option<Option<String>>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<FormatName>)]
     format: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<StatusName>)]
     status: Option<String>,
+    /// Requests per second (1 to 10000); `null` removes the limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Option<Value>>,
     /// Send a test event to the changed endpoint first and save only on a 2xx.
     #[serde(default)]
     verify: bool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({}))]
 pub struct RotateSecret {
+    /// The new secret (`whsec_…`); generated when absent.
     #[serde(default)]
     key: Option<String>,
 }
@@ -158,6 +188,30 @@ fn validate_format(f: Option<&str>) -> Result<BodyFormat> {
     }
 }
 
+/// Highest accepted `rate_limit`, in requests per second.
+const MAX_RATE_LIMIT: u64 = 10_000;
+
+/// A rate limit: `null` for none, else a whole number of requests per second; anything
+/// else is refused with 422.
+fn validate_rate_limit(value: Option<&Value>) -> std::result::Result<Option<u32>, Refusal> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_RATE_LIMIT).contains(n))
+            .map(|n| Some(n as u32))
+            .ok_or_else(|| {
+                Refusal::unprocessable(
+                    "invalid_rate_limit",
+                    format!(
+                        "rate_limit must be a whole number of requests per second from 1 to \
+                         {MAX_RATE_LIMIT}, or null for no limit"
+                    ),
+                )
+            }),
+    }
+}
+
 fn validate_secret(s: &str) -> Result<Secret> {
     Secret::parse(s).ok_or_else(|| {
         Error::invalid(
@@ -167,12 +221,29 @@ fn validate_secret(s: &str) -> Result<Secret> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    operation_id = "create_endpoint",
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, description = "The endpoint", body = EndpointView),
+        (status = 400, description = "Invalid body, URL, event type, domain, format or secret", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<CreateEndpoint>,
-) -> ApiResult<(StatusCode, Json<EndpointView>)> {
+) -> std::result::Result<(StatusCode, Json<EndpointView>), Refusal> {
     let tenant = caller.tenant()?;
+    let rate_limit = validate_rate_limit(req.rate_limit.as_ref())?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
     let event_types = validate_event_types(&state, req.event_types).await?;
     let description = validate_description(req.description)?;
@@ -194,6 +265,9 @@ pub async fn create(
         secrets: EndpointSecrets::new(secret),
         status: EndpointStatus::Active,
         disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit,
         created_at: now,
         updated_at: now,
     };
@@ -205,6 +279,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(EndpointView::from(&endpoint))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints",
+    tag = "endpoints",
+    operation_id = "list_endpoints",
+    responses(
+        (status = 200, description = "The caller's endpoints", body = EndpointList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant()?;
     let endpoints = state.store.list_endpoints(tenant).await?;
@@ -222,6 +308,20 @@ async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Endpoint>
         .ok_or(Error::NotFound("endpoint"))?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "get_endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -231,13 +331,34 @@ pub async fn get(
     Ok(Json(EndpointView::from(&endpoint)))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "update_endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = UpdateEndpoint,
+    responses(
+        (status = 200, description = "The changed endpoint", body = EndpointView),
+        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<UpdateEndpoint>,
-) -> ApiResult<Json<EndpointView>> {
+) -> std::result::Result<Json<EndpointView>, Refusal> {
     let mut endpoint = load(&state, caller, &id).await?;
+    if let Some(limit) = req.rate_limit {
+        endpoint.rate_limit = validate_rate_limit(limit.as_ref())?;
+    }
     if let Some(url) = req.url {
         endpoint.url = validate_url(&state.config.url_policy, &url)?;
     }
@@ -253,12 +374,18 @@ pub async fn update(
     if let Some(status) = req.status {
         match EndpointStatus::parse(&status) {
             Some(EndpointStatus::Active) => {
+                if endpoint.status != EndpointStatus::Active {
+                    // Re-enabled: its failure clock starts again.
+                    endpoint.failing_since = None;
+                }
                 endpoint.status = EndpointStatus::Active;
                 endpoint.disabled_reason = None;
+                endpoint.disabled_at = None;
             }
             Some(EndpointStatus::Disabled) => {
                 if endpoint.status != EndpointStatus::Disabled {
                     endpoint.disabled_reason = Some("disabled through the API".into());
+                    endpoint.disabled_at = Some(state.clock.now());
                 }
                 endpoint.status = EndpointStatus::Disabled;
             }
@@ -282,6 +409,20 @@ pub async fn update(
     Ok(Json(EndpointView::from(&endpoint)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/endpoints/{id}",
+    tag = "endpoints",
+    operation_id = "delete_endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -296,6 +437,20 @@ pub async fn delete(
     Ok(no_content())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}/secret",
+    tag = "endpoints",
+    operation_id = "get_endpoint_secret",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The current signing secret", body = SecretKey),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -307,6 +462,23 @@ pub async fn secret(
 
 /// Makes a new secret current. The old one keeps signing for the grace period, so
 /// receivers can switch without dropping a message.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/secret/rotate",
+    tag = "endpoints",
+    operation_id = "rotate_endpoint_secret",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = Option<RotateSecret>,
+    responses(
+        (status = 200, description = "The new current secret; the old one signs for the grace period too", body = SecretKey),
+        (status = 400, description = "Invalid body or secret", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -332,8 +504,9 @@ pub async fn rotate(
     Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"event_type": "delivered"}))]
 pub struct TestRequest {
     /// The event type whose sample is sent; the endpoint's first one when absent.
     #[serde(default)]
@@ -341,6 +514,23 @@ pub struct TestRequest {
 }
 
 /// Sends a test event to a saved endpoint and tells what the receiver answered.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/test",
+    tag = "endpoints",
+    operation_id = "test_endpoint",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    request_body = Option<TestRequest>,
+    responses(
+        (status = 200, description = "What the receiver answered (or why it did not)", body = TestResult),
+        (status = 400, description = "Invalid body or unknown event type", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,

@@ -5,13 +5,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use hookline_core::catalog;
-use hookline_core::http::{ApiResult, AppState, Caller, JsonBody};
+use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, JsonBody};
 use hookline_core::model::CustomEventType;
 use hookline_core::Error;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use crate::openapi::EventTypeList;
 use crate::views::EventTypeView;
 
 /// The provider of a type added without one.
@@ -19,18 +21,43 @@ const DEFAULT_PROVIDER: &str = "custom";
 const MAX_PROVIDER: usize = 64;
 const MAX_DESCRIPTION: usize = 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "campaign.archived",
+    "description": "A campaign was archived",
+    "provider": "custom",
+    "sample": {"event": "campaign.archived", "campaign_id": 42}
+}))]
 pub struct CreateEventType {
     name: String,
+    /// At most 1024 characters.
     description: String,
+    /// 1 to 64 printable characters; `custom` when absent.
     #[serde(default)]
     provider: Option<String>,
     /// Kept as sent, so it is served byte for byte like the built-in samples.
+    #[schema(value_type = Object)]
     sample: Box<RawValue>,
 }
 
 /// Adds an event type (operator only). Its name must not be a built-in or stored one.
+#[utoipa::path(
+    post,
+    path = "/v1/event-types",
+    tag = "event-types",
+    operation_id = "create_event_type",
+    request_body = CreateEventType,
+    responses(
+        (status = 201, description = "The added type", body = EventTypeView),
+        (status = 400, description = "Invalid body, name, provider, description or sample", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "Not the operator key", body = ErrorBody),
+        (status = 409, description = "A built-in or added type has this name", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("operator_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -48,6 +75,17 @@ pub async fn create(
 }
 
 /// The built-in types in catalog order, then the added ones by name.
+#[utoipa::path(
+    get,
+    path = "/v1/event-types",
+    tag = "event-types",
+    operation_id = "list_event_types",
+    responses(
+        (status = 200, description = "The catalog, with a sample payload each", body = EventTypeList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+    ),
+    security(("tenant_key" = []), ("operator_key" = []))
+)]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let added = state.store.list_event_types().await?;
     let data: Vec<EventTypeView> = catalog::builtin()

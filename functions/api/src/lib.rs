@@ -7,67 +7,78 @@ mod endpoints;
 mod event_types;
 mod mailgun;
 mod messages;
+mod openapi;
+mod replay;
 mod tenants;
 mod views;
 
-use axum::routing::{get, post};
+use axum::body::Bytes;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use axum::Router;
 use hookline_core::http::AppState;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use endpoints::validate_url;
+pub use mailgun::{parse_form as parse_mailgun_form, Form as MailgunForm, MailgunError};
 
-/// Every `/v1` route but publishing (which the ingest crate serves).
+/// Every `/v1` route but publishing (which the ingest crate serves), Mailgun's `/v3`
+/// webhooks API, and `GET /openapi.json` (no key needed), which documents them all and
+/// publishing too.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/tenants", post(tenants::create))
-        .route("/v1/tenants/{id}", get(tenants::get))
+    let (router, _) = routes().split_for_parts();
+    let doc = Bytes::from(
+        openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes"),
+    );
+    router
         .route(
-            "/v1/sub-accounts",
-            post(tenants::create_sub_account).get(tenants::list_sub_accounts),
-        )
-        .route(
-            "/v1/tenants/{id}/api-keys",
-            post(tenants::create_key).get(tenants::list_keys),
-        )
-        .route(
-            "/v1/tenants/{id}/api-keys/{key_id}",
-            axum::routing::delete(tenants::revoke_key),
-        )
-        .route("/v1/domains", post(domains::create).get(domains::list))
-        .route(
-            "/v1/domains/{name}",
-            get(domains::get).delete(domains::delete),
-        )
-        .route(
-            "/v1/endpoints",
-            post(endpoints::create).get(endpoints::list),
-        )
-        .route(
-            "/v1/endpoints/{id}",
-            get(endpoints::get)
-                .patch(endpoints::update)
-                .delete(endpoints::delete),
-        )
-        .route("/v1/endpoints/{id}/secret", get(endpoints::secret))
-        .route("/v1/endpoints/{id}/secret/rotate", post(endpoints::rotate))
-        .route("/v1/endpoints/{id}/test", post(endpoints::test))
-        .route("/v1/messages", get(messages::list))
-        .route("/v1/messages/{id}", get(messages::get))
-        .route("/v1/messages/{id}/attempts", get(messages::attempts))
-        .route(
-            "/v1/event-types",
-            get(event_types::list).post(event_types::create),
-        )
-        // Mailgun's webhooks API over the same endpoints (see `mailgun`).
-        .route(
-            "/v3/domains/{domain}/webhooks",
-            get(mailgun::list).post(mailgun::create),
-        )
-        .route(
-            "/v3/domains/{domain}/webhooks/{name}",
-            get(mailgun::get)
-                .put(mailgun::update)
-                .delete(mailgun::delete),
+            "/openapi.json",
+            get(move || async move { ([(CONTENT_TYPE, "application/json")], doc) }),
         )
         .with_state(state)
+}
+
+/// The OpenAPI document of the whole HTTP API: these routes and the ingest crate's.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = routes().into_openapi();
+    doc.merge(hookline_ingest::routes().into_openapi());
+    doc
+}
+
+/// The routes with their documentation. Each is registered from its `#[utoipa::path]`
+/// annotation, so none is served undocumented.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(tenants::create))
+        .routes(routes!(tenants::get))
+        .routes(routes!(
+            tenants::create_sub_account,
+            tenants::list_sub_accounts
+        ))
+        .routes(routes!(tenants::create_key, tenants::list_keys))
+        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(domains::create, domains::list))
+        .routes(routes!(domains::get, domains::delete))
+        .routes(routes!(endpoints::create, endpoints::list))
+        .routes(routes!(
+            endpoints::get,
+            endpoints::update,
+            endpoints::delete
+        ))
+        .routes(routes!(endpoints::secret))
+        .routes(routes!(endpoints::rotate))
+        .routes(routes!(endpoints::test))
+        .routes(routes!(replay::endpoint))
+        .routes(routes!(messages::list))
+        .routes(routes!(messages::get))
+        .routes(routes!(messages::attempts))
+        .routes(routes!(replay::message))
+        .routes(routes!(event_types::list, event_types::create))
+        // Mailgun's webhooks API over the same endpoints (see `mailgun`).
+        .routes(routes!(mailgun::list, mailgun::create))
+        .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))
 }

@@ -23,10 +23,14 @@ use hookline_core::Error;
 use serde_json::{json, Map, Value};
 
 use crate::endpoints::validate_url;
+use crate::openapi::{
+    MailgunChanged, MailgunCreateForm, MailgunErrorBody, MailgunUpdateForm, MailgunWebhook,
+    MailgunWebhookList,
+};
 
 /// Mailgun's limit of URLs per webhook name and domain.
 const MAX_URLS: usize = 3;
-/// Largest urlencoded form read.
+/// Largest form body read, multipart or urlencoded.
 const MAX_FORM: usize = 64 * 1024;
 
 /// The webhook names, in Mailgun's spelling; each is also a Hookline event type.
@@ -170,9 +174,15 @@ fn basic_password(headers: &HeaderMap) -> MailgunResult<String> {
 }
 
 /// A form body: its fields in order, repeated names kept.
-struct Form(Vec<(String, String)>);
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Form(Vec<(String, String)>);
 
 impl Form {
+    /// The fields as sent: names and values, in order.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     fn first(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -189,24 +199,59 @@ impl Form {
 }
 
 /// Reads a `multipart/form-data` or `application/x-www-form-urlencoded` body (a request
-/// without a body is an empty form).
+/// without a body is an empty form) of at most [`MAX_FORM`] bytes.
 async fn read_form(req: Request) -> MailgunResult<Form> {
-    let essence = req
+    let content_type = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            ct.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
+        .map(str::to_owned);
+    // An unsupported type is refused before its body is read.
+    form_kind(content_type.as_deref())?;
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
+        .await
+        .map_err(|_| Error::TooLarge(format!("form body is over {MAX_FORM} bytes")))?;
+    parse_form(content_type.as_deref(), &bytes).await
+}
+
+/// The two form encodings Mailgun's clients send.
+enum FormKind {
+    Multipart,
+    Urlencoded,
+}
+
+/// The encoding a `Content-Type` names; none at all is read as urlencoded.
+fn form_kind(content_type: Option<&str>) -> MailgunResult<FormKind> {
+    let essence = content_type.map(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    });
     match essence.as_deref() {
-        Some("multipart/form-data") => {
+        Some("multipart/form-data") => Ok(FormKind::Multipart),
+        None | Some("application/x-www-form-urlencoded") => Ok(FormKind::Urlencoded),
+        Some(_) => Err(MailgunError::bad(
+            "unsupported_media_type",
+            "send the form as multipart/form-data or application/x-www-form-urlencoded",
+        )),
+    }
+}
+
+/// Parses a form body already read in full, given its `Content-Type`. Every refusal is a
+/// 400 with a code; nothing here touches storage.
+pub async fn parse_form(content_type: Option<&str>, body: &[u8]) -> MailgunResult<Form> {
+    match form_kind(content_type)? {
+        FormKind::Multipart => {
             let malformed = |e: axum::extract::multipart::MultipartError| {
                 MailgunError::bad("invalid_form", format!("malformed multipart body: {e}"))
             };
+            let header = content_type
+                .and_then(|ct| HeaderValue::from_str(ct).ok())
+                .ok_or_else(|| MailgunError::bad("invalid_form", "malformed Content-Type"))?;
+            let mut req = Request::new(axum::body::Body::from(body.to_vec()));
+            req.headers_mut().insert(CONTENT_TYPE, header);
             let mut multipart = Multipart::from_request(req, &())
                 .await
                 .map_err(|e| MailgunError::bad("invalid_form", e.body_text()))?;
@@ -218,17 +263,8 @@ async fn read_form(req: Request) -> MailgunResult<Form> {
             }
             Ok(Form(fields))
         }
-        None | Some("application/x-www-form-urlencoded") => {
-            let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
-                .await
-                .map_err(|_| Error::TooLarge(format!("form body is over {MAX_FORM} bytes")))?;
-            Ok(Form(
-                url::form_urlencoded::parse(&bytes).into_owned().collect(),
-            ))
-        }
-        Some(_) => Err(MailgunError::bad(
-            "unsupported_media_type",
-            "send the form as multipart/form-data or application/x-www-form-urlencoded",
+        FormKind::Urlencoded => Ok(Form(
+            url::form_urlencoded::parse(body).into_owned().collect(),
         )),
     }
 }
@@ -327,6 +363,9 @@ async fn add(
         secrets: EndpointSecrets::new(Secret::generate()),
         status: EndpointStatus::Active,
         disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit: None,
         created_at: now,
         updated_at: now,
     };
@@ -343,6 +382,20 @@ fn urls_of(hooks: &[&Endpoint]) -> Vec<String> {
 }
 
 /// `GET /v3/domains/{domain}/webhooks`: every webhook name that has URLs.
+#[utoipa::path(
+    get,
+    path = "/v3/domains/{domain}/webhooks",
+    tag = "mailgun",
+    operation_id = "mailgun_list_webhooks",
+    params(("domain" = String, Path, description = "Domain name")),
+    responses(
+        (status = 200, description = "The names that have URLs", body = MailgunWebhookList),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Not one of the caller's domains", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
 pub async fn list(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
@@ -361,6 +414,26 @@ pub async fn list(
 }
 
 /// `POST /v3/domains/{domain}/webhooks` with the fields `id` (the name) and `url`.
+#[utoipa::path(
+    post,
+    path = "/v3/domains/{domain}/webhooks",
+    tag = "mailgun",
+    operation_id = "mailgun_create_webhook",
+    params(("domain" = String, Path, description = "Domain name")),
+    request_body(content(
+        (MailgunCreateForm = "application/x-www-form-urlencoded"),
+        (MailgunCreateForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Created", body = MailgunChanged),
+        (status = 400, description = "Bad form, name or URL, more than 3 URLs, or the name has URLs", body = MailgunErrorBody),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Not one of the caller's domains", body = MailgunErrorBody),
+        (status = 413, description = "Form too large", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
 pub async fn create(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
@@ -394,6 +467,23 @@ pub async fn create(
 }
 
 /// `GET /v3/domains/{domain}/webhooks/{name}`.
+#[utoipa::path(
+    get,
+    path = "/v3/domains/{domain}/webhooks/{name}",
+    tag = "mailgun",
+    operation_id = "mailgun_get_webhook",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+    ),
+    responses(
+        (status = 200, description = "The webhook's URLs", body = MailgunWebhook),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Unknown domain or name, or a name without URLs", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
 pub async fn get(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
@@ -411,6 +501,29 @@ pub async fn get(
 
 /// `PUT /v3/domains/{domain}/webhooks/{name}`: replaces the URL list. Endpoints whose URL
 /// stays keep their id and secret.
+#[utoipa::path(
+    put,
+    path = "/v3/domains/{domain}/webhooks/{name}",
+    tag = "mailgun",
+    operation_id = "mailgun_update_webhook",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+    ),
+    request_body(content(
+        (MailgunUpdateForm = "application/x-www-form-urlencoded"),
+        (MailgunUpdateForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "Updated", body = MailgunChanged),
+        (status = 400, description = "Bad form, name or URL, or more than 3 URLs", body = MailgunErrorBody),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Not one of the caller's domains", body = MailgunErrorBody),
+        (status = 413, description = "Form too large", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
 pub async fn update(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
@@ -441,6 +554,23 @@ pub async fn update(
 }
 
 /// `DELETE /v3/domains/{domain}/webhooks/{name}`: removes every URL, and tells which.
+#[utoipa::path(
+    delete,
+    path = "/v3/domains/{domain}/webhooks/{name}",
+    tag = "mailgun",
+    operation_id = "mailgun_delete_webhook",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+    ),
+    responses(
+        (status = 200, description = "Deleted, with the removed URLs", body = MailgunChanged),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Unknown domain or name, or a name without URLs", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
 pub async fn delete(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
@@ -510,5 +640,74 @@ mod tests {
             basic_password(&HeaderMap::new()).unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn forms_keep_repeated_fields_in_order_in_both_encodings() {
+        let expected = fields(&[("id", "delivered"), ("url", "https://a/"), ("url", "b c")]);
+        let urlencoded = b"id=delivered&url=https%3A%2F%2Fa%2F&url=b+c";
+        for ct in [
+            None,
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+        ] {
+            let form = parse_form(ct, urlencoded).await.unwrap();
+            assert_eq!(form.fields(), expected.as_slice(), "{ct:?}");
+        }
+        let multipart = "--XyZ\r\n\
+            Content-Disposition: form-data; name=\"id\"\r\n\r\ndelivered\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=\"url\"\r\n\r\nhttps://a/\r\n\
+            --XyZ\r\n\
+            Content-Disposition: form-data; name=\"url\"\r\n\r\nb c\r\n\
+            --XyZ--\r\n";
+        let form = parse_form(
+            Some("multipart/form-data; boundary=XyZ"),
+            multipart.as_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(form.fields(), expected.as_slice());
+        assert_eq!(parse_form(None, b"").await.unwrap(), Form::default());
+    }
+
+    #[tokio::test]
+    async fn unreadable_forms_are_400s_with_a_code() {
+        for (ct, body, code) in [
+            (
+                Some("application/json"),
+                &b"{}"[..],
+                "unsupported_media_type",
+            ),
+            (Some("multipart/form-data"), b"--x\r\n", "invalid_form"),
+            (
+                Some("multipart/form-data; boundary=x"),
+                b"garbage",
+                "invalid_form",
+            ),
+            (
+                Some("multipart/form-data; boundary=x"),
+                b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated",
+                "invalid_form",
+            ),
+            (
+                Some("multipart/form-data; boundary=\u{7f}"),
+                b"",
+                "invalid_form",
+            ),
+        ] {
+            let e = parse_form(ct, body).await.unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::BAD_REQUEST, code),
+                "{ct:?}"
+            );
+        }
     }
 }

@@ -1,14 +1,13 @@
-//! The api Lambda function: the `/v1` router behind API Gateway's HTTP API.
+//! The api Lambda function: the `/v1` router behind API Gateway's HTTP API. It sends to
+//! the events queue only to replay failed deliveries.
 
-use std::sync::Arc;
-
-use hookline_core::lambda::{init_tracing, LambdaEnv, NoQueue};
+use hookline_core::lambda::{init_tracing, LambdaEnv};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
-    let state = env.app_state(Arc::new(NoQueue), Some(env.sender()?))?;
+    let state = env.app_state(env.queue("QUEUE_URL")?, Some(env.sender()?))?;
     let app = hookline_core::http::with_fallbacks(hookline_api::router(state));
     lambda_http::run(app).await
 }

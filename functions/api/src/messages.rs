@@ -4,29 +4,50 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use hookline_core::http::{ApiResult, AppState, Caller};
+use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody};
 use hookline_core::ids::MessageId;
 use hookline_core::model::{Delivery, Message, MessageQuery};
 use hookline_core::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
+use crate::openapi::{AttemptList, MessageDetail, MessageList};
 use crate::views::{AttemptView, DeliveryView, MessageView};
 
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 250;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
+    /// Page size, 1 to 250 (default 50).
     #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 250)]
     limit: Option<String>,
+    /// Only messages of this event type.
     #[serde(default, rename = "type")]
     event_type: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages",
+    tag = "messages",
+    operation_id = "list_messages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's messages, newest first", body = MessageList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -82,6 +103,20 @@ async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Message> 
 }
 
 /// A message with the state of its delivery to each endpoint it fans out to.
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}",
+    tag = "messages",
+    operation_id = "get_message",
+    params(("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses(
+        (status = 200, description = "The message and its deliveries", body = MessageDetail),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's messages", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,6 +145,20 @@ pub async fn get(
     Ok(Json(body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/messages/{id}/attempts",
+    tag = "messages",
+    operation_id = "list_attempts",
+    params(("id" = String, Path, description = "Message id (`msg_…`)")),
+    responses(
+        (status = 200, description = "Every attempt of the message, to every endpoint", body = AttemptList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's messages", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn attempts(
     State(state): State<AppState>,
     caller: Caller,

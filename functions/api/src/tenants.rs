@@ -6,24 +6,44 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use hookline_core::http::{no_content, ApiResult, AppState, Caller, JsonBody};
+use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody};
 use hookline_core::ids::{ApiKeyId, TenantId};
 use hookline_core::keys::PlainKey;
 use hookline_core::model::{ApiKeyRecord, Tenant};
 use hookline_core::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
+use crate::openapi::{ApiKeyCreated, ApiKeyList, TenantCreated, TenantList};
 use crate::views::{ApiKeyView, TenantView};
 
 const MAX_NAME: usize = 200;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme Mail"}))]
 pub struct CreateTenant {
+    /// 1 to 200 printable characters (trimmed).
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants",
+    tag = "tenants",
+    operation_id = "create_tenant",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant, with its first API key (shown only here)", body = TenantCreated),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "Not the operator key", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("operator_key" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -36,6 +56,21 @@ pub async fn create(
 }
 
 /// A sub-account of the calling tenant, with its first key (shown only here).
+#[utoipa::path(
+    post,
+    path = "/v1/sub-accounts",
+    tag = "tenants",
+    operation_id = "create_sub_account",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The sub-account, with its first API key (shown only here)", body = TenantCreated),
+        (status = 400, description = "Invalid body", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key, or the caller is a sub-account", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn create_sub_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -56,6 +91,18 @@ pub async fn create_sub_account(
 }
 
 /// The calling tenant's sub-accounts, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sub-accounts",
+    tag = "tenants",
+    operation_id = "list_sub_accounts",
+    responses(
+        (status = 200, description = "The sub-accounts, without keys", body = TenantList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 pub async fn list_sub_accounts(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,6 +146,19 @@ async fn create_with_key(
     Ok(body)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}",
+    tag = "tenants",
+    operation_id = "get_tenant",
+    params(("id" = String, Path, description = "Tenant id (`tn_…`)")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such tenant, or not the caller", body = ErrorBody),
+    ),
+    security(("operator_key" = []), ("tenant_key" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -108,6 +168,19 @@ pub async fn get(
     Ok(Json(TenantView::from(&tenant)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{id}/api-keys",
+    tag = "tenants",
+    operation_id = "create_api_key",
+    params(("id" = String, Path, description = "Tenant id (`tn_…`)")),
+    responses(
+        (status = 201, description = "The new key (shown only here)", body = ApiKeyCreated),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such tenant, or not the caller", body = ErrorBody),
+    ),
+    security(("operator_key" = []), ("tenant_key" = []))
+)]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,6 +195,19 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/api-keys",
+    tag = "tenants",
+    operation_id = "list_api_keys",
+    params(("id" = String, Path, description = "Tenant id (`tn_…`)")),
+    responses(
+        (status = 200, description = "The tenant's keys, never the keys themselves", body = ApiKeyList),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such tenant, or not the caller", body = ErrorBody),
+    ),
+    security(("operator_key" = []), ("tenant_key" = []))
+)]
 pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,6 +219,22 @@ pub async fn list_keys(
     Ok(Json(json!({ "data": data })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{id}/api-keys/{key_id}",
+    tag = "tenants",
+    operation_id = "revoke_api_key",
+    params(
+        ("id" = String, Path, description = "Tenant id (`tn_…`)"),
+        ("key_id" = String, Path, description = "API key id (`key_…`)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such tenant or key, or not the caller's", body = ErrorBody),
+    ),
+    security(("operator_key" = []), ("tenant_key" = []))
+)]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

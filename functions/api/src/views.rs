@@ -9,12 +9,15 @@ use hookline_core::model::{
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TenantView {
+    #[schema(value_type = String, example = "tn_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
     pub id: TenantId,
     pub name: String,
     /// The tenant this is a sub-account of; `null` for a top-level tenant.
+    #[schema(value_type = Option<String>)]
     pub parent: Option<TenantId>,
     pub created_at: String,
 }
@@ -30,8 +33,9 @@ impl From<&Tenant> for TenantView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ApiKeyView {
+    #[schema(value_type = String, example = "key_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
     pub id: ApiKeyId,
     pub prefix: String,
     pub created_at: String,
@@ -49,7 +53,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DomainView {
     pub name: String,
     pub created_at: String,
@@ -64,16 +68,26 @@ impl From<&Domain> for DomainView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EndpointView {
+    #[schema(value_type = String, example = "ep_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
     pub id: EndpointId,
     pub url: String,
     pub description: String,
     pub event_types: Option<Vec<String>>,
     pub domain: Option<String>,
+    #[schema(value_type = crate::openapi::FormatName)]
     pub format: &'static str,
+    #[schema(value_type = crate::openapi::StatusName)]
     pub status: &'static str,
     pub disabled_reason: Option<String>,
+    /// When it was disabled (through the API or automatically); `null` while active.
+    pub disabled_at: Option<String>,
+    /// Since when every attempt has failed; `null` while it succeeds. An endpoint failing
+    /// for the deployment's period (5 days by default) is disabled automatically.
+    pub failing_since: Option<String>,
+    /// Requests per second at most; `null` for no limit.
+    pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -89,21 +103,27 @@ impl From<&Endpoint> for EndpointView {
             format: e.format.as_str(),
             status: e.status.as_str(),
             disabled_reason: e.disabled_reason.clone(),
+            disabled_at: e.disabled_at.map(rfc3339),
+            failing_since: e.failing_since.map(rfc3339),
+            rate_limit: e.rate_limit,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
         }
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct MessageView<'a> {
+    #[schema(value_type = String, example = "msg_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
     pub id: MessageId,
     #[serde(rename = "type")]
     pub event_type: &'a str,
     pub domain: Option<&'a str>,
+    #[schema(value_type = Object)]
     pub payload: &'a RawValue,
     pub idempotency_key: Option<&'a str>,
     /// The tenant that published it for its owner; `null` when the owner published it.
+    #[schema(value_type = Option<String>)]
     pub published_by: Option<TenantId>,
     pub received_at: String,
 }
@@ -122,8 +142,9 @@ impl<'a> From<&'a Message> for MessageView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeliveryView {
+    #[schema(value_type = String)]
     pub endpoint_id: EndpointId,
     pub status: &'static str,
     pub attempts: u32,
@@ -147,9 +168,11 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AttemptView {
+    #[schema(value_type = String)]
     pub id: AttemptId,
+    #[schema(value_type = String)]
     pub endpoint_id: EndpointId,
     pub attempt: u32,
     pub at: String,
@@ -176,11 +199,12 @@ impl From<&Attempt> for AttemptView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventTypeView<'a> {
     pub name: &'a str,
     pub provider: &'a str,
     pub description: &'a str,
+    #[schema(value_type = Object)]
     pub sample: &'a RawValue,
 }
 

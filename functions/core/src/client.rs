@@ -119,9 +119,15 @@ impl Sender {
     }
 }
 
+/// At most [`MAX_EXCERPT`] bytes of valid UTF-8: decoding replaces each invalid byte with a
+/// three-byte U+FFFD, so the cut is made after decoding, on a character boundary.
 fn truncate(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(MAX_EXCERPT)];
-    String::from_utf8_lossy(cut).into_owned()
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_EXCERPT)]);
+    let mut end = text.len().min(MAX_EXCERPT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// The errors behind `e`, outermost first. An `io::Error` wrapping another error hides it

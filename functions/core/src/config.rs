@@ -11,6 +11,18 @@ use crate::urlpolicy::UrlPolicy;
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
 /// Most events in one publish request.
 pub const MAX_BATCH: usize = 100;
+/// How long an endpoint may fail every attempt before it is disabled, by default.
+pub const DEFAULT_DISABLE_AFTER: Duration = Duration::from_secs(5 * 24 * 3600);
+
+/// Reads an auto-disable period: a humantime duration, or `off`/`0` for never.
+pub fn parse_disable_after(s: &str) -> Result<Option<Duration>, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("off") || s == "0" {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    Ok((!d.is_zero()).then_some(d))
+}
 
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -23,6 +35,9 @@ pub struct CoreConfig {
     pub idempotency_ttl: Duration,
     /// How long a rotated-out secret keeps signing.
     pub secret_grace: Duration,
+    /// An endpoint whose attempts have all failed for this long is disabled automatically;
+    /// `None` never disables one.
+    pub disable_after: Option<Duration>,
 }
 
 impl Default for CoreConfig {
@@ -34,6 +49,7 @@ impl Default for CoreConfig {
             request_timeout: Duration::from_secs(15),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             secret_grace: Duration::from_secs(24 * 3600),
+            disable_after: Some(DEFAULT_DISABLE_AFTER),
         }
     }
 }
@@ -54,7 +70,7 @@ fn var(name: &str) -> Option<String> {
 impl CoreConfig {
     /// The settings of a Lambda function, from the `HOOKLINE_*` variables the template sets:
     /// `HOOKLINE_RETRY_SCHEDULE`, `HOOKLINE_ALLOW_HTTP`, `HOOKLINE_ALLOWED_NETWORKS`,
-    /// `HOOKLINE_REQUEST_TIMEOUT`. Unset ones keep their defaults.
+    /// `HOOKLINE_REQUEST_TIMEOUT`, `HOOKLINE_DISABLE_AFTER`. Unset ones keep their defaults.
     pub fn from_env() -> Result<Self, String> {
         let mut cfg = CoreConfig::default();
         if let Some(s) = var("HOOKLINE_RETRY_SCHEDULE") {
@@ -80,6 +96,35 @@ impl CoreConfig {
             cfg.request_timeout = humantime::parse_duration(&s)
                 .map_err(|e| format!("HOOKLINE_REQUEST_TIMEOUT: {e}"))?;
         }
+        if let Some(s) = var("HOOKLINE_DISABLE_AFTER") {
+            cfg.disable_after =
+                parse_disable_after(&s).map_err(|e| format!("HOOKLINE_DISABLE_AFTER: {e}"))?;
+        }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disable_after_reads_durations_and_off() {
+        assert_eq!(
+            parse_disable_after("5d"),
+            Ok(Some(Duration::from_secs(5 * 86_400)))
+        );
+        assert_eq!(
+            parse_disable_after("90s"),
+            Ok(Some(Duration::from_secs(90)))
+        );
+        assert_eq!(parse_disable_after("off"), Ok(None));
+        assert_eq!(parse_disable_after("0"), Ok(None));
+        assert_eq!(parse_disable_after("0s"), Ok(None));
+        assert!(parse_disable_after("soon").is_err());
+        assert_eq!(
+            CoreConfig::default().disable_after,
+            Some(DEFAULT_DISABLE_AFTER)
+        );
     }
 }

@@ -14,7 +14,8 @@ use crate::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
 use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
-    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Tenant,
+    Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
+    Tenant,
 };
 use crate::ports::{Outgoing, PullQueue, Received, Store, TenantStore};
 use crate::signing::{EndpointSecrets, Secret};
@@ -39,6 +40,9 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     claims_check_expected_attempts(s).await;
     record_attempt_is_conditional(s).await;
     record_attempt_settles_unclaimed_deliveries(s).await;
+    endpoint_health_changes_touch_only_health(s).await;
+    failed_deliveries_are_listed_by_endpoint_and_time(s).await;
+    reopen_delivery_is_conditional(s).await;
     event_types(s).await;
 }
 
@@ -157,6 +161,9 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         secrets: EndpointSecrets::new(Secret::generate()),
         status: EndpointStatus::Active,
         disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit: None,
         created_at,
         updated_at: created_at,
     }
@@ -528,6 +535,8 @@ async fn endpoints(s: &dyn Store) {
     first.event_types = Some(vec!["order.created".into(), "order.paid".into()]);
     // A rotated secret, so the retired one must round-trip too.
     first.secrets.rotate(Secret::generate(), t0, 86_400_000);
+    first.rate_limit = Some(7);
+    first.failing_since = Some(t0 - 10);
     let second = endpoint(t, Some("shop.example.com"), t0 + 1);
     s.put_endpoint(&first).await.expect("put endpoint");
     s.put_endpoint(&second).await.expect("put endpoint");
@@ -548,6 +557,9 @@ async fn endpoints(s: &dyn Store) {
         event_types: None,
         status: EndpointStatus::Disabled,
         disabled_reason: Some("failing for 5 days".into()),
+        disabled_at: Some(t0 + 100),
+        failing_since: None,
+        rate_limit: None,
         updated_at: t0 + 100,
         ..first.clone()
     };
@@ -1204,6 +1216,308 @@ async fn record_attempt_settles_unclaimed_deliveries(s: &dyn Store) {
     ];
     want.sort_by_key(|d| d.endpoint);
     assert_eq!(listed, want, "every delivery of the message is listed");
+}
+
+// ---- endpoint health and replays --------------------------------------------------------
+
+async fn endpoint_health_changes_touch_only_health(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    let e = endpoint(t, None, t0);
+    s.put_endpoint(&e).await.expect("put endpoint");
+    let get = || async { s.get_endpoint(t, e.id).await.expect("get").expect("stored") };
+    let change = |c: HealthChange| async move {
+        s.update_endpoint_health(t, e.id, &c)
+            .await
+            .expect("update health")
+    };
+
+    assert!(
+        !change(HealthChange::Recovered).await,
+        "recovering a healthy endpoint changes nothing"
+    );
+    assert!(change(HealthChange::Failing { at: t0 + 10 }).await);
+    assert!(
+        !change(HealthChange::Failing { at: t0 + 20 }).await,
+        "a later failure keeps the first failure's time"
+    );
+    assert_eq!(
+        get().await,
+        Endpoint {
+            failing_since: Some(t0 + 10),
+            ..e.clone()
+        },
+        "only failing_since changed"
+    );
+
+    let reason = "every attempt failed; disabled automatically".to_string();
+    assert!(
+        change(HealthChange::Disable {
+            reason: reason.clone(),
+            at: t0 + 30
+        })
+        .await
+    );
+    let disabled = Endpoint {
+        status: EndpointStatus::Disabled,
+        disabled_reason: Some(reason.clone()),
+        disabled_at: Some(t0 + 30),
+        failing_since: Some(t0 + 10),
+        updated_at: t0 + 30,
+        ..e.clone()
+    };
+    assert_eq!(
+        get().await,
+        disabled,
+        "disabling sets status, reason and time"
+    );
+    assert!(
+        !change(HealthChange::Disable {
+            reason: "again".into(),
+            at: t0 + 40
+        })
+        .await,
+        "a disabled endpoint is not disabled twice"
+    );
+    assert!(change(HealthChange::Recovered).await);
+    assert_eq!(
+        get().await,
+        Endpoint {
+            failing_since: None,
+            ..disabled
+        },
+        "recovering clears failing_since only"
+    );
+
+    let other = TenantId::new();
+    assert!(
+        !s.update_endpoint_health(other, e.id, &HealthChange::Failing { at: t0 })
+            .await
+            .expect("update health"),
+        "another tenant's endpoint is not changed"
+    );
+    assert!(
+        !s.update_endpoint_health(t, EndpointId::new(), &HealthChange::Failing { at: t0 })
+            .await
+            .expect("update health"),
+        "a missing endpoint is not created"
+    );
+    assert_eq!(
+        s.get_endpoint(t, e.id)
+            .await
+            .expect("get")
+            .map(|e| e.failing_since),
+        Some(None)
+    );
+    assert_eq!(s.list_endpoints(other).await.expect("list"), Vec::new());
+}
+
+/// Takes a fresh delivery through `attempts` attempts to `status`.
+async fn settle(
+    s: &dyn Store,
+    message: MessageId,
+    endpoint: EndpointId,
+    tenant: TenantId,
+    attempts: u32,
+    status: DeliveryStatus,
+) -> Delivery {
+    let t0 = now();
+    let fresh = Delivery::fresh(message, endpoint, tenant, t0);
+    assert!(s
+        .claim_delivery(&fresh, 0, t0, t0 + LEASE_MS)
+        .await
+        .expect("claim"));
+    let settled = Delivery {
+        status,
+        attempts,
+        last_status_code: Some(500),
+        last_error: Some("HTTP 500".into()),
+        lease_until: None,
+        updated_at: t0 + 1,
+        ..fresh.clone()
+    };
+    let outcome = match status {
+        DeliveryStatus::Succeeded => AttemptOutcome::Succeeded,
+        DeliveryStatus::Failed => AttemptOutcome::Failed,
+        DeliveryStatus::Pending => AttemptOutcome::Retrying,
+    };
+    let made = attempt(&fresh, attempts, t0, 500, outcome);
+    assert!(s
+        .record_attempt(&settled, 0, Some(&made))
+        .await
+        .expect("record"));
+    settled
+}
+
+async fn failed_deliveries_are_listed_by_endpoint_and_time(s: &dyn Store) {
+    let base = now() - 600_000;
+    let t = TenantId::new();
+    let (ep, other_ep) = (EndpointId::new(), EndpointId::new());
+    let ids: Vec<MessageId> = (0..5).map(|i| message_id_at(base + i * 1_000)).collect();
+    let failed = DeliveryStatus::Failed;
+    let m0 = settle(s, ids[0], ep, t, 1, failed).await;
+    let m1 = settle(s, ids[1], ep, t, 3, failed).await;
+    settle(s, ids[2], ep, t, 1, DeliveryStatus::Succeeded).await;
+    let m3 = settle(s, ids[3], ep, t, 1, failed).await;
+    settle(s, ids[3], other_ep, t, 1, failed).await;
+    // Pending: claimed, no result yet.
+    let pending = Delivery::fresh(ids[4], ep, t, base);
+    assert!(s
+        .claim_delivery(&pending, 0, now(), now() + LEASE_MS)
+        .await
+        .expect("claim"));
+
+    let list = |since: Millis, until: Option<Millis>, after: Option<MessageId>, limit: usize| {
+        let query = FailedQuery {
+            since,
+            until,
+            after,
+            limit,
+        };
+        async move {
+            s.list_failed_deliveries(t, ep, &query)
+                .await
+                .expect("list failed deliveries")
+                .into_iter()
+                .map(|d| d.message)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        list(base, None, None, 100).await,
+        vec![m0.message, m1.message, m3.message],
+        "only failed deliveries of this endpoint, oldest first"
+    );
+    assert_eq!(
+        list(base + 1_000, None, None, 100).await,
+        vec![m1.message, m3.message],
+        "messages received before `since` are left out"
+    );
+    assert_eq!(
+        list(base, Some(base + 3_000), None, 100).await,
+        vec![m0.message, m1.message],
+        "`until` is exclusive"
+    );
+    assert_eq!(
+        list(base, None, None, 2).await,
+        vec![m0.message, m1.message]
+    );
+    assert_eq!(
+        list(base, None, Some(m1.message), 2).await,
+        vec![m3.message],
+        "paging continues after the last message"
+    );
+    assert_eq!(list(base, None, Some(m3.message), 2).await, Vec::new());
+    assert_eq!(
+        s.list_failed_deliveries(
+            t,
+            ep,
+            &FailedQuery {
+                since: base,
+                until: None,
+                after: None,
+                limit: 1
+            }
+        )
+        .await
+        .expect("list")
+        .first(),
+        Some(&m0),
+        "the deliveries are returned whole"
+    );
+    assert_eq!(
+        s.list_failed_deliveries(
+            TenantId::new(),
+            ep,
+            &FailedQuery {
+                since: base,
+                until: None,
+                after: None,
+                limit: 100
+            }
+        )
+        .await
+        .expect("list"),
+        Vec::new(),
+        "another tenant sees none"
+    );
+}
+
+async fn reopen_delivery_is_conditional(s: &dyn Store) {
+    let base = now() - 600_000;
+    let t = TenantId::new();
+    let ep = EndpointId::new();
+    let id = message_id_at(base);
+    let failed = settle(s, id, ep, t, 3, DeliveryStatus::Failed).await;
+    let succeeded_id = message_id_at(base + 1);
+    settle(s, succeeded_id, ep, t, 1, DeliveryStatus::Succeeded).await;
+    let at = now();
+    assert!(
+        !s.reopen_delivery(id, ep, 2, at).await.expect("reopen"),
+        "a reopen expecting other attempts is refused"
+    );
+    assert!(
+        !s.reopen_delivery(succeeded_id, ep, 1, at)
+            .await
+            .expect("reopen"),
+        "a succeeded delivery is not reopened"
+    );
+    assert!(
+        !s.reopen_delivery(message_id_at(base), ep, 0, at)
+            .await
+            .expect("reopen"),
+        "a delivery without a record is not created"
+    );
+    assert!(s.reopen_delivery(id, ep, 3, at).await.expect("reopen"));
+    assert!(
+        !s.reopen_delivery(id, ep, 3, at).await.expect("reopen"),
+        "of two reopens only one succeeds"
+    );
+    assert_eq!(
+        s.get_delivery(id, ep).await.expect("get"),
+        Some(Delivery {
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(at),
+            lease_until: None,
+            updated_at: at,
+            ..failed.clone()
+        }),
+        "a reopened delivery is pending with its attempts and last result"
+    );
+    let query = FailedQuery {
+        since: base,
+        until: None,
+        after: None,
+        limit: 100,
+    };
+    assert_eq!(
+        s.list_failed_deliveries(t, ep, &query).await.expect("list"),
+        Vec::new(),
+        "a reopened delivery is no longer listed as failed"
+    );
+    assert!(
+        s.claim_delivery(&failed, 3, at, at + LEASE_MS)
+            .await
+            .expect("claim"),
+        "the next attempt can be claimed"
+    );
+    // Failing again lists it again.
+    let again = Delivery {
+        status: DeliveryStatus::Failed,
+        attempts: 4,
+        lease_until: None,
+        updated_at: at + 1,
+        ..failed.clone()
+    };
+    let made = attempt(&failed, 4, at, 500, AttemptOutcome::Failed);
+    assert!(s
+        .record_attempt(&again, 3, Some(&made))
+        .await
+        .expect("record"));
+    assert_eq!(
+        s.list_failed_deliveries(t, ep, &query).await.expect("list"),
+        vec![again]
+    );
 }
 
 // ---- event types --------------------------------------------------------------------

@@ -12,7 +12,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::client::Sender;
 use crate::config::CoreConfig;
@@ -76,11 +78,21 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({"error": {"code": self.0.code(), "message": message}});
-        if let Error::EndpointTest { status, error, .. } = &self.0 {
+        let receiver = match &self.0 {
             // What the receiver answered, for programs to act on.
-            body["error"]["receiver"] = json!({"status": status, "error": error});
-        }
+            Error::EndpointTest { status, error, .. } => Some(ReceiverAnswer {
+                status: *status,
+                error: error.clone(),
+            }),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.0.code().to_string(),
+                message,
+                receiver,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -89,6 +101,32 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The body of every error answer of the JSON API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a machine-readable `code` and a message for people.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    #[schema(example = "not_found")]
+    pub code: String,
+    #[schema(example = "endpoint not found")]
+    pub message: String,
+    /// Only with `endpoint_test_failed`: what the receiver of the test event answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<ReceiverAnswer>,
+}
+
+/// The answer to a test send: the HTTP status, or why there was none.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReceiverAnswer {
+    pub status: Option<u16>,
+    /// `timeout`, `connect`, `blocked`, `tls`, … when no status was received.
+    pub error: Option<String>,
 }
 
 /// A JSON request body, read up to [`MAX_BODY`] and parsed with errors in our format.

@@ -110,8 +110,48 @@ pub struct Endpoint {
     pub secrets: EndpointSecrets,
     pub status: EndpointStatus,
     pub disabled_reason: Option<String>,
+    /// When the endpoint was disabled, by the API or automatically.
+    pub disabled_at: Option<Millis>,
+    /// The time of the first failed attempt since the endpoint's last success (or its
+    /// creation); `None` while it succeeds. Written only when it changes (see
+    /// [`HealthChange`]).
+    pub failing_since: Option<Millis>,
+    /// At most this many requests per second to the endpoint; `None`: no limit.
+    pub rate_limit: Option<u32>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// A change of an endpoint's health made by delivery, written on its own so that it
+/// neither overwrites nor is overwritten by an API change to the rest of the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthChange {
+    /// The first failure after a success (or creation): sets `failing_since` to `at`
+    /// unless it is set.
+    Failing { at: Millis },
+    /// A success: clears `failing_since`.
+    Recovered,
+    /// Disables an active endpoint with a reason, at `at`.
+    Disable { reason: String, at: Millis },
+}
+
+impl HealthChange {
+    /// The automatic disabling of an endpoint that has failed every attempt since
+    /// `failing_since`, as of `now`.
+    pub fn auto_disable(failing_since: Millis, now: Millis) -> Self {
+        let since = chrono::DateTime::from_timestamp_millis(failing_since)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| failing_since.to_string());
+        // Whole seconds, so the period reads "5days 2h 3m 4s" rather than with nanoseconds.
+        let secs = (now - failing_since).max(0) as u64 / 1000;
+        let period = humantime::format_duration(std::time::Duration::from_secs(secs));
+        HealthChange::Disable {
+            reason: format!(
+                "every attempt failed since {since} (for {period}); disabled automatically"
+            ),
+            at: now,
+        }
+    }
 }
 
 impl Endpoint {
@@ -290,4 +330,37 @@ pub struct MessageQuery {
     pub before: Option<MessageId>,
     pub limit: usize,
     pub event_type: Option<String>,
+}
+
+/// Which failed deliveries of one endpoint to list for a replay: those of messages
+/// received in `[since, until)`, oldest first. Messages are placed in time by their id,
+/// a ULID minted when the message was received.
+#[derive(Debug, Clone)]
+pub struct FailedQuery {
+    pub since: Millis,
+    /// `None`: up to now.
+    pub until: Option<Millis>,
+    /// Continue after this message (exclusive), from the previous page.
+    pub after: Option<MessageId>,
+    pub limit: usize,
+}
+
+impl FailedQuery {
+    /// The window as inclusive bounds on message ids: the first id at `since` (or the one
+    /// after `after`), and the last id before `until`.
+    pub fn id_range(&self) -> (MessageId, Option<MessageId>) {
+        let first = |ms: Millis| ulid::Ulid::from_parts(ms.max(0) as u64, 0);
+        let mut from = first(self.since);
+        if let Some(after) = self.after.map(|a| a.ulid()) {
+            // Past the largest id there is nothing left: the window ends before `from`.
+            let next = after.increment().unwrap_or(after);
+            if next > from {
+                from = next;
+            }
+        }
+        let to = self
+            .until
+            .map(|ms| ulid::Ulid::from_parts((ms.max(1) - 1) as u64, u128::MAX));
+        (MessageId::from_ulid(from), to.map(MessageId::from_ulid))
+    }
 }

@@ -11,8 +11,8 @@ use crate::error::Result;
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
-    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, Message, MessageQuery,
-    Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
+    Message, MessageQuery, Millis, Page, Tenant,
 };
 
 /// Tenants, their API keys and the operator key.
@@ -49,6 +49,16 @@ pub trait EndpointStore: Send + Sync {
     /// All endpoints of a tenant, oldest first.
     async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>>;
     async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool>;
+    /// Applies a health change to an endpoint, touching no other field (`updated_at`
+    /// included, except when disabling). Returns whether it changed anything: `Failing`
+    /// when `failing_since` was unset, `Recovered` when it was set, `Disable` when the
+    /// endpoint was active; false too for an endpoint that does not exist.
+    async fn update_endpoint_health(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        change: &HealthChange,
+    ) -> Result<bool>;
 }
 
 /// Messages and idempotency keys.
@@ -101,6 +111,25 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<bool>;
     /// The attempts of one message, oldest first.
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>>;
+    /// The tenant's failed deliveries to `endpoint` in the query's window, oldest message
+    /// first, at most `query.limit` (capped by the store); continue with `after` set to
+    /// the last one's message.
+    async fn list_failed_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        query: &FailedQuery,
+    ) -> Result<Vec<Delivery>>;
+    /// Reopens a failed delivery for another attempt: it becomes pending, due at `now`,
+    /// without a lease, if it is failed with exactly `expected_attempts` recorded
+    /// attempts. Returns whether it did; of two concurrent reopens only one succeeds.
+    async fn reopen_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+        expected_attempts: u32,
+        now: Millis,
+    ) -> Result<bool>;
 }
 
 /// The event types the operator added; the built-in ones live in [`crate::catalog`].

@@ -61,7 +61,19 @@ impl UrlPolicy {
         if raw.len() > MAX_URL_LEN {
             return Err(UrlRejection::TooLong);
         }
-        let url = Url::parse(raw.trim()).map_err(|e| UrlRejection::Malformed(e.to_string()))?;
+        let raw = raw.trim();
+        // The URL parser silently drops tabs and newlines and reads `\` as `/`; a URL that
+        // different readers could take for different hosts is refused instead.
+        if raw.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(UrlRejection::Malformed(
+                "control characters and backslashes are not allowed".into(),
+            ));
+        }
+        let url = Url::parse(raw).map_err(|e| UrlRejection::Malformed(e.to_string()))?;
+        // Normalising percent-encodes, so a URL can grow past the limit after the check above.
+        if url.as_str().len() > MAX_URL_LEN {
+            return Err(UrlRejection::TooLong);
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_http => {}
@@ -70,14 +82,22 @@ impl UrlPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(UrlRejection::Credentials);
         }
+        if url.port() == Some(0) {
+            return Err(UrlRejection::Malformed("port 0 is not allowed".into()));
+        }
         match url.host() {
             None => return Err(UrlRejection::NoHost),
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip))?,
             Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip))?,
             Some(Host::Domain(name)) => {
                 let name = name.trim_end_matches('.');
-                if name.is_empty() || is_local_name(name) {
+                if is_local_name(name) {
                     return Err(UrlRejection::ForbiddenHost(name.to_string()));
+                }
+                // The URL parser drops one trailing dot only, so `127.0.0.1..` stays a name,
+                // which resolvers read as the address: judge it as that address.
+                if let Ok(Host::Ipv4(ip)) = Host::parse(name) {
+                    self.check_ip(IpAddr::V4(ip))?;
                 }
             }
         }
@@ -95,9 +115,26 @@ impl UrlPolicy {
     }
 }
 
+/// Names that only mean something inside a network: `localhost`, the special-use and
+/// private-use suffixes below, and single labels (which the resolver completes with the
+/// host's search domains, e.g. `metadata` on Google Cloud).
 fn is_local_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower == "localhost" || lower.ends_with(".localhost")
+    const LOCAL_SUFFIXES: [&str; 6] = [
+        "localhost",   // RFC 6761
+        "local",       // multicast DNS, RFC 6762
+        "internal",    // private use, e.g. metadata.google.internal
+        "localdomain", // common resolver default
+        "home.arpa",   // home networks, RFC 8375
+        "arpa",        // reverse-lookup and infrastructure names
+    ];
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    !lower.contains('.')
+        || LOCAL_SUFFIXES.iter().any(|suffix| {
+            lower == *suffix
+                || lower
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.'))
+        })
 }
 
 static FORBIDDEN_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
@@ -125,24 +162,30 @@ static FORBIDDEN_V4: LazyLock<Vec<Ipv4Net>> = LazyLock::new(|| {
 
 static FORBIDDEN_V6: LazyLock<Vec<Ipv6Net>> = LazyLock::new(|| {
     [
-        "::/128",        // unspecified
-        "::1/128",       // loopback
-        "100::/64",      // discard-only
-        "2001::/23",     // IETF protocol assignments (Teredo, benchmarking, ORCHID…)
-        "2001:db8::/32", // documentation
-        "3fff::/20",     // documentation
-        "fc00::/7",      // unique local
-        "fe80::/10",     // link-local
-        "fec0::/10",     // site-local (deprecated)
-        "ff00::/8",      // multicast
+        "::/128",         // unspecified
+        "::1/128",        // loopback
+        "64:ff9b:1::/48", // local-use NAT64
+        "100::/64",       // discard-only
+        "2001::/23",      // IETF protocol assignments (Teredo, benchmarking, ORCHID…)
+        "2001:db8::/32",  // documentation
+        "3fff::/20",      // documentation
+        "fc00::/7",       // unique local
+        "fe80::/10",      // link-local
+        "fec0::/10",      // site-local (deprecated)
+        "ff00::/8",       // multicast
     ]
     .iter()
     .map(|n| n.parse().expect("static network"))
     .collect()
 });
 
+/// Global unicast, the only IPv6 space allocated for public addresses.
+static GLOBAL_UNICAST_V6: LazyLock<Ipv6Net> =
+    LazyLock::new(|| "2000::/3".parse().expect("static network"));
+
 /// True when an address is globally routable unicast. IPv6 forms that embed an IPv4
-/// address (mapped, compatible, NAT64, 6to4) are judged by the embedded address.
+/// address (mapped, translated, compatible, NAT64, 6to4) are judged by the embedded address;
+/// other IPv6 addresses must be global unicast (`2000::/3`) outside the special ranges.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -150,7 +193,7 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = embedded_v4(v6) {
                 return is_public_v4(v4);
             }
-            !FORBIDDEN_V6.iter().any(|n| n.contains(&v6))
+            GLOBAL_UNICAST_V6.contains(&v6) && !FORBIDDEN_V6.iter().any(|n| n.contains(&v6))
         }
     }
 }
@@ -163,10 +206,13 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated)
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
-        // 64:ff9b::a.b.c.d and 64:ff9b:1::/48 (NAT64)
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => Some(tail),
+        // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (translated, SIIT) and ::a.b.c.d
+        // (compatible, deprecated)
+        [0, 0, 0, 0, 0, 0xffff, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _]
+        | [0, 0, 0, 0, 0, 0, _, _] => Some(tail),
+        // 64:ff9b::a.b.c.d (well-known NAT64 prefix)
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 2002:AABB:CCDD::/48 (6to4)
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new(
             (hi >> 8) as u8,
@@ -327,6 +373,36 @@ mod tests {
         ] {
             assert!(strict().check_url(url).is_err(), "{url} was accepted");
         }
+    }
+
+    /// The URL parser keeps `127.0.0.1..` a domain name; it must still count as the address.
+    #[test]
+    fn addresses_with_extra_trailing_dots_are_judged_as_addresses() {
+        for url in [
+            "https://127.0.0.1../",
+            "https://10.0.0.1.../x",
+            "https://0x7f.1../",
+            "https://169.254.169.254../latest",
+        ] {
+            assert!(
+                matches!(
+                    strict().check_url(url),
+                    Err(UrlRejection::ForbiddenAddress(_))
+                ),
+                "{url} was not refused as an address"
+            );
+        }
+        assert!(strict().check_url("https://93.184.215.14../").is_ok());
+    }
+
+    /// The limit holds for the normalised URL, which is what is stored and sent.
+    #[test]
+    fn the_length_limit_applies_after_normalising() {
+        let spaced = format!("https://example.com/{}", "a b".repeat(600));
+        assert!(spaced.len() <= MAX_URL_LEN);
+        assert_eq!(strict().check_url(&spaced), Err(UrlRejection::TooLong));
+        let fits = format!("https://example.com/{}", "a b".repeat(300));
+        assert!(strict().check_url(&fits).unwrap().as_str().len() <= MAX_URL_LEN);
     }
 
     #[test]

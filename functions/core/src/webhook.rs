@@ -110,6 +110,9 @@ mod tests {
             secrets: EndpointSecrets::new(Secret::generate()),
             status: EndpointStatus::Active,
             disabled_reason: None,
+            disabled_at: None,
+            failing_since: None,
+            rate_limit: None,
             created_at: 0,
             updated_at: 0,
         }

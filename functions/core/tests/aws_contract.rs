@@ -235,6 +235,9 @@ async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
         secrets: EndpointSecrets::new(Secret::generate()),
         status: EndpointStatus::Active,
         disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit: None,
         created_at,
         updated_at: created_at,
     };

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use hookline_core::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use hookline_core::keys::KeyHash;
 use hookline_core::model::{
-    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, Message, MessageQuery,
-    Millis, Page, Tenant,
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
+    Message, MessageQuery, Millis, Page, Tenant,
 };
 use hookline_core::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, MessageStore, SharedStore, TenantStore,
@@ -89,6 +89,20 @@ impl EndpointStore for CachedEndpoints {
     async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
         self.forget(tenant);
         self.inner.delete_endpoint(tenant, id).await
+    }
+    async fn update_endpoint_health(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        change: &HealthChange,
+    ) -> Result<bool> {
+        let changed = self
+            .inner
+            .update_endpoint_health(tenant, id, change)
+            .await?;
+        // Forgotten after the write, so a read in between cannot cache the old state.
+        self.forget(tenant);
+        Ok(changed)
     }
 }
 
@@ -196,6 +210,27 @@ impl DeliveryStore for CachedEndpoints {
     }
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
         self.inner.list_attempts(tenant, message).await
+    }
+    async fn list_failed_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        query: &FailedQuery,
+    ) -> Result<Vec<Delivery>> {
+        self.inner
+            .list_failed_deliveries(tenant, endpoint, query)
+            .await
+    }
+    async fn reopen_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+        expected_attempts: u32,
+        now: Millis,
+    ) -> Result<bool> {
+        self.inner
+            .reopen_delivery(message, endpoint, expected_attempts, now)
+            .await
     }
 }
 

@@ -9,8 +9,14 @@
 //! attempt's result is recorded, so a worker dying between the two loses nothing. The one
 //! window for a duplicate is a worker dying after the receiver answered and before the
 //! result was recorded: the task comes back and the request is sent again.
+//!
+//! Delivery also keeps each endpoint's health: the first failure after a success marks it
+//! failing, a success clears that, and an endpoint still failing after the configured
+//! period is disabled. An endpoint with a rate limit gets at most that many requests per
+//! second from this process (see [`rate`]).
 
 pub mod cache;
+pub mod rate;
 #[cfg(feature = "lambda")]
 pub mod sqs;
 pub mod worker;
@@ -22,7 +28,8 @@ use futures::future::join_all;
 use hookline_core::config::CoreConfig;
 use hookline_core::ids::{AttemptId, EndpointId};
 use hookline_core::model::{
-    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, Message, Millis,
+    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange,
+    Message, Millis,
 };
 use hookline_core::ports::{Outgoing, SharedClock, SharedQueue, SharedStore};
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
@@ -51,6 +58,12 @@ enum Step {
 
 /// Wait before handling a task again after a storage or queue fault.
 const FAULT_BACKOFF: Duration = Duration::from_secs(5);
+/// Wait before looking again at a delivery whose previous attempt is not recorded yet.
+const PREDECESSOR_WAIT: Duration = Duration::from_secs(1);
+
+/// The most added to a rate-limited task's wait, at random, so that the tasks held back
+/// together do not all come back at the same moment.
+const RATE_JITTER: Duration = Duration::from_millis(500);
 
 pub struct Deliverer {
     store: SharedStore,
@@ -58,6 +71,7 @@ pub struct Deliverer {
     clock: SharedClock,
     config: Arc<CoreConfig>,
     sender: Arc<Sender>,
+    rates: rate::RateLimits,
 }
 
 impl Deliverer {
@@ -74,6 +88,7 @@ impl Deliverer {
             clock,
             config,
             sender,
+            rates: rate::RateLimits::default(),
         }
     }
 
@@ -214,10 +229,16 @@ impl Deliverer {
         let current = self.store.get_delivery(message.id, endpoint_id).await?;
         let fresh = Delivery::fresh(message.id, endpoint_id, message.tenant, now);
         let delivery = current.unwrap_or(fresh);
-        if delivery.status.is_final() || delivery.attempts != expect {
+        if delivery.status.is_final() || delivery.attempts > expect {
             // Settled, or this attempt was made already (its successor was queued before
-            // its result was recorded), or it belongs to a predecessor still at work.
+            // its result was recorded).
             return Ok(Step::Settled);
+        }
+        if delivery.attempts < expect {
+            // The attempt before this one queued this task and has not recorded its result
+            // yet: its worker is still at it, or died and that attempt's own task comes
+            // back to make it again. Dropping this task could lose the retry.
+            return Ok(Step::Busy(PREDECESSOR_WAIT));
         }
         if let Some(until) = delivery.lease_until.filter(|u| *u > now) {
             return Ok(Step::Busy(Duration::from_millis((until - now) as u64)));
@@ -241,6 +262,11 @@ impl Deliverer {
                 return Ok(Step::Settled);
             }
         };
+        if let Some(per_second) = endpoint.rate_limit {
+            if let Some(wait) = self.rates.check(endpoint.id, per_second) {
+                return self.hold_back(message, endpoint_id, expect, wait).await;
+            }
+        }
         let lease_until = now + self.config.lease().as_millis() as Millis;
         if !self
             .store
@@ -297,10 +323,6 @@ impl Deliverer {
         } else {
             delivery.next_attempt_at = None;
         }
-        if status == Some(410) {
-            self.disable(endpoint, "the endpoint answered 410 Gone", now)
-                .await?;
-        }
         delivery.status = match outcome {
             AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
             AttemptOutcome::Retrying => DeliveryStatus::Pending,
@@ -340,22 +362,78 @@ impl Deliverer {
         {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
+        // After the result is recorded: a fault here must not send the request again.
+        if let Err(e) = self.track_health(endpoint, succeeded, status, now).await {
+            tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint health not updated");
+        }
         Ok(Step::Settled)
     }
 
-    async fn disable(&self, endpoint: &Endpoint, reason: &str, now: Millis) -> Result<()> {
-        let Some(mut current) = self
-            .store
-            .get_endpoint(endpoint.tenant, endpoint.id)
-            .await?
-        else {
-            return Ok(());
+    /// Keeps the endpoint's health after an attempt, writing only when it changes: the
+    /// first failure after a success marks the endpoint failing, a success clears that,
+    /// and a failure once it has failed for `disable_after` (or a 410) disables it.
+    async fn track_health(
+        &self,
+        endpoint: &Endpoint,
+        succeeded: bool,
+        status: Option<u16>,
+        now: Millis,
+    ) -> Result<()> {
+        let change = if succeeded {
+            if endpoint.failing_since.is_none() {
+                return Ok(());
+            }
+            HealthChange::Recovered
+        } else if status == Some(410) {
+            HealthChange::Disable {
+                reason: "the endpoint answered 410 Gone".into(),
+                at: now,
+            }
+        } else {
+            match (endpoint.failing_since, self.config.disable_after) {
+                (None, _) => HealthChange::Failing { at: now },
+                (Some(since), Some(after)) if now - since >= after.as_millis() as Millis => {
+                    HealthChange::auto_disable(since, now)
+                }
+                (Some(_), _) => return Ok(()),
+            }
         };
-        current.status = EndpointStatus::Disabled;
-        current.disabled_reason = Some(reason.to_string());
-        current.updated_at = now;
-        tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
-        self.store.put_endpoint(&current).await
+        let changed = self
+            .store
+            .update_endpoint_health(endpoint.tenant, endpoint.id, &change)
+            .await?;
+        if changed {
+            if let HealthChange::Disable { reason, .. } = &change {
+                tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts off an attempt over its endpoint's rate limit: a new task for the same attempt
+    /// goes back on the queue with the wait, and this one is done. Nothing is recorded, so
+    /// the attempt keeps its number. (Re-queued rather than released: a released message
+    /// counts a receive towards the dead-letter redrive each time, and on SQS it would come
+    /// back only after the whole visibility timeout.)
+    async fn hold_back(
+        &self,
+        message: &Message,
+        endpoint: EndpointId,
+        expect: u32,
+        wait: Duration,
+    ) -> Result<Step> {
+        let jitter = rand::random_range(0..=RATE_JITTER.as_millis() as u64);
+        let not_before = self.clock.now() + wait.as_millis() as Millis + jitter as Millis;
+        tracing::debug!(message = %message.id, %endpoint, ?wait, "over the endpoint's rate limit; put off");
+        self.enqueue(vec![AttemptTask::new(
+            message.id,
+            endpoint,
+            message.tenant,
+            expect,
+            not_before,
+        )])
+        .await?;
+        Ok(Step::Settled)
     }
 
     async fn enqueue(&self, tasks: Vec<AttemptTask>) -> Result<()> {

@@ -5,23 +5,112 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use axum::{Json, Router};
 use hookline_core::envelope::{Publish, Validated};
-use hookline_core::http::{ApiResult, AppState, Caller, RawBody};
+use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, RawBody};
 use hookline_core::ids::MessageId;
 use hookline_core::ports::Outgoing;
 use hookline_core::task::{EventTask, Task};
 use hookline_core::{Error, Result};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The ingest routes, ready to be merged into the local router or served alone on Lambda.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/events", post(publish))
-        .with_state(state)
+    let (router, _) = routes().split_for_parts();
+    router.with_state(state)
 }
 
+/// The ingest routes with their documentation, registered from their annotations (the
+/// api crate merges the documentation into the one OpenAPI document).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(publish))
+}
+
+/// One event to publish.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "type": "delivered",
+    "domain": null,
+    "idempotency_key": "evt-1",
+    "payload": {"event": "delivered", "recipient": "alice@example.com"}
+}))]
+pub struct PublishEvent {
+    /// A type of the catalog (`GET /v1/event-types`).
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// A JSON object, kept byte for byte; at most 256 KiB.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// One of the owner's registered domains.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// The same key within 24 hours gives back the first message's id.
+    #[serde(default)]
+    #[schema(max_length = 256)]
+    pub idempotency_key: Option<String>,
+    /// The caller or one of its sub-accounts (`tn_…`), whose event this is.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Up to 100 events; none is queued when one is invalid.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBatch {
+    #[schema(min_items = 1, max_items = 100)]
+    pub events: Vec<PublishEvent>,
+}
+
+/// One event, or a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum PublishRequest {
+    One(PublishEvent),
+    Many(PublishBatch),
+}
+
+/// The id of the message of a single event.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedOne {
+    #[schema(example = "msg_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
+    pub id: String,
+}
+
+/// The ids of the messages of a batch, in order.
+#[derive(Serialize, ToSchema)]
+pub struct AcceptedMany {
+    pub ids: Vec<String>,
+}
+
+/// What a publish answers: `id` for one event, `ids` for a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Accepted {
+    One(AcceptedOne),
+    Many(AcceptedMany),
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "publish_events",
+    request_body = PublishRequest,
+    responses(
+        (status = 202, description = "Queued: the message id(s)", body = Accepted),
+        (status = 400, description = "Invalid body, event type, domain or payload", body = ErrorBody),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "`owner` is neither the caller nor one of its sub-accounts", body = ErrorBody),
+        (status = 413, description = "Body or payload too large", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
 async fn publish(
     State(state): State<AppState>,
     caller: Caller,

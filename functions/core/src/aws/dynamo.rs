@@ -1,18 +1,21 @@
 //! [`Store`](crate::ports::Store) on one DynamoDB table: tenants and keys, domains and
 //! endpoints, messages and idempotency keys, deliveries and attempts, the operator's event
 //! types, each an item under
-//! string keys `pk`/`sk`, plus one index to list a tenant's messages newest first.
+//! string keys `pk`/`sk`, plus two indexes: a tenant's messages newest first, and an
+//! endpoint's failed deliveries (for replays).
 //!
 //! # Table schema
 //!
 //! What [`create_table`] makes and the SAM template must declare the same way:
 //!
-//! - `AttributeDefinitions`: `pk`, `sk`, `gsi1pk`, `gsi1sk`, all of type `S`.
+//! - `AttributeDefinitions`: `pk`, `sk`, `gsi1pk`, `gsi1sk`, `gsi2pk`, `gsi2sk`, all of
+//!   type `S`.
 //! - `KeySchema`: `pk` HASH, `sk` RANGE.
 //! - `BillingMode`: `PAY_PER_REQUEST`.
 //! - `GlobalSecondaryIndexes`: one, `IndexName` `gsi1`, `KeySchema` `gsi1pk` HASH and
 //!   `gsi1sk` RANGE, `Projection` `ProjectionType: ALL` (a listing reads whole messages
-//!   from the index without a second read per message).
+//!   from the index without a second read per message); and `gsi2`, the same with
+//!   `gsi2pk`/`gsi2sk`, sparse: only failed deliveries carry its keys.
 //! - `TimeToLiveSpecification`: `AttributeName` `expires_at`, `Enabled` true. Only
 //!   idempotency items always carry `expires_at` (epoch **seconds**); correctness never
 //!   waits for TTL, as claims compare `expires_ms` themselves. With a retention set
@@ -32,16 +35,16 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? created_at updated_at` |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at` |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
 //! | message       | `M#<message>`    | `MSG`             | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) gsi1pk=T#<tenant>#MSG gsi1sk=<message id>` |
-//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at` |
+//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
 //! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` |
 //! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
 //!
-//! Reads of the base table are strongly consistent. Message listings read the index,
-//! which DynamoDB keeps eventually consistent: a message may show up in listings a moment
-//! after it was stored.
+//! Reads of the base table are strongly consistent. Message and failed-delivery listings
+//! read an index, which DynamoDB keeps eventually consistent: a message may show up in
+//! listings a moment after it was stored, a delivery a moment after it failed.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -69,7 +72,8 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
-    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+    Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
+    Page, Tenant,
 };
 use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
 
@@ -81,6 +85,10 @@ pub const SK: &str = "sk";
 pub const GSI1: &str = "gsi1";
 pub const GSI1_PK: &str = "gsi1pk";
 pub const GSI1_SK: &str = "gsi1sk";
+/// The sparse index listing an endpoint's failed deliveries by message.
+pub const GSI2: &str = "gsi2";
+pub const GSI2_PK: &str = "gsi2pk";
+pub const GSI2_SK: &str = "gsi2sk";
 /// The attribute DynamoDB's TTL reads: epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
@@ -163,17 +171,19 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
             .build()
             .map_err(build_error)
     };
-    let index = GlobalSecondaryIndex::builder()
-        .index_name(GSI1)
-        .key_schema(key(GSI1_PK, KeyType::Hash)?)
-        .key_schema(key(GSI1_SK, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
-        .build()
-        .map_err(build_error)?;
+    let index = |name: &str, pk: &str, sk: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(pk, KeyType::Hash)?)
+            .key_schema(key(sk, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build_error)
+    };
     client
         .create_table()
         .table_name(name)
@@ -182,9 +192,12 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
         .attribute_definitions(attribute(SK)?)
         .attribute_definitions(attribute(GSI1_PK)?)
         .attribute_definitions(attribute(GSI1_SK)?)
+        .attribute_definitions(attribute(GSI2_PK)?)
+        .attribute_definitions(attribute(GSI2_SK)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
-        .global_secondary_indexes(index)
+        .global_secondary_indexes(index(GSI1, GSI1_PK, GSI1_SK)?)
+        .global_secondary_indexes(index(GSI2, GSI2_PK, GSI2_SK)?)
         .send()
         .await
         .map_err(|e| sdk_error("create table", e))?;
@@ -456,6 +469,9 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
             ("secrets", Some(s(secrets))),
             ("status", Some(s(e.status.as_str()))),
             ("disabled_reason", e.disabled_reason.as_deref().map(s)),
+            ("disabled_at", e.disabled_at.map(n)),
+            ("failing_since", e.failing_since.map(n)),
+            ("rate_limit", e.rate_limit.map(n)),
             ("created_at", Some(n(e.created_at))),
             ("updated_at", Some(n(e.updated_at))),
         ],
@@ -478,6 +494,9 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
             .map_err(|e| Error::backend("decode endpoint secrets", e))?,
         status: f.named("status", EndpointStatus::parse)?,
         disabled_reason: f.opt_string("disabled_reason")?,
+        disabled_at: f.opt_n("disabled_at")?,
+        failing_since: f.opt_n("failing_since")?,
+        rate_limit: f.opt_n("rate_limit")?,
         created_at: f.n("created_at")?,
         updated_at: f.n("updated_at")?,
     })
@@ -535,7 +554,13 @@ fn delivery_sk(endpoint: EndpointId) -> String {
     format!("{DELIVERY_PREFIX}{endpoint}")
 }
 
+/// The index partition holding a tenant's failed deliveries to one endpoint.
+fn failed_deliveries_of(tenant: TenantId, endpoint: EndpointId) -> String {
+    format!("T#{tenant}#EP#{endpoint}#FAILED")
+}
+
 fn delivery_item(d: &Delivery) -> Item {
+    let failed = d.status == DeliveryStatus::Failed;
     item(
         message_pk(d.message),
         delivery_sk(d.endpoint),
@@ -550,6 +575,12 @@ fn delivery_item(d: &Delivery) -> Item {
             ("last_error", d.last_error.as_deref().map(s)),
             ("lease_until", d.lease_until.map(n)),
             ("updated_at", Some(n(d.updated_at))),
+            // Only failed deliveries are in the replay index.
+            (
+                GSI2_PK,
+                failed.then(|| s(failed_deliveries_of(d.tenant, d.endpoint))),
+            ),
+            (GSI2_SK, failed.then(|| s(d.message.to_string()))),
         ],
     )
 }
@@ -1073,6 +1104,46 @@ impl EndpointStore for DynamoStore {
             .await;
         written("delete endpoint", result)
     }
+
+    async fn update_endpoint_health(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        change: &HealthChange,
+    ) -> Result<bool> {
+        let request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant_pk(tenant), endpoint_sk(id))))
+            .expression_attribute_names("#pk", PK);
+        let request = match change {
+            HealthChange::Failing { at } => request
+                .update_expression("SET #since = :at")
+                .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#since)")
+                .expression_attribute_names("#since", "failing_since")
+                .expression_attribute_values(":at", n(at)),
+            HealthChange::Recovered => request
+                .update_expression("REMOVE #since")
+                .condition_expression("attribute_exists(#pk) AND attribute_exists(#since)")
+                .expression_attribute_names("#since", "failing_since"),
+            HealthChange::Disable { reason, at } => request
+                .update_expression(
+                    "SET #status = :disabled, #reason = :reason, #disabled_at = :at, \
+                     #updated = :at",
+                )
+                .condition_expression("attribute_exists(#pk) AND #status = :active")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#reason", "disabled_reason")
+                .expression_attribute_names("#disabled_at", "disabled_at")
+                .expression_attribute_names("#updated", "updated_at")
+                .expression_attribute_values(":disabled", s(EndpointStatus::Disabled.as_str()))
+                .expression_attribute_values(":active", s(EndpointStatus::Active.as_str()))
+                .expression_attribute_values(":reason", s(reason))
+                .expression_attribute_values(":at", n(at)),
+        };
+        written("update endpoint health", request.send().await)
+    }
 }
 
 // ---- messages and idempotency keys ----------------------------------------------------
@@ -1405,6 +1476,89 @@ impl DeliveryStore for DynamoStore {
         // that is time order, and sorting makes it exactly SQLite's `ORDER BY at, id`.
         attempts.sort_by_key(|a| (a.at, a.id));
         Ok(attempts)
+    }
+
+    async fn list_failed_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        query: &FailedQuery,
+    ) -> Result<Vec<Delivery>> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let (from, to) = query.id_range();
+        if to.is_some_and(|to| to < from) {
+            return Ok(Vec::new());
+        }
+        let mut deliveries = Vec::new();
+        let mut start = None;
+        while deliveries.len() < limit {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI2)
+                .expression_attribute_names("#gpk", GSI2_PK)
+                .expression_attribute_names("#gsk", GSI2_SK)
+                .expression_attribute_values(":gpk", s(failed_deliveries_of(tenant, endpoint)))
+                .expression_attribute_values(":from", s(from.to_string()))
+                .limit(i32::try_from(limit - deliveries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            request = match to {
+                Some(to) => request
+                    .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
+                    .expression_attribute_values(":to", s(to.to_string())),
+                None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("list failed deliveries", e))?;
+            for item in out.items.unwrap_or_default() {
+                deliveries.push(decode_delivery(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        deliveries.truncate(limit);
+        Ok(deliveries)
+    }
+
+    async fn reopen_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+        expected_attempts: u32,
+        now: Millis,
+    ) -> Result<bool> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(message_pk(message), delivery_sk(endpoint))))
+            .update_expression(
+                "SET #status = :pending, #next = :now, #updated = :now \
+                 REMOVE #lease, #gpk, #gsk",
+            )
+            .condition_expression(
+                "attribute_exists(#pk) AND #status = :failed AND #attempts = :expected",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#next", "next_attempt_at")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#gpk", GSI2_PK)
+            .expression_attribute_names("#gsk", GSI2_SK)
+            .expression_attribute_values(":pending", s(DeliveryStatus::Pending.as_str()))
+            .expression_attribute_values(":failed", s(DeliveryStatus::Failed.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":expected", n(expected_attempts))
+            .send()
+            .await;
+        written("reopen delivery", result)
     }
 }
 

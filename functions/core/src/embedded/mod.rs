@@ -154,6 +154,15 @@ CREATE TABLE IF NOT EXISTS event_types (
     created_at   INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 3: endpoint health (auto-disable), per-endpoint rate limits, and the failed
+    // deliveries of an endpoint for replays.
+    r#"
+ALTER TABLE endpoints ADD COLUMN disabled_at INTEGER;
+ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;
+ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;
+CREATE INDEX IF NOT EXISTS deliveries_failed_by_endpoint
+    ON deliveries (tenant, endpoint, message) WHERE status = 'failed';
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.

@@ -17,7 +17,8 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
-    Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis, Page, Tenant,
+    Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
+    Page, Tenant,
 };
 use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
 
@@ -154,7 +155,8 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
-     secrets, status, disabled_reason, created_at, updated_at";
+     secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
+     rate_limit";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -170,6 +172,9 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         disabled_reason: row.get(9)?,
         created_at: row.get(10)?,
         updated_at: row.get(11)?,
+        disabled_at: row.get(12)?,
+        failing_since: row.get(13)?,
+        rate_limit: row.get(14)?,
     })
 }
 
@@ -479,13 +484,16 @@ impl EndpointStore for SqliteStore {
                 // moving an endpoint to another tenant.
                 conn.prepare_cached(&format!(
                     "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT (id) DO UPDATE SET
                          url = excluded.url, description = excluded.description,
                          event_types = excluded.event_types, domain = excluded.domain,
                          format = excluded.format, secrets = excluded.secrets,
                          status = excluded.status, disabled_reason = excluded.disabled_reason,
-                         created_at = excluded.created_at, updated_at = excluded.updated_at
+                         created_at = excluded.created_at, updated_at = excluded.updated_at,
+                         disabled_at = excluded.disabled_at,
+                         failing_since = excluded.failing_since,
+                         rate_limit = excluded.rate_limit
                      WHERE endpoints.tenant = excluded.tenant"
                 ))?
                 .execute(params![
@@ -501,6 +509,9 @@ impl EndpointStore for SqliteStore {
                     e.disabled_reason,
                     e.created_at,
                     e.updated_at,
+                    e.disabled_at,
+                    e.failing_since,
+                    e.rate_limit,
                 ])?;
                 Ok(())
             })
@@ -539,6 +550,42 @@ impl EndpointStore for SqliteStore {
                     .prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND id = ?2")?
                     .execute([tenant.to_string(), id.to_string()])?;
                 Ok(deleted == 1)
+            })
+            .await
+    }
+
+    async fn update_endpoint_health(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        change: &HealthChange,
+    ) -> Result<bool> {
+        let change = change.clone();
+        self.db
+            .call("update endpoint health", move |conn| {
+                let (tenant, id) = (tenant.to_string(), id.to_string());
+                let changed = match change {
+                    HealthChange::Failing { at } => conn
+                        .prepare_cached(
+                            "UPDATE endpoints SET failing_since = ?3
+                             WHERE tenant = ?1 AND id = ?2 AND failing_since IS NULL",
+                        )?
+                        .execute(params![tenant, id, at])?,
+                    HealthChange::Recovered => conn
+                        .prepare_cached(
+                            "UPDATE endpoints SET failing_since = NULL
+                             WHERE tenant = ?1 AND id = ?2 AND failing_since IS NOT NULL",
+                        )?
+                        .execute(params![tenant, id])?,
+                    HealthChange::Disable { reason, at } => conn
+                        .prepare_cached(
+                            "UPDATE endpoints SET status = 'disabled', disabled_reason = ?3,
+                                 disabled_at = ?4, updated_at = ?4
+                             WHERE tenant = ?1 AND id = ?2 AND status = 'active'",
+                        )?
+                        .execute(params![tenant, id, reason, at])?,
+                };
+                Ok(changed == 1)
             })
             .await
     }
@@ -882,6 +929,71 @@ impl DeliveryStore for SqliteStore {
                 ))?
                 .query_map([message.to_string(), tenant.to_string()], attempt_row)?
                 .collect()
+            })
+            .await
+    }
+
+    async fn list_failed_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        query: &FailedQuery,
+    ) -> Result<Vec<Delivery>> {
+        let (from, to) = query.id_range();
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        self.db
+            .call("list failed deliveries", move |conn| {
+                // `status = 'failed'` spelled out so the partial index applies.
+                let sql = format!(
+                    "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                     WHERE tenant = ?1 AND endpoint = ?2 AND status = 'failed'
+                       AND message >= ?3 AND {}
+                     ORDER BY message LIMIT ?5",
+                    if to.is_some() {
+                        "message <= ?4"
+                    } else {
+                        "?4 IS NULL"
+                    }
+                );
+                conn.prepare_cached(&sql)?
+                    .query_map(
+                        params![
+                            tenant.to_string(),
+                            endpoint.to_string(),
+                            from.to_string(),
+                            to.map(|t| t.to_string()),
+                            limit,
+                        ],
+                        delivery_row,
+                    )?
+                    .collect()
+            })
+            .await
+    }
+
+    async fn reopen_delivery(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+        expected_attempts: u32,
+        now: Millis,
+    ) -> Result<bool> {
+        self.db
+            .call("reopen delivery", move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = ?4,
+                             lease_until = NULL, updated_at = ?4
+                         WHERE message = ?1 AND endpoint = ?2
+                           AND status = 'failed' AND attempts = ?3",
+                    )?
+                    .execute(params![
+                        message.to_string(),
+                        endpoint.to_string(),
+                        expected_attempts,
+                        now
+                    ])?;
+                Ok(changed == 1)
             })
             .await
     }

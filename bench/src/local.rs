@@ -1,0 +1,499 @@
+//! Local mode under load: the real binary as a child process on a temporary data file, a
+//! loopback receiver behind N endpoints, and a publisher at a fixed rate or as fast as
+//! the service accepts. Measures acceptance and delivery rates, publish-to-delivery
+//! latency, the service's CPU time and peak memory, and disk bytes per delivery.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+use tokio::sync::Semaphore;
+
+use crate::procstat;
+use crate::receiver::Receiver;
+
+const OPERATOR_KEY: &str = "hkop_bench-operator-key-0123456789abcdef";
+/// Open-loop publishing gives up a tick (and counts it) beyond this many requests in flight.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// How fast to publish.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// As fast as the service accepts, from a fixed number of publishers.
+    Max,
+    /// A fixed number of events per second, whatever the answers.
+    PerSecond(u32),
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "max" => Ok(Rate::Max),
+            n => n
+                .parse::<u32>()
+                .ok()
+                .filter(|r| *r > 0)
+                .map(Rate::PerSecond)
+                .ok_or_else(|| format!("{s:?} is neither `max` nor a positive number of events/s")),
+        }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Max => write!(f, "max"),
+            Rate::PerSecond(r) => write!(f, "{r}/s"),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LocalArgs {
+    /// The local-mode binary to run.
+    #[arg(long, default_value = "target/release/hookline")]
+    pub binary: PathBuf,
+    /// Endpoints registered, every one subscribed to every event.
+    #[arg(long, default_value_t = 1)]
+    pub endpoints: usize,
+    /// Publish rates, each run on a fresh process and data file: events/s, or `max`.
+    #[arg(long, value_delimiter = ',', default_value = "max")]
+    pub rate: Vec<Rate>,
+    /// Seconds of publishing per rate.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Publishers (each one request at a time) at rate `max`.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Longest wait, in seconds, for the backlog after publishing stops.
+    #[arg(long, default_value_t = 180.0)]
+    pub drain: f64,
+    /// The service's log filter (`HOOKLINE_LOG`); its log goes to a file.
+    #[arg(long, default_value = "info")]
+    pub log: String,
+    /// Also write the results here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalResult {
+    pub rate: String,
+    pub endpoints: usize,
+    pub duration_s: f64,
+    /// Publish requests sent, and those answered 202.
+    pub published: u64,
+    pub accepted: u64,
+    pub accepted_per_s: f64,
+    /// Ticks of a fixed rate dropped because too many requests were in flight.
+    pub skipped_ticks: u64,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    /// Deliveries per second while publishing, after the first tenth of the run.
+    pub deliveries_per_s_sustained: f64,
+    /// All deliveries over the time from the first publish to the last delivery.
+    pub deliveries_per_s_overall: f64,
+    /// Seconds from the end of publishing until the last delivery.
+    pub drain_s: f64,
+    pub all_delivered: bool,
+    pub latency: Latency,
+    pub cpu_s: f64,
+    pub cpu_cores: f64,
+    pub cpu_ms_per_1000_deliveries: f64,
+    pub peak_rss_mib: f64,
+    pub disk_bytes: u64,
+    pub disk_bytes_per_delivery: f64,
+    /// CPU used by this benchmark process (publisher and receiver) on the same machine.
+    pub bench_cpu_s: f64,
+}
+
+/// Runs every rate of `args` in turn.
+pub async fn run(args: &LocalArgs) -> anyhow::Result<Vec<LocalResult>> {
+    let mut results = Vec::new();
+    for rate in &args.rate {
+        eprintln!(
+            "local: {rate}, {} endpoint(s), {} s ...",
+            args.endpoints, args.duration
+        );
+        let result = run_one(args, *rate).await?;
+        eprintln!(
+            "local: {rate}: {:.0} accepted/s, {:.0} deliveries/s, p99 {:.1} ms",
+            result.accepted_per_s, result.deliveries_per_s_sustained, result.latency.p99_ms
+        );
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// The service as a child process, stopped when dropped.
+struct Service {
+    child: Child,
+    pid: u32,
+    base: String,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    async fn spawn(binary: &Path, log: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("hookline.db");
+        let port = free_port()?;
+        let log_file = std::fs::File::create(dir.path().join("hookline.log"))?;
+        let child = Command::new(binary)
+            .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HOOKLINE_DATA", &data)
+            .env("HOOKLINE_OPERATOR_KEY", OPERATOR_KEY)
+            .env("HOOKLINE_ALLOW_HTTP", "true")
+            .env("HOOKLINE_ALLOWED_NETWORKS", "127.0.0.1/32")
+            .env("HOOKLINE_LOG", log)
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("no pid")?;
+        let mut service = Service {
+            child,
+            pid,
+            base: format!("http://127.0.0.1:{port}"),
+            data,
+            _dir: dir,
+        };
+        service.wait_ready().await?;
+        Ok(service)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("hookline exited at start: {status}");
+            }
+            let ready = client
+                .get(format!("{}/v1/event-types", self.base))
+                .bearer_auth(OPERATOR_KEY)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("hookline did not answer within 30 s")
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut path = self.data.clone().into_os_string();
+            path.push(suffix);
+            total += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        total
+    }
+
+    async fn stop(mut self) {
+        // SAFETY: signals our own child by its pid.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn setup(
+    client: &reqwest::Client,
+    base: &str,
+    receiver: &str,
+    n: usize,
+) -> anyhow::Result<String> {
+    let tenant: Value = client
+        .post(format!("{base}/v1/tenants"))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let key = tenant["api_key"]
+        .as_str()
+        .context("no api_key in the tenant")?
+        .to_string();
+    for i in 0..n {
+        client
+            .post(format!("{base}/v1/endpoints"))
+            .bearer_auth(&key)
+            .json(&json!({"url": format!("{receiver}/{i}")}))
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating an endpoint")?;
+    }
+    Ok(key)
+}
+
+/// What publishing produced: message ids with the time each publish started.
+#[derive(Default)]
+struct Published {
+    sent: AtomicU64,
+    skipped: AtomicU64,
+    accepted: Mutex<Vec<(String, Instant)>>,
+}
+
+const EVENT: &str = r#"{"type":"delivered","payload":{"event":"delivered","recipient":"alice@example.com","message":{"headers":{"message-id":"20260101.bench@mg.example.com","subject":"Your order"}},"delivery-status":{"code":250,"message":"OK"}}}"#;
+
+async fn publish_one(client: &reqwest::Client, url: &str, key: &str, published: &Published) {
+    let started = Instant::now();
+    published.sent.fetch_add(1, Ordering::Relaxed);
+    let response = client
+        .post(url)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(EVENT)
+        .send()
+        .await;
+    let Ok(response) = response else { return };
+    if response.status().as_u16() != 202 {
+        return;
+    }
+    if let Ok(body) = response.json::<Value>().await {
+        if let Some(id) = body["id"].as_str() {
+            published
+                .accepted
+                .lock()
+                .expect("accepted lock")
+                .push((id.to_string(), started));
+        }
+    }
+}
+
+async fn publish(
+    rate: Rate,
+    duration: Duration,
+    concurrency: usize,
+    client: reqwest::Client,
+    url: String,
+    key: String,
+) -> Arc<Published> {
+    let published = Arc::new(Published::default());
+    let end = Instant::now() + duration;
+    match rate {
+        Rate::Max => {
+            let mut tasks = Vec::new();
+            for _ in 0..concurrency {
+                let (client, url, key, published) =
+                    (client.clone(), url.clone(), key.clone(), published.clone());
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        publish_one(&client, &url, &key, &published).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        Rate::PerSecond(r) => {
+            let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+            let total = (r as f64 * duration.as_secs_f64()).round() as u64;
+            for _ in 0..total {
+                ticks.tick().await;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    published.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let (client, url, key, published) =
+                    (client.clone(), url.clone(), key.clone(), published.clone());
+                tokio::spawn(async move {
+                    publish_one(&client, &url, &key, &published).await;
+                    drop(permit);
+                });
+            }
+            // The requests still in flight.
+            let _ = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+        }
+    }
+    published
+}
+
+async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
+    let receiver = Receiver::start(Duration::ZERO).await?;
+    let service = Service::spawn(&args.binary, &args.log).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .build()?;
+    let key = setup(&client, &service.base, &receiver.url, args.endpoints).await?;
+    let n = args.endpoints as u64;
+
+    let duration = Duration::from_secs_f64(args.duration);
+    let cpu_before = procstat::cpu_time(service.pid)?;
+    let bench_cpu_before = procstat::cpu_time(std::process::id())?;
+    let start = Instant::now();
+    // Delivery counts through the run, to measure the sustained rate.
+    let samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
+    let publishing = tokio::spawn(publish(
+        rate,
+        duration,
+        args.concurrency,
+        client.clone(),
+        format!("{}/v1/events", service.base),
+        key,
+    ));
+    let warmup = start + duration / 10;
+    let mut at_warmup = None;
+    while !publishing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = Instant::now();
+        if at_warmup.is_none() && now >= warmup {
+            at_warmup = Some((now, receiver.count()));
+        }
+        samples
+            .lock()
+            .expect("samples")
+            .push((now, receiver.count()));
+    }
+    let published = publishing.await?;
+    let load_end = Instant::now();
+    let at_load_end = receiver.count();
+    let accepted = published.accepted.lock().expect("accepted").clone();
+    let expected = accepted.len() as u64 * n;
+
+    // The backlog: until everything arrived, the drain time is up, or nothing moved for 20 s.
+    let drain_deadline = load_end + Duration::from_secs_f64(args.drain);
+    let mut last = (Instant::now(), receiver.count());
+    while receiver.count() < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let c = receiver.count();
+        if c != last.1 {
+            last = (Instant::now(), c);
+        } else if last.0.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    // Late duplicates or strays would show up here.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cpu = procstat::cpu_time(service.pid)? - cpu_before;
+    let bench_cpu = procstat::cpu_time(std::process::id())? - bench_cpu_before;
+    let peak_rss = procstat::peak_rss_kib(service.pid)?;
+    let disk = service.disk_bytes();
+    service.stop().await;
+
+    let arrivals = receiver.arrivals();
+    let sent_at: HashMap<&str, Instant> =
+        accepted.iter().map(|(id, t)| (id.as_str(), *t)).collect();
+    let mut histogram = Histogram::<u64>::new(3)?;
+    let mut last_arrival = start;
+    for (id, at) in &arrivals {
+        if let Some(t) = sent_at.get(id.as_str()) {
+            histogram.record(at.saturating_duration_since(*t).as_micros() as u64)?;
+        }
+        last_arrival = last_arrival.max(*at);
+    }
+    let delivered = arrivals.len() as u64;
+    let (w_at, w_count) = at_warmup.unwrap_or((start, 0));
+    let window = load_end.duration_since(w_at).as_secs_f64().max(1e-3);
+    let elapsed = load_end.duration_since(start).as_secs_f64();
+    Ok(LocalResult {
+        rate: rate.to_string(),
+        endpoints: args.endpoints,
+        duration_s: elapsed,
+        published: published.sent.load(Ordering::Relaxed),
+        accepted: accepted.len() as u64,
+        accepted_per_s: accepted.len() as f64 / elapsed,
+        skipped_ticks: published.skipped.load(Ordering::Relaxed),
+        deliveries_expected: expected,
+        deliveries: delivered,
+        deliveries_per_s_sustained: (at_load_end - w_count) as f64 / window,
+        deliveries_per_s_overall: delivered as f64
+            / last_arrival.duration_since(start).as_secs_f64().max(1e-3),
+        drain_s: last_arrival
+            .saturating_duration_since(load_end)
+            .as_secs_f64(),
+        all_delivered: delivered >= expected,
+        latency: Latency::of(&histogram),
+        cpu_s: cpu.as_secs_f64(),
+        cpu_cores: cpu.as_secs_f64() / last_arrival.duration_since(start).as_secs_f64().max(1e-3),
+        cpu_ms_per_1000_deliveries: cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
+        peak_rss_mib: peak_rss as f64 / 1024.0,
+        disk_bytes: disk,
+        disk_bytes_per_delivery: disk as f64 / delivered.max(1) as f64,
+        bench_cpu_s: bench_cpu.as_secs_f64(),
+    })
+}
+
+/// The results as a table.
+pub fn table(results: &[LocalResult]) -> String {
+    let mut out = String::from(
+        "| rate | endpoints | accepted/s | deliveries/s (sustained) | deliveries/s (overall) | delivered | p50 ms | p95 ms | p99 ms | CPU s | cores | peak RSS MiB | disk B/delivery |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {}/{} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.0} |\n",
+            r.rate,
+            r.endpoints,
+            r.accepted_per_s,
+            r.deliveries_per_s_sustained,
+            r.deliveries_per_s_overall,
+            r.deliveries,
+            r.deliveries_expected,
+            r.latency.p50_ms,
+            r.latency.p95_ms,
+            r.latency.p99_ms,
+            r.cpu_s,
+            r.cpu_cores,
+            r.peak_rss_mib,
+            r.disk_bytes_per_delivery,
+        ));
+    }
+    out
+}

@@ -1,0 +1,329 @@
+//! `hookline-bench`: measures Hookline in local mode and as Lambda functions.
+//!
+//! - `local`: the release binary under load (throughput, latency, CPU, memory, disk);
+//! - `lambda`: the function bootstraps under a runtime API emulator on moto (size, init,
+//!   memory, batch time, AWS calls per delivery);
+//! - `sizes`: the bootstraps as `cargo lambda build --release` makes them for Lambda;
+//! - `smoke`: every path at tiny scale, checking that the numbers are sane.
+
+mod emulator;
+mod lambda;
+mod local;
+mod procstat;
+mod proxy;
+mod receiver;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(name = "hookline-bench", about = "Hookline benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Local mode: the real binary under publishing load.
+    Local(local::LocalArgs),
+    /// The Lambda functions under a runtime API emulator, on moto.
+    Lambda(lambda::LambdaArgs),
+    /// Builds the bootstraps with `cargo lambda build --release` and reports their sizes.
+    Sizes(SizesArgs),
+    /// Every measurement at tiny scale; ends with `bench: smoke passed` or `failed`.
+    Smoke(SmokeArgs),
+}
+
+#[derive(clap::Args)]
+struct SizesArgs {
+    /// Build for arm64 (as the template deploys); `--arm64 false` builds for x86_64.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    arm64: bool,
+    /// Also write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SmokeArgs {
+    /// Directory of the builds of hookline and the three function binaries.
+    #[arg(long, default_value = "target/debug")]
+    bin_dir: PathBuf,
+    /// moto_server's URL; without it, moto_server is started.
+    #[arg(long, env = "HOOKLINE_TEST_AWS_ENDPOINT")]
+    moto: Option<String>,
+    /// Where the smoke run writes its JSON.
+    #[arg(long, default_value = "target/bench-smoke.json")]
+    json: PathBuf,
+}
+
+/// The machine the figures were taken on.
+#[derive(Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    load_average: String,
+}
+
+fn machine() -> Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+fn write_json(path: &Path, key: &str, value: impl Serialize) -> anyhow::Result<()> {
+    let doc = json!({ "machine": machine(), key: value });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Local(args) => run_local(&args).await,
+        Cmd::Lambda(args) => run_lambda(&args).await,
+        Cmd::Sizes(args) => run_sizes(&args).await,
+        Cmd::Smoke(args) => return smoke(&args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_local(args: &local::LocalArgs) -> anyhow::Result<()> {
+    let m = machine();
+    println!(
+        "machine: {} x {}, load {}",
+        m.cpus, m.cpu_model, m.load_average
+    );
+    let results = local::run(args).await?;
+    print!("{}", local::table(&results));
+    if let Some(path) = &args.json {
+        write_json(path, "local", &results)?;
+    }
+    Ok(())
+}
+
+async fn run_lambda(args: &lambda::LambdaArgs) -> anyhow::Result<()> {
+    let m = machine();
+    println!(
+        "machine: {} x {}, load {}",
+        m.cpus, m.cpu_model, m.load_average
+    );
+    let result = lambda::run(args).await?;
+    print!("{}", lambda::table(&result));
+    if let Some(path) = &args.json {
+        write_json(path, "lambda", &result)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Size {
+    function: String,
+    target: String,
+    bytes: u64,
+}
+
+async fn run_sizes(args: &SizesArgs) -> anyhow::Result<()> {
+    // cargo-lambda finds zig through `python3 -m ziglang`: the venv that holds both goes first.
+    let venv = [".venv/bin", "/tmp/venv/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cargo-lambda").exists())
+        .context("cargo-lambda not found in .venv/bin or /tmp/venv/bin")?;
+    let path = format!(
+        "{}:{}",
+        std::fs::canonicalize(&venv)?.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let target = if args.arm64 { "arm64" } else { "x86_64" };
+    let mut sizes = Vec::new();
+    for f in ["api", "ingest", "deliver"] {
+        let mut command = tokio::process::Command::new("cargo");
+        command
+            .env("PATH", &path)
+            .args(["lambda", "build", "--release", "--manifest-path"])
+            .arg(format!("functions/{f}/Cargo.toml"));
+        if args.arm64 {
+            command.arg("--arm64");
+        } else {
+            command.arg("--x86-64");
+        }
+        let status = command.status().await?;
+        anyhow::ensure!(status.success(), "cargo lambda build of {f} failed");
+        let bootstrap = PathBuf::from(format!("target/lambda/hookline-{f}/bootstrap"));
+        let bytes = std::fs::metadata(&bootstrap)
+            .with_context(|| format!("{}", bootstrap.display()))?
+            .len();
+        sizes.push(Size {
+            function: f.to_string(),
+            target: target.to_string(),
+            bytes,
+        });
+    }
+    println!("| function | target | bootstrap bytes | MB |\n| --- | --- | ---: | ---: |");
+    for s in &sizes {
+        println!(
+            "| {} | {} | {} | {:.2} |",
+            s.function,
+            s.target,
+            s.bytes,
+            s.bytes as f64 / 1e6
+        );
+    }
+    if let Some(path) = &args.json {
+        write_json(path, "sizes", &sizes)?;
+    }
+    Ok(())
+}
+
+async fn smoke(args: &SmokeArgs) -> ExitCode {
+    let outcome = smoke_checks(args).await;
+    match outcome {
+        Ok(()) => {
+            println!("bench: smoke passed");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("bench: {e:#}");
+            println!("bench: smoke failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(ok: bool, what: &str) -> anyhow::Result<()> {
+    println!("{} {what}", if ok { "ok  " } else { "FAIL" });
+    anyhow::ensure!(ok, "{what}: not so");
+    Ok(())
+}
+
+async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
+    let local_args = local::LocalArgs {
+        binary: args.bin_dir.join("hookline"),
+        endpoints: 2,
+        rate: vec![local::Rate::PerSecond(50)],
+        duration: 3.0,
+        concurrency: 4,
+        drain: 60.0,
+        log: "warn".into(),
+        json: None,
+    };
+    let local = local::run(&local_args).await?;
+    print!("{}", local::table(&local));
+    let lambda_args = lambda::LambdaArgs {
+        bin_dir: args.bin_dir.clone(),
+        moto: args.moto.clone(),
+        moto_server: None,
+        starts: 3,
+        batch: 3,
+        endpoints: 2,
+        receiver_latency_ms: 50,
+        cost_events: 3,
+        json: None,
+    };
+    let lambda = lambda::run(&lambda_args).await?;
+    print!("{}", lambda::table(&lambda));
+    write_json(
+        &args.json,
+        "smoke",
+        json!({ "local": &local, "lambda": &lambda }),
+    )?;
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&args.json)?)
+        .context("reading back the JSON")?;
+    let l = &doc["smoke"]["local"][0];
+    let n = |v: &Value| v.as_f64().unwrap_or(-1.0);
+    check(n(&l["accepted"]) > 0.0, "local: events were accepted")?;
+    check(
+        n(&l["deliveries"]) == n(&l["deliveries_expected"]) && n(&l["deliveries"]) > 0.0,
+        "local: every accepted event reached both endpoints",
+    )?;
+    check(
+        n(&l["latency"]["count"]) == n(&l["deliveries"]),
+        "local: every delivery has a latency",
+    )?;
+    check(
+        n(&l["latency"]["p99_ms"]) >= n(&l["latency"]["p50_ms"])
+            && n(&l["latency"]["p50_ms"]) > 0.0,
+        "local: latency percentiles are ordered and positive",
+    )?;
+    check(n(&l["cpu_s"]) > 0.0, "local: the service used CPU")?;
+    check(n(&l["peak_rss_mib"]) > 0.0, "local: peak RSS was read")?;
+    check(
+        n(&l["disk_bytes_per_delivery"]) > 0.0,
+        "local: the data file grew",
+    )?;
+    let m = &doc["smoke"]["lambda"];
+    check(
+        m["binaries"]
+            .as_array()
+            .is_some_and(|b| b.len() == 3 && b.iter().all(|b| n(&b["bytes"]) > 0.0)),
+        "lambda: three bootstraps with sizes",
+    )?;
+    check(
+        m["init"]
+            .as_array()
+            .is_some_and(|i| i.len() == 3 && i.iter().all(|i| n(&i["median_ms"]) > 0.0)),
+        "lambda: init measured for each function",
+    )?;
+    let b = &m["deliver_batch"];
+    let per_batch = n(&b["messages"]) * n(&b["endpoints"]);
+    check(
+        b["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.len() == 2 && d.iter().all(|d| n(d) == per_batch)),
+        "lambda: each deliver batch reached every endpoint",
+    )?;
+    check(
+        n(&b["cold_wall_ms"]) > 0.0 && n(&b["peak_rss_mib"]) > 0.0,
+        "lambda: batch time and RSS measured",
+    )?;
+    for c in m["cost"].as_array().into_iter().flatten() {
+        check(
+            n(&c["deliveries"]) == n(&c["events"]) * n(&c["endpoints"]),
+            "lambda: the cost scenario delivered everything",
+        )?;
+        check(
+            c["deliver"]
+                .as_object()
+                .is_some_and(|o| o.keys().any(|k| k.starts_with("DynamoDB."))),
+            "lambda: the deliver function's DynamoDB calls were counted",
+        )?;
+        check(
+            c["ingest"]
+                .as_object()
+                .is_some_and(|o| o.keys().any(|k| k.starts_with("SQS."))),
+            "lambda: the ingest function's SQS calls were counted",
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations: its
+//! frame (title, security schemes, tags) and the shapes of the bodies that handlers build
+//! as JSON values. Routes are registered from their annotations (see `crate::routes`), so
+//! a route cannot be served without being documented.
+
+use hookline_core::http::{ErrorBody, ReceiverAnswer};
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::views::{
+    ApiKeyView, AttemptView, DeliveryView, DomainView, EndpointView, EventTypeView, MessageView,
+    TenantView,
+};
+
+/// Security scheme of routes a tenant API key (`hk_…`) may call.
+pub const TENANT_KEY: &str = "tenant_key";
+/// Security scheme of routes the operator key (`hkop_…`) may call.
+pub const OPERATOR_KEY: &str = "operator_key";
+/// Security scheme of the Mailgun-compatible routes: HTTP Basic, user `api`, a tenant key.
+pub const MAILGUN_BASIC: &str = "mailgun_basic";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hookline",
+        description = "Webhook delivery for email and messaging providers. Every route needs \
+            `Authorization: Bearer <key>`: a tenant API key (`tenant_key`), the operator key \
+            (`operator_key`), or either where both are listed. A tenant key on an \
+            operator-only route, and the operator key on a tenant-only route, get 403. \
+            Another tenant's ids are 404, like ids that do not exist. Errors are \
+            `{\"error\": {\"code\", \"message\"}}`. The Mailgun-compatible `/v3` routes use \
+            HTTP Basic auth (user `api`, a tenant API key as the password) and Mailgun's \
+            error shape `{\"message\", \"code\"}`."
+    ),
+    modifiers(&SecuritySchemes),
+    components(schemas(ErrorBody, ReceiverAnswer, DeliveryView)),
+    tags(
+        (name = "tenants", description = "Tenants, sub-accounts and API keys"),
+        (name = "domains", description = "Sending domains"),
+        (name = "endpoints", description = "Webhook endpoints and their secrets"),
+        (name = "messages", description = "The message and attempt log"),
+        (name = "event-types", description = "The event-type catalog"),
+        (name = "events", description = "Publishing events"),
+        (name = "mailgun", description = "Mailgun's webhooks API (form bodies, HTTP Basic auth)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the three security schemes the operations name.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(description.to_string());
+            SecurityScheme::Http(http)
+        };
+        components.add_security_scheme(TENANT_KEY, bearer("A tenant API key, `hk_…`"));
+        components.add_security_scheme(OPERATOR_KEY, bearer("The operator key, `hkop_…`"));
+        let mut basic = Http::new(HttpAuthScheme::Basic);
+        basic.description = Some("User `api`, a tenant API key as the password".to_string());
+        components.add_security_scheme(MAILGUN_BASIC, SecurityScheme::Http(basic));
+    }
+}
+
+/// A tenant just created, with its first API key (shown only here).
+#[derive(Serialize, ToSchema)]
+pub struct TenantCreated {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    #[schema(example = "hk_...")]
+    pub api_key: String,
+}
+
+/// An API key just created; `api_key` is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    #[serde(flatten)]
+    pub key: ApiKeyView,
+    pub api_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TenantList {
+    pub data: Vec<TenantView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub data: Vec<ApiKeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DomainList {
+    pub data: Vec<DomainView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EndpointList {
+    pub data: Vec<EndpointView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventTypeList<'a> {
+    pub data: Vec<EventTypeView<'a>>,
+}
+
+/// A page of the log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessageList<'a> {
+    pub data: Vec<MessageView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A message with the state of its delivery to each endpoint it fans out to.
+#[derive(Serialize, ToSchema)]
+pub struct MessageDetail<'a> {
+    #[serde(flatten)]
+    pub message: MessageView<'a>,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptList {
+    pub data: Vec<AttemptView>,
+}
+
+/// An endpoint's current signing secret.
+#[derive(Serialize, ToSchema)]
+pub struct SecretKey {
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub key: String,
+}
+
+/// What the receiver answered to a test event.
+#[derive(Serialize, ToSchema)]
+pub struct TestResult {
+    /// True when the receiver answered 2xx.
+    pub ok: bool,
+    /// The `webhook-id` the test event was sent with.
+    pub webhook_id: String,
+    pub event_type: String,
+    pub status: Option<u16>,
+    /// Why nothing was answered (`timeout`, `connect`, `blocked`, `tls`, …).
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The start of the receiver's answer.
+    pub response: String,
+}
+
+/// The URLs of one Mailgun webhook name.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunUrls {
+    pub urls: Vec<String>,
+}
+
+/// `GET /v3/domains/{domain}/webhooks`: the names that have URLs.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunWebhookList {
+    #[schema(additional_properties)]
+    pub webhooks: std::collections::BTreeMap<String, MailgunUrls>,
+}
+
+/// One Mailgun webhook.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunWebhook {
+    pub webhook: MailgunUrls,
+}
+
+/// The answer to a Mailgun create, update or delete.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunChanged {
+    #[schema(example = "Webhook has been created")]
+    pub message: String,
+    pub webhook: MailgunUrls,
+}
+
+/// Mailgun's error shape, with Hookline's machine-readable code beside the message.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunErrorBody {
+    pub message: String,
+    pub code: String,
+}
+
+/// The form fields of a Mailgun webhook create: `id` (the name) and `url`, repeated.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "delivered", "url": ["http://127.0.0.1:9000/mailgun"]}))]
+pub struct MailgunCreateForm {
+    #[schema(example = "delivered")]
+    pub id: String,
+    #[schema(example = json!(["http://127.0.0.1:9000/mailgun"]))]
+    pub url: Vec<String>,
+}
+
+/// The form fields of a Mailgun webhook update: `url`, repeated; it replaces the list.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"url": ["http://127.0.0.1:9000/mailgun"]}))]
+pub struct MailgunUpdateForm {
+    #[schema(example = json!(["http://127.0.0.1:9000/mailgun"]))]
+    pub url: Vec<String>,
+}
+
+/// The body formats of an endpoint (see the README's Delivery section). Only documents the
+/// values; the handlers parse them as text.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatName {
+    Raw,
+    Envelope,
+    Mailgun,
+}
+
+/// The status of an endpoint. Only documents the values.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusName {
+    Active,
+    Disabled,
+}
