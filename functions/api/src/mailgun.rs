@@ -59,8 +59,8 @@ fn canonical(name: &str) -> Option<&'static str> {
     NAMES.iter().copied().find(|n| *n == alias)
 }
 
-/// An error in Mailgun's shape, `{"message"}`, with Hookline's `{"error": {"code",
-/// "message"}}` beside it.
+/// An error in Mailgun's shape, `{"message"}`, with Hookline's machine-readable `"code"`
+/// beside it (an `error` object would replace the message in Mailgun's clients).
 #[derive(Debug)]
 pub struct MailgunError {
     status: StatusCode,
