@@ -7,7 +7,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
-use hookline_core::envelope::json_error;
+use hookline_core::envelope::json_or_default;
 use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody, RawBody};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
@@ -486,11 +486,7 @@ pub async fn rotate(
     RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     let mut endpoint = load(&state, caller, &id).await?;
-    let req: RotateSecret = if body.is_empty() {
-        RotateSecret::default()
-    } else {
-        serde_json::from_slice(&body).map_err(json_error)?
-    };
+    let req: RotateSecret = json_or_default(&body)?;
     let next = match req.key.as_deref() {
         Some(s) => validate_secret(s)?,
         None => Secret::generate(),
@@ -538,11 +534,7 @@ pub async fn test(
     RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     let endpoint = load(&state, caller, &id).await?;
-    let req: TestRequest = if body.is_empty() {
-        TestRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(json_error)?
-    };
+    let req: TestRequest = json_or_default(&body)?;
     let sent = send_test(&state, &endpoint, req.event_type.as_deref()).await?;
     let ok = sent
         .response

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use hookline_core::envelope::json_error;
+use hookline_core::envelope::json_or_default;
 use hookline_core::http::{ApiError, AppState, Caller, ErrorBody, RawBody};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{Delivery, DeliveryStatus, EndpointStatus, FailedQuery, Millis};
@@ -113,13 +113,6 @@ pub struct ReplayMessage {
     endpoint_id: Option<String>,
 }
 
-fn body<T: Default + serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Refusal> {
-    if raw.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(raw).map_err(|e| json_error(e).into())
-}
-
 fn time(field: &str, value: Option<&Value>) -> Result<Option<Millis>, Refusal> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
@@ -177,7 +170,7 @@ pub async fn endpoint(
         .get_endpoint(tenant, id)
         .await?
         .ok_or(Error::NotFound("endpoint"))?;
-    let req: ReplayEndpoint = body(&raw)?;
+    let req: ReplayEndpoint = json_or_default(&raw)?;
     let since = time("since", req.since.as_ref())?
         .ok_or_else(|| Refusal::unprocessable("invalid_time", "since is required"))?;
     let until = time("until", req.until.as_ref())?;
@@ -256,7 +249,7 @@ pub async fn message(
         .get_message(tenant, id)
         .await?
         .ok_or(Error::NotFound("message"))?;
-    let req: ReplayMessage = body(&raw)?;
+    let req: ReplayMessage = json_or_default(&raw)?;
     let only = match req.endpoint_id.as_deref() {
         None => None,
         Some(s) => Some(

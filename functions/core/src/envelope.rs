@@ -146,6 +146,15 @@ pub fn json_error(e: serde_json::Error) -> Error {
     }
 }
 
+/// Parses a request body that may be left out: an empty body is `T::default()`, anything
+/// else must be valid JSON of `T` (else a 400, as [`json_error`] says).
+pub fn json_or_default<T: Default + serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T> {
+    if raw.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(raw).map_err(json_error)
+}
+
 impl EventEnvelope {
     /// Checks what can be checked without storage: the syntax of every field. Whether the
     /// type exists needs storage (the operator may have added it), so `validate` asks.

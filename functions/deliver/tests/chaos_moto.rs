@@ -7,6 +7,7 @@
 //! batch failures. Every pair must settle as planned, no request may follow a recorded 2xx,
 //! and the attempt log must match what the receiver saw.
 
+mod common;
 #[path = "../../../tests/chaos/faulty.rs"]
 mod faulty;
 #[path = "../../../tests/chaos/verify.rs"]
@@ -23,14 +24,12 @@ use aws_sdk_sqs::types::{
 };
 use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
-use hookline_core::config::CoreConfig;
 use hookline_core::contract::{endpoint_to, stored_tenant};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::Delivery;
-use hookline_core::ports::{Outgoing, Queue, SharedStore, SystemClock};
+use hookline_core::ports::{Clock, Outgoing, Queue, SharedStore, SystemClock};
 use hookline_core::task::{EventTask, Task};
-use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
-use hookline_deliver::{sqs, Deliverer, Sender, SenderOptions};
+use hookline_deliver::{sqs, Deliverer};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -72,36 +71,11 @@ const MOTO_SCENARIOS: &[(u64, Scenario)] = &[
 ];
 
 fn deliverer(store: SharedStore, queue: Arc<SqsQueue>) -> Deliverer {
-    let config = Arc::new(CoreConfig {
-        url_policy: Arc::new(UrlPolicy {
-            allow_http: true,
-            allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
-        }),
-        retry: SCHEDULE.parse().unwrap(),
-        request_timeout: REQUEST_TIMEOUT,
-        ..CoreConfig::default()
-    });
-    let sender = Sender::new(SenderOptions {
-        policy: config.url_policy.clone(),
-        resolver: Arc::new(SystemResolver),
-        timeout: config.request_timeout,
-        extra_roots: Vec::new(),
-    })
-    .unwrap();
-    Deliverer::new(
-        store,
-        queue,
-        Arc::new(SystemClock),
-        config,
-        Arc::new(sender),
-    )
+    common::loopback_deliverer(store, queue, SCHEDULE, REQUEST_TIMEOUT)
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemClock.now()
 }
 
 fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {

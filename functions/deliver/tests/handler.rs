@@ -67,7 +67,8 @@ async fn a_batch_reports_only_what_sqs_must_redeliver() {
     store.put_endpoint(&everything).await.unwrap();
     store.put_endpoint(&opened_only).await.unwrap();
 
-    let deliverer = common::loopback_deliverer(store.clone(), queue, "0s,1s");
+    let deliverer =
+        common::loopback_deliverer(store.clone(), queue, "0s,1s", Duration::from_secs(5));
 
     let path = format!(
         "{}/../../tests/fixtures/sqs-batch.json",

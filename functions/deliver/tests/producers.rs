@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::routing::post;
 use hookline_core::contract::{endpoint_to, stored_tenant};
@@ -56,7 +57,7 @@ struct Setup {
 fn setup() -> Setup {
     let (store, queue) = hookline_core::embedded::open_in_memory().unwrap();
     let store: SharedStore = store;
-    let deliverer = common::loopback_deliverer(store.clone(), queue, "0s");
+    let deliverer = common::loopback_deliverer(store.clone(), queue, "0s", Duration::from_secs(5));
     Setup { store, deliverer }
 }
 

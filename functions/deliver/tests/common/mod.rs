@@ -1,5 +1,5 @@
 //! What the deliver crate's test binaries share: a deliverer that may reach receivers on
-//! 127.0.0.1 over plain HTTP, with a short retry schedule.
+//! 127.0.0.1 over plain HTTP, with a short retry schedule and request timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,14 +9,19 @@ use hookline_core::ports::{SharedQueue, SharedStore, SystemClock};
 use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
 use hookline_deliver::{Deliverer, Sender, SenderOptions};
 
-pub fn loopback_deliverer(store: SharedStore, queue: SharedQueue, schedule: &str) -> Deliverer {
+pub fn loopback_deliverer(
+    store: SharedStore,
+    queue: SharedQueue,
+    schedule: &str,
+    timeout: Duration,
+) -> Deliverer {
     let config = Arc::new(CoreConfig {
         url_policy: Arc::new(UrlPolicy {
             allow_http: true,
             allowed_networks: UrlPolicy::parse_networks("127.0.0.1/32").unwrap(),
         }),
         retry: schedule.parse().unwrap(),
-        request_timeout: Duration::from_secs(5),
+        request_timeout: timeout,
         ..CoreConfig::default()
     });
     let sender = Sender::new(SenderOptions {
