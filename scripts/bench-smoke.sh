@@ -7,7 +7,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-if ! cargo build -p hookline -p hookline-api -p hookline-ingest -p hookline-deliver -p hookline-bench; then
+# The build of `cargo test --workspace --all-features` (scripts/test.sh): same packages,
+# features (dev-dependencies' included, as `--tests` selects them) and profile, so after
+# the test run only hookline-bench's binary is linked and nothing is compiled twice.
+if ! ./scripts/build-test-bins.sh; then
     echo "bench: smoke failed"
     exit 1
 fi

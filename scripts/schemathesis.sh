@@ -20,8 +20,8 @@ st=${SCHEMATHESIS:-$root/.venv/bin/schemathesis}
 examples=${SCHEMATHESIS_MAX_EXAMPLES:-50}
 
 if [ -z "${HOOKLINE_ST_INNER:-}" ]; then
-  echo "==> building local mode"
-  cargo build --quiet --locked --bin hookline
+  echo "==> building local mode (the test run's build: nothing is compiled twice)"
+  ./scripts/build-test-bins.sh --quiet
   if unshare --net true 2>/dev/null && command -v ip >/dev/null; then
     echo "==> running in a network namespace with only loopback"
     exec env HOOKLINE_ST_INNER=isolated unshare --net \

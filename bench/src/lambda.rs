@@ -388,6 +388,7 @@ pub async fn run(args: &LambdaArgs) -> anyhow::Result<LambdaResult> {
     let moto = Moto::ensure(args.moto.clone(), args.moto_server.clone()).await?;
     let proxy = Proxy::start(&moto.url).await?;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(hookline_core::aws::sdk_http_client())
         .endpoint_url(&moto.url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(

@@ -101,6 +101,8 @@ fn write_json(path: &Path, key: &str, value: impl Serialize) -> anyhow::Result<(
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The benchmark's own plain-HTTP clients need a rustls provider (see hookline-core).
+    hookline_core::client::install_crypto_provider();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Local(args) => run_local(&args).await,

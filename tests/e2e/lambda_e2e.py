@@ -1,7 +1,8 @@
 """End to end with the real Lambda binaries.
 
-The api, ingest and deliver functions run under `cargo lambda watch` (the Lambda runtime
-API emulator) against DynamoDB and SQS served by moto. A tenant and an endpoint are made
+The api, ingest and deliver binaries (the debug build of the test run) each poll a
+`cargo lambda watch --only-lambda-apis` (the Lambda runtime API emulator), against
+DynamoDB and SQS served by moto. A tenant and an endpoint are made
 through the api function, events are published through the ingest function and written
 straight to the queue, and a driver pumps the queue into the deliver function the way the
 SQS event source mapping does: receive, invoke with an SQS event, delete only what the
@@ -131,32 +132,44 @@ def main():
         "HOOKLINE_OPERATOR_KEY": OPERATOR_KEY, "HOOKLINE_ALLOW_HTTP": "true",
         "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.1/32", "HOOKLINE_RETRY_SCHEDULE": "0s,1s",
     }
-    env = dict(os.environ, **env_vars)
-    # An env file, since --env-var splits values at commas (the retry schedule has them).
-    env_file = os.path.join(ROOT, "target", "lambda-e2e.env")
-    with open(env_file, "w", encoding="utf-8") as f:
-        f.writelines(f"{k}={v}\n" for k, v in env_vars.items())
-    # One emulator per function: cargo-lambda runs `cargo run --bin <function>` in the
-    # package of the manifest it is given, and each function is its own package.
-    ports, watchers = {}, []
-    for function in ("api", "ingest", "deliver"):
-        ports[function] = free_port()
-        log = open(os.path.join(ROOT, "target", f"lambda-watch-{function}.log"), "wb")
-        watchers.append(subprocess.Popen(
-            ["cargo", "lambda", "watch", "-A", "127.0.0.1", "-P", str(ports[function]),
-             "--ignore-changes", "--env-file", env_file,
-             "--manifest-path", os.path.join(ROOT, "functions", function, "Cargo.toml")],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    # The binaries of the test run's debug build: scripts/build-test-bins.sh builds them
+    # as `cargo test --workspace --all-features` does, so after scripts/test.sh's test run
+    # this compiles nothing (`cargo lambda watch` would build each function again, with
+    # other features).
+    subprocess.run([os.path.join(ROOT, "scripts", "build-test-bins.sh"), "--quiet"],
+                   cwd=ROOT, check=True)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    # One emulator per function, serving the Lambda runtime API only, and the function's
+    # binary polling it. With --only-lambda-apis the emulator names its function `_`.
+    ports, processes = {}, []
     try:
+        for function in ("api", "ingest", "deliver"):
+            ports[function] = free_port()
+            log = open(os.path.join(ROOT, "target", f"lambda-watch-{function}.log"), "wb")
+            processes.append(subprocess.Popen(
+                ["cargo", "lambda", "watch", "--only-lambda-apis",
+                 "-A", "127.0.0.1", "-P", str(ports[function]),
+                 "--manifest-path", os.path.join(ROOT, "functions", function, "Cargo.toml")],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            if not wait_port(ports[function]):
+                raise SystemExit(f"the runtime API emulator for {function} did not start")
+            processes.append(subprocess.Popen(
+                [os.path.join(target, "debug", f"hookline-{function}")],
+                env=dict(os.environ, **env_vars,
+                         AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{ports[function]}/.rt",
+                         AWS_LAMBDA_FUNCTION_NAME=f"hookline-{function}",
+                         AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+                         AWS_LAMBDA_FUNCTION_MEMORY_SIZE="128"),
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url)
     finally:
-        for watch in watchers:
-            watch.terminate()
-        for watch in watchers:
+        for process in processes:
+            process.terminate()
+        for process in processes:
             try:
-                watch.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                watch.kill()
+                process.kill()
         receiver.shutdown()
     return finish()
 
@@ -173,7 +186,7 @@ def wait_port(port, within=120):
 
 def pump(port, sqs, queue_url, queue_arn, until, within=900):
     """Moves messages from the queue into the deliver function like the event source."""
-    invoke = f"http://127.0.0.1:{port}/2015-03-31/functions/hookline-deliver/invocations"
+    invoke = f"http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"
     deadline = time.time() + within
     while time.time() < deadline:
         if until():
@@ -202,11 +215,10 @@ def pump(port, sqs, queue_url, queue_arn, until, within=900):
 
 def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     check("runtime emulators listening", all(wait_port(p) for p in ports.values()))
-    api = f"http://127.0.0.1:{ports['api']}/lambda-url/hookline-api"
-    ingest = f"http://127.0.0.1:{ports['ingest']}/lambda-url/hookline-ingest"
+    api = f"http://127.0.0.1:{ports['api']}/lambda-url/_"
+    ingest = f"http://127.0.0.1:{ports['ingest']}/lambda-url/_"
     port = ports["deliver"]
 
-    # The first call to each function compiles it.
     status, tenant = call("POST", f"{api}/v1/tenants", OPERATOR_KEY, {"name": "e2e"})
     check("api function creates a tenant", status == 201, f"{status} {tenant}")
     key = tenant["api_key"]

@@ -3,7 +3,10 @@
 
 use hookline_core::lambda::{init_tracing, LambdaEnv};
 
-#[tokio::main]
+// One thread: a function instance serves one invocation at a time on at most a vCPU or
+// two, and its work is waiting on the network; the multi-thread scheduler would only add
+// start-up work and size.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;

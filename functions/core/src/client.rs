@@ -1,6 +1,11 @@
 //! The outbound HTTP client: rustls with TLS 1.2 or later, no redirects, no proxies, a
 //! whole-request timeout, the URL policy checked before every request and on every DNS
 //! answer, and response bodies read only up to a cap.
+//!
+//! Certificates are checked against Mozilla's root set compiled into the binary
+//! ([`webpki_roots`]) rather than the system's store: building a client reads no file, so a
+//! Lambda function starts without scanning `/etc/ssl/certs`, and every deployment trusts
+//! the same roots.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,6 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::retry::parse_retry_after;
 use crate::urlpolicy::{HostResolver, PolicyResolver, ResolveError, UrlPolicy};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+pub use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 
 /// Most of a response body read; the rest is dropped with the connection.
 pub const MAX_RESPONSE_READ: usize = 64 * 1024;
@@ -37,14 +44,52 @@ pub struct SenderOptions {
     pub policy: Arc<UrlPolicy>,
     pub resolver: Arc<dyn HostResolver>,
     pub timeout: Duration,
-    /// Extra roots to trust (test CAs); the system's roots are always trusted.
-    pub extra_roots: Vec<reqwest::Certificate>,
+    /// Extra roots to trust (test CAs), DER-encoded; the compiled-in roots are always
+    /// trusted.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// An extra root was not a usable CA certificate, or the TLS settings were refused.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+/// The TLS settings of every outbound connection: TLS 1.3 or 1.2 (nothing older is
+/// offered), the *ring* provider, HTTP/1.1 in ALPN, and trust in the compiled-in roots plus
+/// `extra_roots`.
+pub fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> Result<ClientConfig, ClientError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for root in extra_roots {
+        roots.add(root)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Makes *ring* the process-wide rustls provider, for programs that also build plain
+/// `reqwest::Client`s: reqwest is built without a provider of its own and panics without
+/// one. Does nothing when a provider is already installed.
+pub fn install_crypto_provider() {
+    // An error only says that a provider is already installed, which is what was wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 impl Sender {
-    pub fn new(opts: SenderOptions) -> Result<Self, reqwest::Error> {
+    pub fn new(opts: SenderOptions) -> Result<Self, ClientError> {
         let resolver = PolicyResolver::new(opts.policy.clone(), opts.resolver);
-        let mut builder = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .user_agent(concat!("Hookline/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -53,12 +98,10 @@ impl Sender {
             .connect_timeout(opts.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        if !opts.extra_roots.is_empty() {
-            builder = builder.tls_certs_merge(opts.extra_roots);
-        }
+            .tls_backend_preconfigured(tls_config(opts.extra_roots)?)
+            .build()?;
         Ok(Sender {
-            client: builder.build()?,
+            client,
             policy: opts.policy,
         })
     }

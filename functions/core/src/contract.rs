@@ -17,7 +17,7 @@ use crate::model::{
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
     Tenant,
 };
-use crate::ports::{Outgoing, PullQueue, Received, Store, TenantStore};
+use crate::ports::{FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore};
 use crate::signing::{EndpointSecrets, Secret};
 
 /// Runs every store check.
@@ -32,6 +32,8 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     endpoints(s).await;
     endpoints_are_isolated_by_tenant(s).await;
     insert_message_keeps_the_first_version(s).await;
+    a_leased_insert_leases_the_first_attempts_once(s).await;
+    messages_are_listed_apart_from_the_tenants_other_records(s).await;
     messages_keep_their_publisher(s).await;
     list_messages_pages_newest_first(s).await;
     list_messages_filters_by_type(s).await;
@@ -40,6 +42,8 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     claims_check_expected_attempts(s).await;
     record_attempt_is_conditional(s).await;
     record_attempt_settles_unclaimed_deliveries(s).await;
+    a_first_attempt_can_be_recorded_without_a_claim(s).await;
+    the_attempt_log_keeps_every_attempt(s).await;
     endpoint_health_changes_touch_only_health(s).await;
     failed_deliveries_are_listed_by_endpoint_and_time(s).await;
     reopen_delivery_is_conditional(s).await;
@@ -678,6 +682,111 @@ async fn insert_message_keeps_the_first_version(s: &dyn Store) {
     );
 }
 
+async fn a_leased_insert_leases_the_first_attempts_once(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    let mut first = message(MessageId::new(), t, "order.created", r#"{"n":1}"#);
+    first.targets = vec![EndpointId::new(), EndpointId::new()];
+    let second = Message {
+        targets: Vec::new(),
+        ..first.clone()
+    };
+
+    let stored = s
+        .insert_message_leased(&first, t0, t0 + LEASE_MS)
+        .await
+        .expect("insert message");
+    assert_same_message(
+        &stored.message,
+        &first,
+        "a leased insert returns the message",
+    );
+    let again = s
+        .insert_message_leased(&second, t0 + 1, t0 + 1 + LEASE_MS)
+        .await
+        .expect("insert message");
+    assert_same_message(
+        &again.message,
+        &first,
+        "a second insert returns the first version",
+    );
+    let later = t0 + LEASE_MS;
+    let after = s
+        .insert_message_leased(&second, later, later + LEASE_MS)
+        .await
+        .expect("insert message");
+    assert_same_message(&after.message, &first, "the first version is kept");
+    match stored.first_attempts {
+        FirstAttempts::Leased => {
+            assert_eq!(
+                again.first_attempts,
+                FirstAttempts::HeldUntil(t0 + LEASE_MS),
+                "only the call that stored the message gets the lease"
+            );
+            assert_eq!(
+                after.first_attempts,
+                FirstAttempts::Open,
+                "an ended lease holds nothing"
+            );
+        }
+        FirstAttempts::Open => {
+            // A store that does not lease: every first attempt is claimed.
+            assert_eq!(again.first_attempts, FirstAttempts::Open);
+            assert_eq!(after.first_attempts, FirstAttempts::Open);
+        }
+        FirstAttempts::HeldUntil(_) => panic!("the call that stored the message is held off"),
+    }
+
+    let plain = message(MessageId::new(), t, "order.created", "{}");
+    s.insert_message(&plain).await.expect("insert message");
+    let leased = s
+        .insert_message_leased(&plain, t0, t0 + LEASE_MS)
+        .await
+        .expect("insert message");
+    assert_eq!(
+        leased.first_attempts,
+        FirstAttempts::Open,
+        "a message stored without a lease leaves its first attempts to claims"
+    );
+}
+
+/// A tenant's messages share storage with its endpoints, keys, domains and idempotency
+/// keys in some stores; listings and lookups must keep to the messages.
+async fn messages_are_listed_apart_from_the_tenants_other_records(s: &dyn Store) {
+    let (t, _) = stored_tenant(s, None).await;
+    let at = now();
+    s.create_domain(&domain(t, "shop.example.com", at))
+        .await
+        .expect("create domain");
+    s.put_endpoint(&endpoint(t, None, at))
+        .await
+        .expect("put endpoint");
+    s.insert_api_key(&api_key(t, at)).await.expect("insert key");
+    s.claim_idempotency_key(t, "zz-key", MessageId::new(), at, Duration::from_secs(60))
+        .await
+        .expect("claim key");
+    let newest_first = insert_messages(s, t, &["a", "b", "c"]).await;
+    let want: Vec<MessageId> = newest_first.iter().map(|m| m.id).collect();
+    let (all, _) = all_pages(s, t, 2, None).await;
+    assert_eq!(all, want, "only messages are listed");
+    let page = s
+        .list_messages(
+            t,
+            &MessageQuery {
+                before: Some(want[2]),
+                limit: 10,
+                event_type: None,
+            },
+        )
+        .await
+        .expect("list messages");
+    assert!(
+        page.items.is_empty(),
+        "nothing is listed before the oldest message"
+    );
+    assert!(page.next_cursor.is_none());
+}
+
 async fn messages_keep_their_publisher(s: &dyn Store) {
     let owner = TenantId::new();
     let publisher = TenantId::new();
@@ -1216,6 +1325,169 @@ async fn record_attempt_settles_unclaimed_deliveries(s: &dyn Store) {
     ];
     want.sort_by_key(|d| d.endpoint);
     assert_eq!(listed, want, "every delivery of the message is listed");
+}
+
+/// A first attempt made under the lease stored with its message has no delivery record
+/// before its result.
+async fn a_first_attempt_can_be_recorded_without_a_claim(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    let fresh = Delivery::fresh(MessageId::new(), EndpointId::new(), t, t0);
+    let succeeded = Delivery {
+        status: DeliveryStatus::Succeeded,
+        attempts: 1,
+        last_status_code: Some(200),
+        updated_at: t0 + 10,
+        ..fresh.clone()
+    };
+    let made = attempt(&fresh, 1, t0 + 1, 200, AttemptOutcome::Succeeded);
+    assert!(s
+        .record_attempt(&succeeded, 0, Some(&made))
+        .await
+        .expect("record"));
+    assert_eq!(
+        s.get_delivery(fresh.message, fresh.endpoint)
+            .await
+            .expect("get delivery"),
+        Some(succeeded.clone())
+    );
+    assert_eq!(
+        s.list_attempts(t, fresh.message)
+            .await
+            .expect("list attempts"),
+        vec![made.clone()]
+    );
+    let duplicate = attempt(&fresh, 1, t0 + 2, 200, AttemptOutcome::Succeeded);
+    assert!(
+        !s.record_attempt(&succeeded, 0, Some(&duplicate))
+            .await
+            .expect("record"),
+        "a second first attempt is not recorded"
+    );
+    assert!(
+        !s.claim_delivery(&fresh, 0, t0 + 3, t0 + 3 + LEASE_MS)
+            .await
+            .expect("claim"),
+        "a recorded first attempt cannot be claimed again"
+    );
+    assert_eq!(
+        s.list_attempts(t, fresh.message)
+            .await
+            .expect("list attempts"),
+        vec![made]
+    );
+}
+
+/// Every attempt of a long run of retries is listed, in order, whatever the state changes
+/// in between (claims, a settling without a request, a reopen) and however the store
+/// keeps them.
+async fn the_attempt_log_keeps_every_attempt(s: &dyn Store) {
+    const ATTEMPTS: u32 = 12;
+    let t0 = now();
+    let t = TenantId::new();
+    let message = MessageId::new();
+    let fresh = Delivery::fresh(message, EndpointId::new(), t, t0);
+    let other = Delivery::fresh(message, EndpointId::new(), t, t0);
+    let mut want = Vec::new();
+    let mut state = fresh.clone();
+    for number in 1..=ATTEMPTS {
+        let at = t0 + Millis::from(number) * 10;
+        assert!(
+            s.claim_delivery(&fresh, number - 1, at, at + LEASE_MS)
+                .await
+                .expect("claim"),
+            "attempt {number} can be claimed"
+        );
+        if number == 5 {
+            // A refused result adds nothing to the log.
+            let stale = attempt(&fresh, number, at, 500, AttemptOutcome::Retrying);
+            assert!(!s
+                .record_attempt(&state, number, Some(&stale))
+                .await
+                .expect("record"));
+        }
+        let made = Attempt {
+            response: "x".repeat(number as usize * 50),
+            error: (number % 2 == 0).then(|| "connection reset".to_owned()),
+            status_code: (number % 3 != 0).then_some(500),
+            ..attempt(&fresh, number, at + 1, 500, AttemptOutcome::Retrying)
+        };
+        state = Delivery {
+            attempts: number,
+            next_attempt_at: Some(at + 5),
+            last_status_code: made.status_code,
+            last_error: made.error.clone(),
+            lease_until: None,
+            updated_at: at + 2,
+            ..fresh.clone()
+        };
+        assert!(s
+            .record_attempt(&state, number - 1, Some(&made))
+            .await
+            .expect("record"));
+        want.push(made);
+        if number == 3 {
+            // Another delivery of the same message, logged beside this one.
+            let theirs = attempt(&other, 1, at + 1, 200, AttemptOutcome::Succeeded);
+            let done = Delivery {
+                status: DeliveryStatus::Succeeded,
+                attempts: 1,
+                last_status_code: Some(200),
+                ..other.clone()
+            };
+            assert!(s
+                .record_attempt(&done, 0, Some(&theirs))
+                .await
+                .expect("record"));
+            want.push(theirs);
+        }
+    }
+    want.sort_by_key(|a| (a.at, a.id));
+    assert_eq!(
+        s.list_attempts(t, message).await.expect("list attempts"),
+        want,
+        "every attempt is listed, oldest first"
+    );
+    assert!(
+        s.list_attempts(TenantId::new(), message)
+            .await
+            .expect("list attempts")
+            .is_empty(),
+        "another tenant lists none"
+    );
+
+    // Settled without a request (the endpoint went away), then reopened: the log stays.
+    let settled = Delivery {
+        status: DeliveryStatus::Failed,
+        next_attempt_at: None,
+        last_error: Some("endpoint_disabled".into()),
+        updated_at: t0 + 1_000,
+        ..state.clone()
+    };
+    assert!(s
+        .record_attempt(&settled, ATTEMPTS, None)
+        .await
+        .expect("record"));
+    assert!(s
+        .reopen_delivery(message, fresh.endpoint, ATTEMPTS, t0 + 2_000)
+        .await
+        .expect("reopen"));
+    assert_eq!(
+        s.get_delivery(message, fresh.endpoint)
+            .await
+            .expect("get delivery"),
+        Some(Delivery {
+            status: DeliveryStatus::Pending,
+            next_attempt_at: Some(t0 + 2_000),
+            updated_at: t0 + 2_000,
+            ..settled
+        })
+    );
+    assert_eq!(
+        s.list_attempts(t, message).await.expect("list attempts"),
+        want,
+        "state changes without an attempt keep the log"
+    );
 }
 
 // ---- endpoint health and replays --------------------------------------------------------

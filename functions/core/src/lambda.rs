@@ -13,15 +13,26 @@ use crate::keys::KeyHash;
 use crate::ports::{Outgoing, Queue};
 use crate::{Error, Result};
 
-/// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`).
+/// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`): a level, or
+/// `target=level` pairs separated by commas (`info,hookline_deliver=debug`). These are
+/// `Targets` rather than an `EnvFilter`, which would link a regex engine into every
+/// function for span and field filters nobody sets.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .without_time()
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("HOOKLINE_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .without_time(),
+        )
+        .with(filter)
         .init();
 }
 
@@ -39,17 +50,29 @@ pub fn required(name: &str) -> std::result::Result<String, String> {
         .ok_or_else(|| format!("{name} must be set"))
 }
 
+/// The shortest log retention accepted: longer than SQS keeps a message (14 days), so a late
+/// copy of an event still finds its stored message and is not delivered a second time.
+pub const MIN_RETENTION_DAYS: u64 = 15;
+
 fn retention_days() -> std::result::Result<Option<u64>, String> {
     match required("HOOKLINE_RETENTION_DAYS") {
         Err(_) => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|d| *d > 0)
-            .map(Some)
-            .ok_or_else(|| format!("HOOKLINE_RETENTION_DAYS: {v:?} is not a number of days")),
+        Ok(v) => parse_retention_days(&v).map(Some),
     }
+}
+
+fn parse_retention_days(v: &str) -> std::result::Result<u64, String> {
+    let days = v
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("HOOKLINE_RETENTION_DAYS: {v:?} is not a number of days"))?;
+    if days < MIN_RETENTION_DAYS {
+        return Err(format!(
+            "HOOKLINE_RETENTION_DAYS: {days} is shorter than SQS keeps a message; \
+             at least {MIN_RETENTION_DAYS}"
+        ));
+    }
+    Ok(days)
 }
 
 impl LambdaEnv {
@@ -130,5 +153,20 @@ impl Queue for NoQueue {
 
     fn max_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_must_outlive_the_queue() {
+        assert_eq!(parse_retention_days(" 30 "), Ok(30));
+        assert_eq!(parse_retention_days("15"), Ok(MIN_RETENTION_DAYS));
+        for bad in ["14", "1", "0", "-3", "thirty", ""] {
+            let err = parse_retention_days(bad).expect_err(bad);
+            assert!(err.starts_with("HOOKLINE_RETENTION_DAYS"), "{err}");
+        }
     }
 }

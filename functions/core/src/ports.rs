@@ -61,11 +61,56 @@ pub trait EndpointStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// Who may make the first attempts of a message's deliveries, as
+/// [`MessageStore::insert_message_leased`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstAttempts {
+    /// This call stored the message, and with it a lease on the first attempt of every
+    /// target: the caller makes them without claiming each delivery (no record is written
+    /// before the attempt), until the lease ends.
+    Leased,
+    /// Another call stored the message and holds the first attempts until then.
+    HeldUntil(Millis),
+    /// Nobody holds them (the message was stored without a lease, or the lease ended, or
+    /// the store does not lease): each attempt is claimed with
+    /// [`DeliveryStore::claim_delivery`].
+    Open,
+}
+
+/// What [`MessageStore::insert_message_leased`] returns.
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    /// The stored version: the first one stored under its id.
+    pub message: Message,
+    pub first_attempts: FirstAttempts,
+}
+
 /// Messages and idempotency keys.
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores the message unless one with its id exists; returns what is stored.
     async fn insert_message(&self, message: &Message) -> Result<Message>;
+    /// Stores the message unless one with its id exists, and tells who may make the first
+    /// attempts of its deliveries. A store that can write a lease with the message (in the
+    /// same conditional write) returns [`FirstAttempts::Leased`] to the call that stored
+    /// it, so that the first attempts need no claim of their own; of two concurrent calls
+    /// only one is answered `Leased`. Deliveries claimed with
+    /// [`DeliveryStore::claim_delivery`] do not look at this lease: it guards the first
+    /// attempts against other copies of the same event only, which call this first.
+    ///
+    /// The default stores without a lease and answers [`FirstAttempts::Open`].
+    async fn insert_message_leased(
+        &self,
+        message: &Message,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Inserted> {
+        let _ = (now, lease_until);
+        Ok(Inserted {
+            message: self.insert_message(message).await?,
+            first_attempts: FirstAttempts::Open,
+        })
+    }
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
     /// The tenant's messages, newest first.
     async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>>;

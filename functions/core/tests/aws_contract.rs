@@ -183,15 +183,16 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
     store.insert_message(&kept).await.expect("insert");
     let forever = message(TenantId::new());
     plain.insert_message(&forever).await.expect("insert");
-    let ttl_of = |id: MessageId| {
+    let ttl_of = |m: &Message| {
         let client = client.clone();
         let table = store.table().to_string();
+        let (tenant, id) = (m.tenant, m.id);
         async move {
             client
                 .get_item()
                 .table_name(table)
-                .key(PK, AttributeValue::S(format!("M#{id}")))
-                .key(SK, AttributeValue::S("MSG".into()))
+                .key(PK, AttributeValue::S(format!("T#{tenant}")))
+                .key(SK, AttributeValue::S(format!("MSG#{id}")))
                 .send()
                 .await
                 .expect("get item")
@@ -202,10 +203,10 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
         }
     };
     assert_eq!(
-        ttl_of(kept.id).await,
+        ttl_of(&kept).await,
         Some(AttributeValue::N((1_700_000_000 + 30 * 86_400).to_string()))
     );
-    assert_eq!(ttl_of(forever.id).await, None);
+    assert_eq!(ttl_of(&forever).await, None);
     drop_table(&client, &plain).await;
 }
 

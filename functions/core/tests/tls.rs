@@ -10,11 +10,12 @@ use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
 use reqwest::header::HeaderMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-fn sender(allow_http: bool, roots: Vec<reqwest::Certificate>) -> Sender {
+fn sender(allow_http: bool, roots: Vec<CertificateDer<'static>>) -> Sender {
     Sender::new(SenderOptions {
         policy: Arc::new(UrlPolicy {
             allow_http,
@@ -52,14 +53,13 @@ async fn https_receiver(
     cert: CertificateDer<'static>,
     key: PrivateKeyDer<'static>,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/hook", listener.local_addr().unwrap());
@@ -115,7 +115,7 @@ async fn https_receiver(
 async fn an_https_receiver_with_a_trusted_test_ca_is_reached() {
     let (ca_pem, cert, key) = test_pki();
     let (url, seen) = https_receiver(cert, key).await;
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
     let response = sender(false, vec![ca])
         .post(&url, HeaderMap::new(), b"{\"tls\":true}".to_vec())
         .await;

@@ -1,8 +1,13 @@
 //! A store wrapper for the warm deliver function: a tenant's endpoints are read once and
 //! reused for a few seconds, so a burst of events for one tenant costs one query, not one
-//! per event. Everything else passes straight through.
+//! per event, and concurrent misses wait for the one query in flight rather than making
+//! their own. A delivery takes its endpoint from that list too, so an endpoint changed
+//! through the API (deleted, disabled, its URL or secret) is seen within the cache's
+//! lifetime rather than at once. Everything else passes straight through.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,45 +19,81 @@ use hookline_core::model::{
     Message, MessageQuery, Millis, Page, Tenant,
 };
 use hookline_core::ports::{
-    DeliveryStore, EndpointStore, EventTypeStore, MessageStore, SharedStore, TenantStore,
+    DeliveryStore, EndpointStore, EventTypeStore, Inserted, MessageStore, SharedStore, TenantStore,
 };
 use hookline_core::Result;
 
-type Entry = (Instant, Arc<Vec<Endpoint>>);
+/// A value and when it was fetched; `None` until the first fetch succeeds.
+type Slot<V> = Arc<tokio::sync::Mutex<Option<(Instant, V)>>>;
+
+/// Values by key, reused for `ttl`, each fetched by one caller at a time: the others wait
+/// for its result instead of fetching too.
+struct Memo<K, V> {
+    ttl: Duration,
+    slots: Mutex<HashMap<K, Slot<V>>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Memo<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Memo {
+            ttl,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value of `key`, fetched with `fetch` unless a fresh one is at hand.
+    async fn get<F, Fut>(&self, key: K, fetch: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let slot = self.lock().entry(key).or_default().clone();
+        let mut cached = slot.lock().await;
+        if let Some((at, value)) = cached.as_ref() {
+            if at.elapsed() < self.ttl {
+                return Ok(value.clone());
+            }
+        }
+        let value = fetch().await?;
+        *cached = Some((Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    /// Drops the key's value. A fetch in flight finishes into the dropped slot, so what it
+    /// read (perhaps before the change that made the caller forget) is not reused.
+    fn forget(&self, key: &K) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Slot<V>>> {
+        // A poisoned cache is still a valid cache.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 pub struct CachedEndpoints {
     inner: SharedStore,
-    ttl: Duration,
-    cache: Mutex<HashMap<TenantId, Entry>>,
+    endpoints: Memo<TenantId, Arc<Vec<Endpoint>>>,
 }
 
 impl CachedEndpoints {
     pub fn new(inner: SharedStore, ttl: Duration) -> Self {
         CachedEndpoints {
             inner,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
+            endpoints: Memo::new(ttl),
         }
     }
 
     async fn endpoints(&self, tenant: TenantId) -> Result<Arc<Vec<Endpoint>>> {
-        if let Some((at, list)) = self.lock().get(&tenant) {
-            if at.elapsed() < self.ttl {
-                return Ok(list.clone());
-            }
-        }
-        let list = Arc::new(self.inner.list_endpoints(tenant).await?);
-        self.lock().insert(tenant, (Instant::now(), list.clone()));
-        Ok(list)
+        self.endpoints
+            .get(tenant, || async {
+                Ok(Arc::new(self.inner.list_endpoints(tenant).await?))
+            })
+            .await
     }
 
     fn forget(&self, tenant: TenantId) {
-        self.lock().remove(&tenant);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, Entry>> {
-        // A poisoned cache is still a valid cache.
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        self.endpoints.forget(&tenant);
     }
 }
 
@@ -141,6 +182,16 @@ impl TenantStore for CachedEndpoints {
 impl MessageStore for CachedEndpoints {
     async fn insert_message(&self, message: &Message) -> Result<Message> {
         self.inner.insert_message(message).await
+    }
+    async fn insert_message_leased(
+        &self,
+        message: &Message,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Inserted> {
+        self.inner
+            .insert_message_leased(message, now, lease_until)
+            .await
     }
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
         self.inner.get_message(tenant, id).await
@@ -236,7 +287,44 @@ impl DeliveryStore for CachedEndpoints {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::join_all;
+
     use super::*;
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_fetch() {
+        let memo: Memo<u8, usize> = Memo::new(Duration::from_secs(3600));
+        let fetches = AtomicUsize::new(0);
+        let fetch = || async {
+            let n = fetches.fetch_add(1, Ordering::SeqCst);
+            // Still in flight while the other callers arrive.
+            tokio::task::yield_now().await;
+            Ok(n)
+        };
+        let got = join_all((0..10).map(|_| memo.get(1, fetch))).await;
+        assert!(got.iter().all(|v| *v.as_ref().unwrap() == 0));
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // Another key has its own value; a forgotten one is fetched again.
+        assert_eq!(memo.get(2, fetch).await.unwrap(), 1);
+        memo.forget(&1);
+        assert_eq!(memo.get(1, fetch).await.unwrap(), 2);
+        assert_eq!(memo.get(1, fetch).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_not_kept() {
+        let memo: Memo<u8, usize> = Memo::new(Duration::from_secs(3600));
+        let failed = memo
+            .get(1, || async {
+                Err(hookline_core::Error::backend("fetch", "down"))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(memo.get(1, || async { Ok(7) }).await.unwrap(), 7);
+    }
 
     fn endpoint(tenant: TenantId) -> Endpoint {
         hookline_core::contract::endpoint_to(tenant, "https://example.com/", None)

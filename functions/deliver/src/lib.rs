@@ -4,11 +4,16 @@
 //! function (SQS trigger) and in local mode's worker.
 //!
 //! Exactly-once is not possible over HTTP; this is how close it gets. Before each request
-//! the worker takes a lease on the delivery, conditional on the number of attempts it has
-//! seen, so two copies of a task cannot both send. A retry's task is queued before the
-//! attempt's result is recorded, so a worker dying between the two loses nothing. The one
-//! window for a duplicate is a worker dying after the receiver answered and before the
-//! result was recorded: the task comes back and the request is sent again.
+//! the worker holds a lease on the delivery, so two copies of a task cannot both send:
+//! for the first attempts of a fan-out, the lease written with the message by the
+//! conditional put that stored it (another copy of the event finds the message stored
+//! and waits for that lease to end), where the store can write one; for any other
+//! attempt, a claim on the delivery, conditional on the number of attempts it has seen.
+//! So on DynamoDB the happy path of an event is one write before its requests and one
+//! per delivery after. A retry's task is queued before the attempt's result is recorded,
+//! so a worker dying between the two loses nothing. The one window for a duplicate is a
+//! worker dying after the receiver answered and before the result was recorded: the task
+//! comes back (after the lease) and the request is sent again.
 //!
 //! Delivery also keeps each endpoint's health: the first failure after a success marks it
 //! failing, a success clears that, and an endpoint still failing after the configured
@@ -26,12 +31,14 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use hookline_core::config::CoreConfig;
-use hookline_core::ids::{AttemptId, EndpointId};
+use hookline_core::ids::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{
     Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange,
     Message, Millis,
 };
-use hookline_core::ports::{Outgoing, SharedClock, SharedQueue, SharedStore};
+use hookline_core::ports::{
+    FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
+};
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
@@ -119,17 +126,62 @@ impl Deliverer {
         }
     }
 
+    /// Stores an event's message and makes the first attempt of each of its deliveries.
+    /// The message is put first, without looking for it: on the happy path that one
+    /// conditional write is all the storage the fan-out needs before its requests (the
+    /// lease on the first attempts travels with it, see [`FirstAttempts`]).
     async fn handle_event(&self, task: EventTask) -> Result<Step> {
         // Stored under its owner, as the task names it; an owner a producer may not name
-        // finds nothing here and is refused by `admit`.
-        let stored = self.store.get_message(task.route().tenant, task.id).await?;
-        let message = match stored {
-            Some(stored) => stored,
-            None => match self.admit(task).await? {
-                Some(message) => self.store.insert_message(&message).await?,
-                None => return Ok(Step::Settled),
-            },
+        // finds nothing there and is refused by `admit`.
+        let (owner, id) = (task.route().tenant, task.id);
+        let refusal = match self.admit(task).await {
+            Ok(Some(admitted)) => return self.store_and_fan_out(admitted).await,
+            Ok(None) => None,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(refused) => Some(refused),
         };
+        // Refused, or a duplicate key: still delivered if an earlier copy of this event
+        // stored it (what it names may have gone since, or its key expired and was bound
+        // again), as its deliveries may not all be settled.
+        match self.store.get_message(owner, id).await? {
+            Some(stored) => self.fan_out(&stored, FirstAttempts::Open, &[]).await,
+            None => match refusal {
+                Some(refused) => Err(refused),
+                None => {
+                    tracing::info!(message = %id, "duplicate idempotency key; dropped");
+                    Ok(Step::Settled)
+                }
+            },
+        }
+    }
+
+    async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
+        let Admitted { message, endpoints } = admitted;
+        let inserted = if self.config.retry.initial_delay().is_zero() {
+            let now = self.clock.now();
+            let lease_until = now + self.config.lease().as_millis() as Millis;
+            self.store
+                .insert_message_leased(&message, now, lease_until)
+                .await?
+        } else {
+            // No attempt is made now, so nothing to lease.
+            Inserted {
+                message: self.store.insert_message(&message).await?,
+                first_attempts: FirstAttempts::Open,
+            }
+        };
+        self.fan_out(&inserted.message, inserted.first_attempts, &endpoints)
+            .await
+    }
+
+    /// Makes (or queues, with an initial delay) the first attempt of every target of a
+    /// stored message. `known`: endpoints read for this event already, spared a read each.
+    async fn fan_out(
+        &self,
+        message: &Message,
+        first: FirstAttempts,
+        known: &[Endpoint],
+    ) -> Result<Step> {
         let initial = self.config.retry.initial_delay();
         if !initial.is_zero() {
             let not_before = message.received_at + initial.as_millis() as Millis;
@@ -141,23 +193,48 @@ impl Deliverer {
             self.enqueue(tasks).await?;
             return Ok(Step::Settled);
         }
-        let steps = join_all(message.targets.iter().map(|ep| self.step(&message, *ep, 0))).await;
+        if let FirstAttempts::HeldUntil(until) = first {
+            return self.behind_lease(message, until).await;
+        }
+        let leased = first == FirstAttempts::Leased;
+        let steps = join_all(message.targets.iter().map(|ep| {
+            let endpoint = known.iter().find(|e| e.id == *ep).cloned();
+            self.step(message, *ep, 0, endpoint, leased)
+        }))
+        .await;
         merge(steps)
+    }
+
+    /// A copy of an event whose first attempts another worker holds (it stored the
+    /// message): done if every first attempt is recorded already, else back once the
+    /// lease ends, when each delivery is claimed, which tells what that worker left undone.
+    async fn behind_lease(&self, message: &Message, until: Millis) -> Result<Step> {
+        let recorded = self.store.list_deliveries(message.id).await?;
+        let attempted = |ep: &EndpointId| {
+            recorded
+                .iter()
+                .any(|d| d.endpoint == *ep && (d.status.is_final() || d.attempts > 0))
+        };
+        if message.targets.iter().all(attempted) {
+            return Ok(Step::Settled);
+        }
+        Ok(Step::Busy(wait_until(until, self.clock.now())))
     }
 
     /// Checks an event the worker sees first (a producer wrote it to the queue) and builds
     /// its message with the endpoints it goes to. `None`: a duplicate to drop.
-    async fn admit(&self, task: EventTask) -> Result<Option<Message>> {
-        if self.store.get_tenant(task.tenant).await?.is_none() {
-            return Err(Error::invalid(
-                "unknown_tenant",
-                format!("unknown tenant {}", task.tenant),
-            ));
-        }
-        // Ingest validated its tasks' owners; a producer's is checked here, as ingest would.
+    async fn admit(&self, task: EventTask) -> Result<Option<Admitted>> {
+        // Ingest checked its tasks' tenant (the API key's) and owner; a producer's are
+        // checked here, as ingest would.
         let route = if task.key_claimed {
             task.route()
         } else {
+            if self.store.get_tenant(task.tenant).await?.is_none() {
+                return Err(Error::invalid(
+                    "unknown_tenant",
+                    format!("unknown tenant {}", task.tenant),
+                ));
+            }
             let envelope = hookline_core::envelope::EventEnvelope {
                 event_type: task.event_type.clone(),
                 payload: task.payload.clone(),
@@ -182,21 +259,19 @@ impl Deliverer {
                     )
                     .await?;
                 if bound.is_some_and(|first| first != task.id) {
-                    tracing::info!(message = %task.id, "duplicate idempotency key; dropped");
                     return Ok(None);
                 }
             }
             route
         };
-        let targets = self
+        let endpoints: Vec<Endpoint> = self
             .store
             .list_endpoints(route.tenant)
             .await?
             .into_iter()
             .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
-            .map(|e| e.id)
             .collect();
-        Ok(Some(Message {
+        let message = Message {
             id: task.id,
             tenant: route.tenant,
             publisher: route.publisher_if_other(),
@@ -205,8 +280,9 @@ impl Deliverer {
             payload: task.payload,
             idempotency_key: task.idempotency_key,
             received_at: task.received_at,
-            targets,
-        }))
+            targets: endpoints.iter().map(|e| e.id).collect(),
+        };
+        Ok(Some(Admitted { message, endpoints }))
     }
 
     async fn handle_attempt(&self, task: AttemptTask) -> Result<Step> {
@@ -220,30 +296,29 @@ impl Deliverer {
             tracing::warn!(message = %task.message, "message of an attempt task is gone");
             return Ok(Step::Settled);
         };
-        self.step(&message, task.endpoint, task.expect).await
+        self.step(&message, task.endpoint, task.expect, None, false)
+            .await
     }
 
     /// Makes attempt `expect + 1` of a delivery if that is still the next thing to do.
-    async fn step(&self, message: &Message, endpoint_id: EndpointId, expect: u32) -> Result<Step> {
-        let now = self.clock.now();
-        let current = self.store.get_delivery(message.id, endpoint_id).await?;
-        let fresh = Delivery::fresh(message.id, endpoint_id, message.tenant, now);
-        let delivery = current.unwrap_or(fresh);
-        if delivery.status.is_final() || delivery.attempts > expect {
-            // Settled, or this attempt was made already (its successor was queued before
-            // its result was recorded).
-            return Ok(Step::Settled);
-        }
-        if delivery.attempts < expect {
-            // The attempt before this one queued this task and has not recorded its result
-            // yet: its worker is still at it, or died and that attempt's own task comes
-            // back to make it again. Dropping this task could lose the retry.
-            return Ok(Step::Busy(PREDECESSOR_WAIT));
-        }
-        if let Some(until) = delivery.lease_until.filter(|u| *u > now) {
-            return Ok(Step::Busy(Duration::from_millis((until - now) as u64)));
-        }
-        let endpoint = self.store.get_endpoint(message.tenant, endpoint_id).await?;
+    /// The claim is the check: it succeeds only for a pending delivery with exactly
+    /// `expect` attempts and no live lease, and only when it is refused is the delivery
+    /// read to tell why. `leased`: the first attempt is this caller's by the lease stored
+    /// with the message, so there is nothing to claim. `known`: the endpoint as read
+    /// for this event (in the deliver function, the endpoint cache's copy: a change made
+    /// through the API is seen within that cache's lifetime, a few seconds).
+    async fn step(
+        &self,
+        message: &Message,
+        endpoint_id: EndpointId,
+        expect: u32,
+        known: Option<Endpoint>,
+        leased: bool,
+    ) -> Result<Step> {
+        let endpoint = match known {
+            Some(endpoint) => Some(endpoint),
+            None => self.store.get_endpoint(message.tenant, endpoint_id).await?,
+        };
         let endpoint = match endpoint {
             Some(e) if e.status == EndpointStatus::Active => e,
             other => {
@@ -252,14 +327,9 @@ impl Deliverer {
                 } else {
                     "endpoint_deleted"
                 };
-                let mut settled = delivery.clone();
-                settled.status = DeliveryStatus::Failed;
-                settled.last_error = Some(reason.into());
-                settled.next_attempt_at = None;
-                settled.lease_until = None;
-                settled.updated_at = now;
-                self.store.record_attempt(&settled, expect, None).await?;
-                return Ok(Step::Settled);
+                return self
+                    .settle_unsent(message, endpoint_id, expect, reason)
+                    .await;
             }
         };
         if let Some(per_second) = endpoint.rate_limit {
@@ -267,15 +337,67 @@ impl Deliverer {
                 return self.hold_back(message, endpoint_id, expect, wait).await;
             }
         }
-        let lease_until = now + self.config.lease().as_millis() as Millis;
-        if !self
-            .store
-            .claim_delivery(&delivery, expect, now, lease_until)
-            .await?
-        {
-            return Ok(Step::Busy(self.config.lease()));
+        let now = self.clock.now();
+        let delivery = Delivery {
+            attempts: expect,
+            ..Delivery::fresh(message.id, endpoint_id, message.tenant, now)
+        };
+        if !leased {
+            let lease_until = now + self.config.lease().as_millis() as Millis;
+            if !self
+                .store
+                .claim_delivery(&delivery, expect, now, lease_until)
+                .await?
+            {
+                return self.refused_claim(message.id, endpoint_id, expect).await;
+            }
         }
         self.attempt(message, &endpoint, delivery, expect).await
+    }
+
+    /// Why a claim was refused, from the delivery as it stands: settled or attempted
+    /// already, or some other worker's turn for now.
+    async fn refused_claim(
+        &self,
+        message: MessageId,
+        endpoint: EndpointId,
+        expect: u32,
+    ) -> Result<Step> {
+        let current = self.store.get_delivery(message, endpoint).await?;
+        let now = self.clock.now();
+        Ok(match current {
+            Some(delivery) => {
+                blocked(&delivery, expect, now).unwrap_or(Step::Busy(PREDECESSOR_WAIT))
+            }
+            // Only a delivery that has a record can refuse an attempt past the first: the
+            // attempt before this one is not recorded yet (see `blocked`).
+            None => Step::Busy(PREDECESSOR_WAIT),
+        })
+    }
+
+    /// Settles a delivery without a request, its endpoint being deleted or disabled, if
+    /// that is still the next thing to do.
+    async fn settle_unsent(
+        &self,
+        message: &Message,
+        endpoint_id: EndpointId,
+        expect: u32,
+        reason: &str,
+    ) -> Result<Step> {
+        let now = self.clock.now();
+        let current = self.store.get_delivery(message.id, endpoint_id).await?;
+        let mut settled = current
+            .unwrap_or_else(|| Delivery::fresh(message.id, endpoint_id, message.tenant, now));
+        if let Some(step) = blocked(&settled, expect, now) {
+            return Ok(step);
+        }
+        settled.status = DeliveryStatus::Failed;
+        settled.last_error = Some(reason.into());
+        settled.next_attempt_at = None;
+        settled.lease_until = None;
+        settled.updated_at = now;
+        self.store.record_attempt(&settled, expect, None).await?;
+        Ok(Step::Settled)
     }
 
     async fn attempt(
@@ -451,6 +573,35 @@ impl Deliverer {
             .collect();
         self.queue.send(outgoing).await
     }
+}
+
+/// An event ready to store: its message, and the endpoints it goes to as read for it.
+struct Admitted {
+    message: Message,
+    endpoints: Vec<Endpoint>,
+}
+
+/// What keeps attempt `expect + 1` of a delivery from being made now, if anything.
+fn blocked(delivery: &Delivery, expect: u32, now: Millis) -> Option<Step> {
+    if delivery.status.is_final() || delivery.attempts > expect {
+        // Settled, or this attempt was made already (its successor was queued before its
+        // result was recorded).
+        return Some(Step::Settled);
+    }
+    if delivery.attempts < expect {
+        // The attempt before this one queued this task and has not recorded its result
+        // yet: its worker is still at it, or died and that attempt's own task comes back
+        // to make it again. Dropping this task could lose the retry.
+        return Some(Step::Busy(PREDECESSOR_WAIT));
+    }
+    delivery
+        .lease_until
+        .filter(|until| *until > now)
+        .map(|until| Step::Busy(wait_until(until, now)))
+}
+
+fn wait_until(until: Millis, now: Millis) -> Duration {
+    Duration::from_millis(until.saturating_sub(now).max(0) as u64)
 }
 
 /// Combines the steps of a fan-out: the task is done when every delivery is settled.

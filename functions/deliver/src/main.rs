@@ -14,7 +14,10 @@ use lambda_runtime::{service_fn, LambdaEvent};
 /// How long a warm function reuses a tenant's endpoint list.
 const ENDPOINT_CACHE: Duration = Duration::from_secs(5);
 
-#[tokio::main]
+// One thread: a function instance serves one invocation at a time on at most a vCPU or
+// two, and its work is waiting on the network; the multi-thread scheduler would only add
+// start-up work and size.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;

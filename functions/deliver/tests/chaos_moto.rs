@@ -26,9 +26,9 @@ use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
 use hookline_core::contract::{endpoint_to, stored_tenant};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
-use hookline_core::model::Delivery;
+use hookline_core::model::{Delivery, Message};
 use hookline_core::ports::{Clock, Outgoing, Queue, SharedStore, SystemClock};
-use hookline_core::task::{EventTask, Task};
+use hookline_core::task::{EventTask, Origin, Task};
 use hookline_deliver::{sqs, Deliverer};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -76,6 +76,14 @@ fn deliverer(store: SharedStore, queue: Arc<SqsQueue>) -> Deliverer {
 
 fn now_ms() -> i64 {
     SystemClock.now()
+}
+
+/// The origin of a queue message; event tasks carry their own id, so it is never used.
+fn origin() -> Origin {
+    Origin {
+        message_id: MessageId::new(),
+        received_at: now_ms(),
+    }
 }
 
 fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {
@@ -354,16 +362,39 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
     let deliverer = Arc::new(deliverer(store.clone(), queue.clone()));
     let mut ids = Vec::new();
 
-    // A batch of ten, three of whose deliveries another worker holds right now: the
-    // response names exactly those three records.
+    // A batch of ten, three of whose messages another worker stored (its lease on their
+    // first attempts over) and one of whose deliveries it holds right now: the response
+    // names exactly those three records.
     let mut first = Vec::new();
     for i in 0..10 {
         let (id, out) = event_task(tenant, i);
         ids.push(id);
         first.push(out);
     }
-    queue.send(first).await.unwrap();
     let held: Vec<MessageId> = vec![ids[1], ids[4], ids[8]];
+    let targets: Vec<EndpointId> = path_of.keys().copied().collect();
+    for out in &first {
+        let Ok(Task::Event(task)) = Task::parse(&out.body, origin()) else {
+            panic!("an event task");
+        };
+        if held.contains(&task.id) {
+            store
+                .insert_message(&Message {
+                    id: task.id,
+                    tenant,
+                    publisher: None,
+                    domain: None,
+                    event_type: task.event_type,
+                    payload: task.payload,
+                    idempotency_key: None,
+                    received_at: task.received_at,
+                    targets: targets.clone(),
+                })
+                .await
+                .unwrap();
+        }
+    }
+    queue.send(first).await.unwrap();
     let lease_until = now_ms() + 3_000;
     for id in &held {
         let fresh = Delivery::fresh(*id, endpoint_a, tenant, now_ms());

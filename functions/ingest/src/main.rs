@@ -1,12 +1,24 @@
 //! The ingest Lambda function: `POST /v1/events` behind API Gateway's HTTP API, onto SQS.
 
-use hookline_core::lambda::{init_tracing, LambdaEnv};
+use std::sync::Arc;
+use std::time::Duration;
 
-#[tokio::main]
+use hookline_core::lambda::{init_tracing, LambdaEnv};
+use hookline_ingest::keys::CachedKeys;
+
+/// How long a warm function reuses an API key's record (and so how long a revoked key may
+/// still publish through it).
+const KEY_CACHE: Duration = Duration::from_secs(5);
+
+// One thread: a function instance serves one invocation at a time on at most a vCPU or
+// two, and its work is waiting on the network; the multi-thread scheduler would only add
+// start-up work and size.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
-    let state = env.app_state(env.queue("QUEUE_URL")?, None)?;
+    let mut state = env.app_state(env.queue("QUEUE_URL")?, None)?;
+    state.store = Arc::new(CachedKeys::new(state.store, KEY_CACHE));
     let app = hookline_core::http::with_fallbacks(hookline_ingest::router(state));
     lambda_http::run(app).await
 }

@@ -1,21 +1,21 @@
 //! [`Store`](crate::ports::Store) on one DynamoDB table: tenants and keys, domains and
 //! endpoints, messages and idempotency keys, deliveries and attempts, the operator's event
 //! types, each an item under
-//! string keys `pk`/`sk`, plus two indexes: a tenant's messages newest first, and an
-//! endpoint's failed deliveries (for replays).
+//! string keys `pk`/`sk`, plus one index: an endpoint's failed deliveries (for replays).
+//! A tenant's messages are listed from the table itself (they share the tenant's
+//! partition), so storing a message is one write unit, not two.
 //!
 //! # Table schema
 //!
 //! What [`create_table`] makes and the SAM template must declare the same way:
 //!
-//! - `AttributeDefinitions`: `pk`, `sk`, `gsi1pk`, `gsi1sk`, `gsi2pk`, `gsi2sk`, all of
-//!   type `S`.
+//! - `AttributeDefinitions`: `pk`, `sk`, `gsi2pk`, `gsi2sk`, all of type `S`.
 //! - `KeySchema`: `pk` HASH, `sk` RANGE.
 //! - `BillingMode`: `PAY_PER_REQUEST`.
-//! - `GlobalSecondaryIndexes`: one, `IndexName` `gsi1`, `KeySchema` `gsi1pk` HASH and
-//!   `gsi1sk` RANGE, `Projection` `ProjectionType: ALL` (a listing reads whole messages
-//!   from the index without a second read per message); and `gsi2`, the same with
-//!   `gsi2pk`/`gsi2sk`, sparse: only failed deliveries carry its keys.
+//! - `GlobalSecondaryIndexes`: one, `IndexName` `gsi2`, `KeySchema` `gsi2pk` HASH and
+//!   `gsi2sk` RANGE, `Projection` `ProjectionType: ALL` (a replay reads whole deliveries
+//!   from the index without a second read each), sparse: only failed deliveries carry its
+//!   keys, so the index costs nothing on the happy path.
 //! - `TimeToLiveSpecification`: `AttributeName` `expires_at`, `Enabled` true. Only
 //!   idempotency items always carry `expires_at` (epoch **seconds**); correctness never
 //!   waits for TTL, as claims compare `expires_ms` themselves. With a retention set
@@ -37,14 +37,27 @@
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
 //! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at` |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
-//! | message       | `M#<message>`    | `MSG`             | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) gsi1pk=T#<tenant>#MSG gsi1sk=<message id>` |
-//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
-//! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` |
+//! | message       | `T#<tenant>`     | `MSG#<message>`   | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) first_lease_until?` |
+//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
+//! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` (attempts past the first [`INLINE_ATTEMPTS`] of a delivery) |
 //! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
 //!
-//! Reads of the base table are strongly consistent. Message and failed-delivery listings
-//! read an index, which DynamoDB keeps eventually consistent: a message may show up in
-//! listings a moment after it was stored, a delivery a moment after it failed.
+//! A message's `first_lease_until` is the lease on the first attempts of its deliveries
+//! that [`MessageStore::insert_message_leased`] writes with it: the worker whose
+//! conditional put stored the message makes those attempts without claiming each
+//! delivery, and another copy of the same event waits for the lease to end.
+//!
+//! An attempt is written with the state it produced, in one conditional `UpdateItem` of
+//! the delivery that appends it to the delivery's `log`; past [`INLINE_ATTEMPTS`] (so
+//! the item stays small) the attempt is an `A#` item written in one transaction with the
+//! delivery instead. Either way the log never holds an attempt that the delivery's count
+//! does not include.
+//!
+//! Reads of single items are strongly consistent. Message listings read the tenant's
+//! partition, failed-delivery listings an index, both eventually consistent: a message
+//! may show up in listings a moment after it was stored, a delivery a moment after it
+//! failed. A tenant's messages share one partition (as they shared one index partition
+//! before), which DynamoDB serves at up to about 1,000 writes a second.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -75,16 +88,15 @@ use crate::model::{
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
     Page, Tenant,
 };
-use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
+use crate::ports::{
+    DeliveryStore, EndpointStore, EventTypeStore, FirstAttempts, Inserted, MessageStore,
+    TenantStore,
+};
 
 /// The table's partition key attribute.
 pub const PK: &str = "pk";
 /// The table's sort key attribute.
 pub const SK: &str = "sk";
-/// The index listing a tenant's messages.
-pub const GSI1: &str = "gsi1";
-pub const GSI1_PK: &str = "gsi1pk";
-pub const GSI1_SK: &str = "gsi1sk";
 /// The sparse index listing an endpoint's failed deliveries by message.
 pub const GSI2: &str = "gsi2";
 pub const GSI2_PK: &str = "gsi2pk";
@@ -109,9 +121,17 @@ const OPERATOR: &str = "OPERATOR";
 const DOMAIN_PREFIX: &str = "DOMAIN#";
 const ENDPOINT_PREFIX: &str = "EP#";
 const IDEMPOTENCY_PREFIX: &str = "IDEM#";
-const MESSAGE_SK: &str = "MSG";
+const MESSAGE_PREFIX: &str = "MSG#";
 const DELIVERY_PREFIX: &str = "D#";
 const ATTEMPT_PREFIX: &str = "A#";
+/// The message attribute holding the lease on its first attempts.
+const FIRST_LEASE: &str = "first_lease_until";
+/// The delivery attribute holding its first attempts.
+const LOG: &str = "log";
+/// How many attempts a delivery item carries in its `log`; later ones are items of their
+/// own. Eight is the default schedule's length, so with it every attempt is inline; the
+/// cap keeps the item (written again at every attempt, and billed by its size) small.
+pub const INLINE_ATTEMPTS: u32 = 8;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -190,13 +210,10 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute(PK)?)
         .attribute_definitions(attribute(SK)?)
-        .attribute_definitions(attribute(GSI1_PK)?)
-        .attribute_definitions(attribute(GSI1_SK)?)
         .attribute_definitions(attribute(GSI2_PK)?)
         .attribute_definitions(attribute(GSI2_SK)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
-        .global_secondary_indexes(index(GSI1, GSI1_PK, GSI1_SK)?)
         .global_secondary_indexes(index(GSI2, GSI2_PK, GSI2_SK)?)
         .send()
         .await
@@ -502,10 +519,14 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
     })
 }
 
+fn message_sk(id: MessageId) -> String {
+    format!("{MESSAGE_PREFIX}{id}")
+}
+
 fn message_item(m: &Message) -> Item {
     item(
-        message_pk(m.id),
-        MESSAGE_SK,
+        tenant_pk(m.tenant),
+        message_sk(m.id),
         [
             ("id", Some(s(m.id.to_string()))),
             ("tenant", Some(s(m.tenant.to_string()))),
@@ -517,15 +538,14 @@ fn message_item(m: &Message) -> Item {
             ("idempotency_key", m.idempotency_key.as_deref().map(s)),
             ("received_at", Some(n(m.received_at))),
             ("targets", Some(string_list(&m.targets))),
-            (GSI1_PK, Some(s(messages_of(m.tenant)))),
-            (GSI1_SK, Some(s(m.id.to_string()))),
         ],
     )
 }
 
-/// The index partition holding a tenant's messages.
-fn messages_of(tenant: TenantId) -> String {
-    format!("T#{tenant}#MSG")
+/// A sort key past every message's: `MSG#msg_` and then a character above the ULID
+/// alphabet.
+fn message_range_end() -> String {
+    format!("{MESSAGE_PREFIX}{}_~", MessageId::PREFIX)
 }
 
 fn decode_message(item: &Item) -> Result<Message> {
@@ -585,6 +605,26 @@ fn delivery_item(d: &Delivery) -> Item {
     )
 }
 
+/// The attributes a delivery item carries only in some states; a write of the whole state
+/// removes those the new state leaves out.
+const OPTIONAL_DELIVERY_ATTRIBUTES: [&str; 6] = [
+    "next_attempt_at",
+    "last_status_code",
+    "last_error",
+    "lease_until",
+    GSI2_PK,
+    GSI2_SK,
+];
+
+/// An `UpdateItem` of a delivery's record, for a request or a transaction step.
+struct DeliveryWrite {
+    key: Item,
+    update: String,
+    condition: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
 fn decode_delivery(item: &Item) -> Result<Delivery> {
     let f = Fields::new(item, "decode delivery");
     Ok(Delivery {
@@ -601,24 +641,72 @@ fn decode_delivery(item: &Item) -> Result<Delivery> {
     })
 }
 
+/// The attributes of an attempt that its delivery does not already tell.
+fn attempt_attributes(a: &Attempt) -> [(&'static str, Option<AttributeValue>); 8] {
+    [
+        ("id", Some(s(a.id.to_string()))),
+        ("number", Some(n(a.number))),
+        ("at", Some(n(a.at))),
+        ("status_code", a.status_code.map(n)),
+        ("latency_ms", Some(n(a.latency_ms))),
+        ("response", Some(s(&a.response))),
+        ("error", a.error.as_deref().map(s)),
+        ("outcome", Some(s(a.outcome.as_str()))),
+    ]
+}
+
+/// Whose attempt it is: the attributes an attempt item has and a log entry leaves to
+/// its delivery.
+const ATTEMPT_OWNER: [&str; 3] = ["message", "endpoint", "tenant"];
+
 fn attempt_item(a: &Attempt) -> Item {
     item(
         message_pk(a.message),
         format!("{ATTEMPT_PREFIX}{}", a.id),
         [
-            ("id", Some(s(a.id.to_string()))),
             ("message", Some(s(a.message.to_string()))),
             ("endpoint", Some(s(a.endpoint.to_string()))),
             ("tenant", Some(s(a.tenant.to_string()))),
-            ("number", Some(n(a.number))),
-            ("at", Some(n(a.at))),
-            ("status_code", a.status_code.map(n)),
-            ("latency_ms", Some(n(a.latency_ms))),
-            ("response", Some(s(&a.response))),
-            ("error", a.error.as_deref().map(s)),
-            ("outcome", Some(s(a.outcome.as_str()))),
-        ],
+        ]
+        .into_iter()
+        .chain(attempt_attributes(a)),
     )
+}
+
+/// An attempt as an entry of its delivery's `log`.
+fn log_entry(a: &Attempt) -> AttributeValue {
+    AttributeValue::M(
+        attempt_attributes(a)
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?)))
+            .collect(),
+    )
+}
+
+/// The attempts in a delivery item's `log`, each completed with the delivery's ids.
+fn decode_log(delivery: &Item) -> Result<Vec<Attempt>> {
+    let f = Fields::new(delivery, "decode delivery log");
+    let entries = match f.get(LOG) {
+        None => return Ok(Vec::new()),
+        Some(AttributeValue::L(entries)) => entries,
+        Some(_) => return Err(f.bad(LOG)),
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let AttributeValue::M(fields) = entry else {
+                return Err(f.bad(LOG));
+            };
+            let mut attempt = fields.clone();
+            for name in ATTEMPT_OWNER {
+                attempt.insert(
+                    name.to_owned(),
+                    f.get(name).ok_or_else(|| f.bad(name))?.clone(),
+                );
+            }
+            decode_attempt(&attempt)
+        })
+        .collect()
 }
 
 fn decode_attempt(item: &Item) -> Result<Attempt> {
@@ -778,6 +866,86 @@ impl DynamoStore {
                 _ => return Ok(items),
             }
         }
+    }
+
+    /// The conditional update that writes a delivery's whole state over its record (or
+    /// creates it), if the record has `expected_attempts` attempts, appending `logged` to
+    /// its log. An update rather than a put, so the log the record carries is kept. A
+    /// delivery settled before any claim (its endpoint was deleted or disabled) or whose
+    /// first attempt was made under the message's lease has no record yet, which counts
+    /// as zero attempts.
+    fn delivery_write(
+        &self,
+        delivery: &Delivery,
+        expected_attempts: u32,
+        logged: Option<&Attempt>,
+    ) -> DeliveryWrite {
+        let mut fields = self.expiring(delivery_item(delivery), delivery.updated_at);
+        fields.remove(PK);
+        fields.remove(SK);
+        let record = key(message_pk(delivery.message), delivery_sk(delivery.endpoint));
+        let mut names = HashMap::from([("#attempts".to_owned(), "attempts".to_owned())]);
+        let condition = if expected_attempts == 0 {
+            names.insert("#pk".to_owned(), PK.to_owned());
+            "attribute_not_exists(#pk) OR #attempts = :expected"
+        } else {
+            "#attempts = :expected"
+        };
+        let mut values = HashMap::from([(":expected".to_owned(), n(expected_attempts))]);
+        // Attribute names are plain identifiers, so each can be its own placeholder.
+        let mut set: Vec<String> = Vec::new();
+        for (name, value) in fields {
+            set.push(format!("#{name} = :{name}"));
+            names.insert(format!("#{name}"), name.clone());
+            values.insert(format!(":{name}"), value);
+        }
+        if let Some(attempt) = logged {
+            set.push(format!(
+                "#{LOG} = list_append(if_not_exists(#{LOG}, :none), :logged)"
+            ));
+            names.insert(format!("#{LOG}"), LOG.to_owned());
+            values.insert(":none".to_owned(), AttributeValue::L(Vec::new()));
+            values.insert(
+                ":logged".to_owned(),
+                AttributeValue::L(vec![log_entry(attempt)]),
+            );
+        }
+        let absent: Vec<&str> = OPTIONAL_DELIVERY_ATTRIBUTES
+            .into_iter()
+            .filter(|name| !names.contains_key(&format!("#{name}")))
+            .collect();
+        for name in &absent {
+            names.insert(format!("#{name}"), (*name).to_owned());
+        }
+        let mut update = format!("SET {}", set.join(", "));
+        if !absent.is_empty() {
+            let removed: Vec<String> = absent.iter().map(|name| format!("#{name}")).collect();
+            update.push_str(&format!(" REMOVE {}", removed.join(", ")));
+        }
+        DeliveryWrite {
+            key: record,
+            update,
+            condition,
+            names,
+            values,
+        }
+    }
+
+    /// Puts a message item unless the message is stored. `None` when this call stored it,
+    /// else the stored item: read back rather than echo the input, as a retried publish
+    /// must see the version that was stored first.
+    async fn put_message(&self, message: &Message, item: Item) -> Result<Option<Item>> {
+        if self.put_new("insert message", item).await? {
+            return Ok(None);
+        }
+        self.get(
+            "insert message",
+            tenant_pk(message.tenant),
+            &message_sk(message.id),
+        )
+        .await?
+        .ok_or_else(|| Error::backend("insert message", "the message vanished after a refused put"))
+        .map(Some)
     }
 
     /// Puts an item unless one with its key exists; returns whether it did.
@@ -1155,37 +1323,60 @@ const IDEMPOTENCY_TRIES: usize = 3;
 #[async_trait]
 impl MessageStore for DynamoStore {
     async fn insert_message(&self, message: &Message) -> Result<Message> {
-        if self
-            .put_new(
-                "insert message",
-                self.expiring(message_item(message), message.received_at),
-            )
-            .await?
-        {
-            return Ok(message.clone());
+        let item = self.expiring(message_item(message), message.received_at);
+        match self.put_message(message, item).await? {
+            None => Ok(message.clone()),
+            Some(stored) => decode_message(&stored),
         }
-        // Read back rather than echo the input: a retried publish must see the version
-        // that was stored first.
-        let stored = self
-            .get("insert message", message_pk(message.id), MESSAGE_SK)
-            .await?
-            .ok_or_else(|| {
-                Error::backend("insert message", "the message vanished after a refused put")
-            })?;
-        decode_message(&stored)
+    }
+
+    async fn insert_message_leased(
+        &self,
+        message: &Message,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Inserted> {
+        // The lease is written by the same conditional put as the message: only the call
+        // that stores the message gets it.
+        let mut item = self.expiring(message_item(message), message.received_at);
+        item.insert(FIRST_LEASE.to_owned(), n(lease_until));
+        let Some(stored) = self.put_message(message, item).await? else {
+            return Ok(Inserted {
+                message: message.clone(),
+                first_attempts: FirstAttempts::Leased,
+            });
+        };
+        let held = Fields::new(&stored, "decode message")
+            .opt_n::<Millis>(FIRST_LEASE)?
+            .filter(|until| *until > now);
+        Ok(Inserted {
+            message: decode_message(&stored)?,
+            first_attempts: held.map_or(FirstAttempts::Open, FirstAttempts::HeldUntil),
+        })
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
-        let Some(item) = self.get("get message", message_pk(id), MESSAGE_SK).await? else {
-            return Ok(None);
-        };
-        let message = decode_message(&item)?;
-        // Messages are keyed by id alone; another tenant's id is not found.
-        Ok((message.tenant == tenant).then_some(message))
+        // Keyed under its tenant: another tenant's id is not found.
+        self.get("get message", tenant_pk(tenant), &message_sk(id))
+            .await?
+            .map(|item| decode_message(&item))
+            .transpose()
     }
 
     async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
         let limit = query.limit.clamp(1, MAX_PAGE);
+        let last = match query.before {
+            None => message_range_end(),
+            Some(before) => match before.ulid().0.checked_sub(1) {
+                Some(previous) => message_sk(MessageId::from_ulid(ulid::Ulid(previous))),
+                None => {
+                    return Ok(Page {
+                        items: Vec::new(),
+                        next_cursor: None,
+                    })
+                }
+            },
+        };
         let mut items = Vec::new();
         let mut start = None;
         // One message past the page tells whether another page follows.
@@ -1198,23 +1389,21 @@ impl MessageStore for DynamoStore {
             } else {
                 wanted
             };
+            // The tenant's partition holds its other records too: the key condition keeps
+            // to the message range, `MSG#` up to the last id before the cursor.
             let mut request = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(GSI1)
-                .expression_attribute_names("#gpk", GSI1_PK)
-                .expression_attribute_values(":gpk", s(messages_of(tenant)))
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":first", s(MESSAGE_PREFIX))
+                .expression_attribute_values(":last", s(&last))
                 .scan_index_forward(false)
                 .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take());
-            request = match query.before {
-                Some(before) => request
-                    .key_condition_expression("#gpk = :gpk AND #gsk < :before")
-                    .expression_attribute_names("#gsk", GSI1_SK)
-                    .expression_attribute_values(":before", s(before.to_string())),
-                None => request.key_condition_expression("#gpk = :gpk"),
-            };
             if let Some(event_type) = &query.event_type {
                 request = request
                     .filter_expression("#type = :type")
@@ -1414,66 +1603,61 @@ impl DeliveryStore for DynamoStore {
         expected_attempts: u32,
         attempt: Option<&Attempt>,
     ) -> Result<bool> {
-        // The whole record is replaced (a lease it no longer holds included) if it still
-        // has the expected attempts. A delivery settled before any claim (its endpoint
-        // was deleted or disabled) has no record yet, which counts as zero attempts.
-        let condition = if expected_attempts == 0 {
-            "attribute_not_exists(#pk) OR #attempts = :expected"
-        } else {
-            "attribute_exists(#pk) AND #attempts = :expected"
-        };
-        let names = HashMap::from([
-            ("#pk".to_owned(), PK.to_owned()),
-            ("#attempts".to_owned(), "attempts".to_owned()),
-        ]);
-        let values = HashMap::from([(":expected".to_owned(), n(expected_attempts))]);
-        let Some(attempt) = attempt else {
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(
-                    self.expiring(delivery_item(delivery), delivery.updated_at),
-                ))
-                .condition_expression(condition)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await;
-            return written("record delivery", result);
-        };
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(
-                self.expiring(delivery_item(delivery), delivery.updated_at),
-            ))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(build_error)?;
-        // The attempt is written with the state it produced or not at all, so the log
-        // never holds an attempt that the delivery's count does not include.
-        let steps = vec![
-            TransactWriteItem::builder().put(put).build(),
-            self.put_new_step(self.expiring(attempt_item(attempt), attempt.at))?,
-        ];
-        self.transact("record attempt", steps).await
+        let inline = attempt.filter(|_| expected_attempts < INLINE_ATTEMPTS);
+        let write = self.delivery_write(delivery, expected_attempts, inline);
+        match attempt {
+            Some(attempt) if inline.is_none() => {
+                // Past the inline log: the attempt is an item of its own, written with the
+                // state it produced or not at all.
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(write.key))
+                    .update_expression(write.update)
+                    .condition_expression(write.condition)
+                    .set_expression_attribute_names(Some(write.names))
+                    .set_expression_attribute_values(Some(write.values))
+                    .build()
+                    .map_err(build_error)?;
+                let steps = vec![
+                    TransactWriteItem::builder().update(update).build(),
+                    self.put_new_step(self.expiring(attempt_item(attempt), attempt.at))?,
+                ];
+                self.transact("record attempt", steps).await
+            }
+            _ => {
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(write.key))
+                    .update_expression(write.update)
+                    .condition_expression(write.condition)
+                    .set_expression_attribute_names(Some(write.names))
+                    .set_expression_attribute_values(Some(write.values))
+                    .send()
+                    .await;
+                written("record attempt", result)
+            }
+        }
     }
 
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
+        // One query reads the deliveries (their logs) and the attempt items.
         let mut attempts = Vec::new();
         for item in self
-            .query_prefix("list attempts", message_pk(message), ATTEMPT_PREFIX)
+            .query_partition("list attempts", message_pk(message), None)
             .await?
         {
-            let attempt = decode_attempt(&item)?;
-            if attempt.tenant == tenant {
-                attempts.push(attempt);
+            let sk = Fields::new(&item, "decode attempt").s(SK)?;
+            if sk.starts_with(DELIVERY_PREFIX) {
+                attempts.extend(decode_log(&item)?);
+            } else if sk.starts_with(ATTEMPT_PREFIX) {
+                attempts.push(decode_attempt(&item)?);
             }
         }
-        // Sort keys order by attempt id (a ULID, so creation order); ties of `at` aside
-        // that is time order, and sorting makes it exactly SQLite's `ORDER BY at, id`.
+        attempts.retain(|a| a.tenant == tenant);
+        // Attempt ids are ULIDs, so creation order; ties of `at` aside that is time order,
+        // and sorting makes it exactly SQLite's `ORDER BY at, id`.
         attempts.sort_by_key(|a| (a.at, a.id));
         Ok(attempts)
     }

@@ -6,21 +6,48 @@ pub mod dynamo;
 pub mod sqs;
 #[cfg(feature = "contract")]
 pub mod testing;
+pub mod transport;
 
 pub use dynamo::{create_table, DynamoStore};
 pub use sqs::{create_queue_pair, SqsQueue};
+pub use transport::sdk_http_client;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::SharedCredentialsProvider;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::error::Error;
 
-/// The SDK configuration from the environment: region, credentials and, when
-/// `AWS_ENDPOINT_URL` (or a service-specific `AWS_ENDPOINT_URL_<SERVICE>`) is set, the
-/// endpoint to talk to instead of AWS, so one build runs on Lambda and against a local
-/// emulator alike.
+/// The SDK configuration from the variables Lambda sets: region (`AWS_REGION`), credentials
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) and, when
+/// `AWS_ENDPOINT_URL` is set, the endpoint to talk to instead of AWS, so one build runs on
+/// Lambda and against a local emulator alike. Requests go through [`sdk_http_client`];
+/// retries and timeouts are the SDK's defaults for the latest behavior version.
+///
+/// Read from those variables alone rather than through `aws_config::defaults`: its chains
+/// of providers (profile files, STS web identity and role assumption, container and
+/// instance metadata) have nothing to find on Lambda, yet would be linked into every
+/// function and consulted at start.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|name| non_empty_var(name))
+        .map(Region::new);
+    let credentials = EnvironmentVariableCredentialsProvider::new();
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(sdk_http_client())
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .region(region);
+    if let Some(url) = non_empty_var("AWS_ENDPOINT_URL") {
+        config = config.endpoint_url(url);
+    }
+    config.build()
+}
+
+fn non_empty_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// A backend error from a failed SDK call. The SDK's own `Display` says only "service

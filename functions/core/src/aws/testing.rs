@@ -18,6 +18,7 @@ pub async fn moto_sdk_config() -> SdkConfig {
         )
     });
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(super::sdk_http_client())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "moto"))

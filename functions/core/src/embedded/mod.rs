@@ -1,18 +1,20 @@
 //! The embedded adapters of local mode: the storage and queue ports on one SQLite file.
-//! This module owns opening the file, its schema and the shared connection; `store` and
-//! `queue` hold the SQL of each port.
+//! This module owns opening the file and its schema; `db` runs the connections (one writer
+//! committing in groups, a few readers), `store` and `queue` hold the SQL of each port.
 
+mod db;
 mod queue;
 mod store;
 
-use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
 use crate::error::{BackendContext, Error, Result};
+
+pub(crate) use db::Db;
 
 pub use queue::SqliteQueue;
 pub use store::SqliteStore;
@@ -27,6 +29,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Enough to keep every statement of both adapters prepared.
 const STATEMENT_CACHE: usize = 128;
+
+/// The page size of a new file. Every commit appends each page it changed, whole, to the
+/// WAL, and a checkpoint must `fsync` all of it; local mode's commits each change a few
+/// small rows, so smaller pages make that volume (and the checkpoints' stalls) several
+/// times smaller than SQLite's default 4096 would. A file keeps the size it was made with.
+const PAGE_SIZE: i64 = 1024;
 
 /// Version 1 of the schema, the base every file starts from. Left as it is when the schema
 /// changes: `CREATE TABLE IF NOT EXISTS` skips a table a file already has, so a new column
@@ -168,35 +176,48 @@ CREATE INDEX IF NOT EXISTS deliveries_failed_by_endpoint
 /// Opens (creating if needed) the database file shared by the store and the queue.
 pub fn open(path: &Path) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     let conn = Connection::open(path).context("open database")?;
-    // WAL lets readers (an operator's sqlite3 shell) run beside the writer; NORMAL sync is
-    // durable across process crashes, which is what local mode needs.
+    // Only takes effect on a new file, before its first page is written.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .context("set page size")?;
+    // WAL lets readers (the read connections, an operator's sqlite3 shell) run beside the
+    // writer; NORMAL sync is durable across process crashes, which is what local mode needs.
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .context("set journal mode")?;
-    if !mode.eq_ignore_ascii_case("wal") {
+    let wal = mode.eq_ignore_ascii_case("wal");
+    if !wal {
         tracing::warn!(%mode, "SQLite refused WAL mode; continuing with its journal mode");
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .context("set synchronous mode")?;
-    adapters(conn)
+    // Without WAL a reader would wait out every commit: the writer reads as well then.
+    adapters(conn, wal.then_some(path))
 }
 
-/// A private in-memory database, for tests: both adapters share its one connection.
+/// A private in-memory database, for tests: its one connection reads and writes.
 pub fn open_in_memory() -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
-    adapters(Connection::open_in_memory().context("open database")?)
+    adapters(Connection::open_in_memory().context("open database")?, None)
 }
 
-fn adapters(mut conn: Connection) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+/// The settings of every connection, the writer's and the readers'.
+fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .context("set busy timeout")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+fn adapters(
+    mut conn: Connection,
+    read_path: Option<&Path>,
+) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
+    configure(&conn)?;
     migrate(&mut conn)?;
-    let db = Db {
-        conn: Arc::new(Mutex::new(conn)),
-    };
+    let queued = queue::stored_messages(&conn).context("count queue")?;
+    let db = Db::start(conn, read_path, configure)?;
     Ok((
         Arc::new(SqliteStore::new(db.clone())),
-        Arc::new(SqliteQueue::new(db)),
+        Arc::new(SqliteQueue::new(db, queued)),
     ))
 }
 
@@ -230,38 +251,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             .context("write schema version")?;
     }
     tx.commit().context("commit schema migration")
-}
-
-/// The connection both adapters share. SQLite serialises writers anyway, so one connection
-/// behind a mutex costs little and keeps every transaction simple.
-#[derive(Clone)]
-pub(crate) struct Db {
-    conn: Arc<Mutex<Connection>>,
-}
-
-impl Db {
-    /// Runs `f` on the blocking pool so SQLite's I/O never stalls the async workers.
-    pub(crate) fn call<T, F>(&self, context: &'static str, f: F) -> impl Future<Output = Result<T>>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let conn = Arc::clone(&self.conn);
-        async move {
-            let joined = tokio::task::spawn_blocking(move || {
-                // A panic while the lock was held unwound through any open transaction, whose
-                // drop rolled it back, so the connection is still consistent.
-                let mut conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                f(&mut conn)
-            })
-            .await;
-            match joined {
-                Ok(result) => result.context(context),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(Error::backend(context, e)),
-            }
-        }
-    }
 }
 
 /// Milliseconds of a duration, saturating instead of wrapping.
@@ -354,6 +343,73 @@ mod tests {
             .expect("receive");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "kept");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sends_all_commit_and_are_counted() {
+        let (_dir, path) = temp_db();
+        let (_store, queue) = open(&path).expect("open");
+        let sends: Vec<_> = (0..500)
+            .map(|n| {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move {
+                    queue
+                        .send(vec![Outgoing {
+                            body: format!("m{n}"),
+                            delay: Duration::ZERO,
+                        }])
+                        .await
+                })
+            })
+            .collect();
+        for send in sends {
+            send.await.expect("task").expect("send");
+        }
+        assert_eq!(queue.depth().await.expect("depth"), 500);
+        assert_eq!(queue.backlog(), 500);
+    }
+
+    #[tokio::test]
+    async fn backlog_follows_sends_acks_and_dead_letters() {
+        let (_dir, path) = temp_db();
+        let (_store, queue) = open(&path).expect("open");
+        let outgoing = |body: &str| Outgoing {
+            body: body.into(),
+            delay: Duration::ZERO,
+        };
+        queue
+            .send(vec![outgoing("a"), outgoing("b"), outgoing("c")])
+            .await
+            .expect("send");
+        assert_eq!(queue.backlog(), 3);
+        let got = queue
+            .receive(3, Duration::from_secs(600))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 3);
+        assert_eq!(queue.backlog(), 3, "received messages are still queued");
+        queue
+            .ack(std::slice::from_ref(&got[0].receipt))
+            .await
+            .expect("ack");
+        // A second ack of the same receipt deletes nothing and counts nothing.
+        queue
+            .ack(std::slice::from_ref(&got[0].receipt))
+            .await
+            .expect("ack again");
+        queue
+            .dead_letter(&got[1].receipt, "poison")
+            .await
+            .expect("dead-letter");
+        queue
+            .release(&got[2].receipt, Duration::ZERO)
+            .await
+            .expect("release");
+        assert_eq!(queue.backlog(), 1);
+        drop(queue);
+
+        let (_store, queue) = open(&path).expect("reopen");
+        assert_eq!(queue.backlog(), 1, "counted from the file at open");
     }
 
     #[tokio::test]
@@ -574,6 +630,34 @@ mod tests {
         // Opening again runs no step twice (a second ALTER TABLE ADD COLUMN would fail).
         drop(conn);
         open(&path).expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn a_new_file_gets_small_pages_and_an_old_one_keeps_its_own() {
+        let page_size = |path: &Path| -> i64 {
+            Connection::open(path)
+                .expect("open")
+                .pragma_query_value(None, "page_size", |row| row.get(0))
+                .expect("page size")
+        };
+        let (_dir, path) = temp_db();
+        drop(open(&path).expect("open"));
+        assert_eq!(page_size(&path), PAGE_SIZE);
+
+        let (_old_dir, old) = temp_db();
+        Connection::open(&old)
+            .expect("open")
+            .execute_batch("PRAGMA page_size = 4096; CREATE TABLE kept (n INTEGER)")
+            .expect("old file");
+        let (store, _queue) = open(&old).expect("open an old file");
+        assert!(
+            crate::ports::EventTypeStore::list_event_types(store.as_ref())
+                .await
+                .expect("the schema was made on it")
+                .is_empty()
+        );
+        drop(store);
+        assert_eq!(page_size(&old), 4096);
     }
 
     #[tokio::test]

@@ -2,11 +2,12 @@
 //! that go stale on redelivery, and a dead-letter table fed by a maximum receive count, so
 //! local mode exercises the same paths as the Lambda functions on SQS.
 
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection};
 use tokio::sync::Notify;
 
 use super::{duration_ms, Db};
@@ -23,12 +24,14 @@ pub const DEFAULT_MAX_RECEIVES: u32 = 10;
 
 const MAX_RECEIVES_REASON: &str = "max receives exceeded";
 
-/// [`PullQueue`] on the shared SQLite connection. Cheap handles on one queue can be made
+/// [`PullQueue`] on the shared SQLite database. Cheap handles on one queue can be made
 /// with [`SqliteQueue::with_max_receives`] and [`SqliteQueue::with_clock`].
 pub struct SqliteQueue {
     db: Db,
     /// Wakes this process's `wait_ready` callers when a message is sent or released.
     ready: Arc<Notify>,
+    /// Messages in the table as this process counts them: see [`SqliteQueue::backlog`].
+    backlog: Arc<Backlog>,
     clock: SharedClock,
     max_receives: u32,
 }
@@ -53,11 +56,48 @@ impl Receipt {
     }
 }
 
+/// The count behind [`SqliteQueue::backlog`]: raised by sends, lowered by acks and
+/// dead-letters, each in the writer as its statements succeed, so that a caller that
+/// stops waiting cannot leave it off (a failed commit can, by its batch). Signed, so that
+/// a stray decrement reads as zero instead of wrapping.
+#[derive(Debug, Default)]
+struct Backlog(AtomicIsize);
+
+impl Backlog {
+    fn new(stored: usize) -> Self {
+        Backlog(AtomicIsize::new(
+            isize::try_from(stored).unwrap_or(isize::MAX),
+        ))
+    }
+
+    fn add(&self, n: usize) {
+        self.0
+            .fetch_add(isize::try_from(n).unwrap_or(isize::MAX), Ordering::Relaxed);
+    }
+
+    fn remove(&self, n: usize) {
+        self.0
+            .fetch_sub(isize::try_from(n).unwrap_or(isize::MAX), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> usize {
+        usize::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
+/// Messages in the queue table, in flight or delayed included.
+pub(super) fn stored_messages(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.prepare_cached("SELECT COUNT(*) FROM queue")?
+        .query_row([], |row| row.get(0))
+}
+
 impl SqliteQueue {
-    pub(crate) fn new(db: Db) -> Self {
+    /// The queue on `db`, whose table holds `stored` messages now.
+    pub(crate) fn new(db: Db, stored: usize) -> Self {
         SqliteQueue {
             db,
             ready: Arc::new(Notify::new()),
+            backlog: Arc::new(Backlog::new(stored)),
             clock: Arc::new(SystemClock),
             max_receives: DEFAULT_MAX_RECEIVES,
         }
@@ -84,9 +124,18 @@ impl SqliteQueue {
         SqliteQueue {
             db: self.db.clone(),
             ready: Arc::clone(&self.ready),
+            backlog: Arc::clone(&self.backlog),
             clock: Arc::clone(&self.clock),
             max_receives: self.max_receives,
         }
+    }
+
+    /// About how many messages the queue holds (visible, in flight or delayed): sent minus
+    /// acknowledged and dead-lettered, counted in memory by this process, so it costs
+    /// nothing to read on every publish. Exact while this process is the file's only
+    /// writer; a cue for back-pressure, not an inventory (see [`SqliteQueue::depth`]).
+    pub fn backlog(&self) -> usize {
+        self.backlog.get()
     }
 
     /// Makes every received, unacknowledged message visible now. Local mode calls this at
@@ -96,7 +145,7 @@ impl SqliteQueue {
     pub async fn reset_visibility(&self) -> Result<()> {
         let now = self.clock.now();
         self.db
-            .call("reset queue visibility", move |conn| {
+            .write("reset queue visibility", move |conn| {
                 conn.prepare_cached(
                     "UPDATE queue SET visible_at = ?1, in_flight = 0
                      WHERE in_flight = 1 AND visible_at > ?1",
@@ -111,8 +160,7 @@ impl SqliteQueue {
 
     /// Messages in the queue, in flight or delayed included.
     pub async fn depth(&self) -> Result<usize> {
-        self.count("count queue", "SELECT COUNT(*) FROM queue")
-            .await
+        self.db.read("count queue", stored_messages).await
     }
 
     pub async fn dead_letter_count(&self) -> Result<usize> {
@@ -123,7 +171,7 @@ impl SqliteQueue {
     /// The dead letters as (body, reason), oldest first.
     pub async fn list_dead_letters(&self) -> Result<Vec<(String, String)>> {
         self.db
-            .call("list dead letters", |conn| {
+            .read("list dead letters", |conn| {
                 conn.prepare_cached("SELECT body, reason FROM dead_letters ORDER BY id")?
                     .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect()
@@ -133,7 +181,7 @@ impl SqliteQueue {
 
     async fn count(&self, context: &'static str, sql: &'static str) -> Result<usize> {
         self.db
-            .call(context, move |conn| {
+            .read(context, move |conn| {
                 conn.prepare_cached(sql)?.query_row([], |row| row.get(0))
             })
             .await
@@ -142,7 +190,7 @@ impl SqliteQueue {
     /// When the next message becomes visible (possibly in the past); `None` if empty.
     pub(super) async fn next_visible_at(&self) -> Result<Option<Millis>> {
         self.db
-            .call("peek queue", |conn| {
+            .read("peek queue", |conn| {
                 conn.prepare_cached("SELECT MIN(visible_at) FROM queue")?
                     .query_row([], |row| row.get(0))
             })
@@ -177,20 +225,20 @@ impl Queue for SqliteQueue {
             return Ok(());
         }
         let now = self.clock.now();
+        let backlog = Arc::clone(&self.backlog);
         self.db
-            .call("send to queue", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
-                         VALUES (?1, ?2, 0, 0, ?3)",
-                    )?;
-                    for m in messages {
-                        let visible_at = now.saturating_add(duration_ms(m.delay.min(MAX_DELAY)));
-                        insert.execute(params![m.body, visible_at, now])?;
-                    }
+            .write("send to queue", move |conn| {
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
+                     VALUES (?1, ?2, 0, 0, ?3)",
+                )?;
+                let sent = messages.len();
+                for m in messages {
+                    let visible_at = now.saturating_add(duration_ms(m.delay.min(MAX_DELAY)));
+                    insert.execute(params![m.body, visible_at, now])?;
                 }
-                tx.commit()
+                backlog.add(sent);
+                Ok(())
             })
             .await?;
         self.ready.notify_waiters();
@@ -211,10 +259,10 @@ impl PullQueue for SqliteQueue {
         let now = self.clock.now();
         let hidden_until = now.saturating_add(duration_ms(visibility));
         let max_receives = self.max_receives;
+        let backlog = Arc::clone(&self.backlog);
         self.db
-            .call("receive from queue", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let due = tx
+            .write("receive from queue", move |conn| {
+                let due = conn
                     .prepare_cached(
                         "SELECT id, body, receive_count FROM queue WHERE visible_at <= ?1
                          ORDER BY visible_at, id LIMIT ?2",
@@ -224,14 +272,20 @@ impl PullQueue for SqliteQueue {
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut received = Vec::with_capacity(due.len());
+                let mut dead = 0;
                 for (id, body, receive_count) in due {
                     let seen = Receipt { id, receive_count };
                     if receive_count >= max_receives {
-                        move_to_dead_letters(&tx, seen, MAX_RECEIVES_REASON, now)?;
+                        dead += usize::from(move_to_dead_letters(
+                            conn,
+                            seen,
+                            MAX_RECEIVES_REASON,
+                            now,
+                        )?);
                         continue;
                     }
                     let receive_count = receive_count + 1;
-                    tx.prepare_cached(
+                    conn.prepare_cached(
                         "UPDATE queue SET visible_at = ?2, receive_count = ?3, in_flight = 1
                          WHERE id = ?1",
                     )?
@@ -242,7 +296,7 @@ impl PullQueue for SqliteQueue {
                         receive_count,
                     });
                 }
-                tx.commit()?;
+                backlog.remove(dead);
                 Ok(received)
             })
             .await
@@ -256,19 +310,19 @@ impl PullQueue for SqliteQueue {
         if receipts.is_empty() {
             return Ok(());
         }
+        let backlog = Arc::clone(&self.backlog);
         self.db
-            .call("ack queue messages", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    // A stale receipt matches nothing: the message was received again and
-                    // now belongs to that receiver.
-                    let mut delete = tx
-                        .prepare_cached("DELETE FROM queue WHERE id = ?1 AND receive_count = ?2")?;
-                    for r in receipts {
-                        delete.execute(params![r.id, r.receive_count])?;
-                    }
+            .write("ack queue messages", move |conn| {
+                // A stale receipt matches nothing: the message was received again and now
+                // belongs to that receiver.
+                let mut delete =
+                    conn.prepare_cached("DELETE FROM queue WHERE id = ?1 AND receive_count = ?2")?;
+                let mut acked = 0;
+                for r in receipts {
+                    acked += delete.execute(params![r.id, r.receive_count])?;
                 }
-                tx.commit()
+                backlog.remove(acked);
+                Ok(())
             })
             .await
     }
@@ -277,7 +331,7 @@ impl PullQueue for SqliteQueue {
         let receipt = Receipt::parse(receipt)?;
         let visible_at = self.clock.now().saturating_add(duration_ms(delay));
         self.db
-            .call("release queue message", move |conn| {
+            .write("release queue message", move |conn| {
                 conn.prepare_cached(
                     "UPDATE queue SET visible_at = ?3, in_flight = 0
                      WHERE id = ?1 AND receive_count = ?2",
@@ -298,11 +352,12 @@ impl PullQueue for SqliteQueue {
         let receipt = Receipt::parse(receipt)?;
         let reason = reason.to_owned();
         let now = self.clock.now();
+        let backlog = Arc::clone(&self.backlog);
         self.db
-            .call("dead-letter queue message", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                move_to_dead_letters(&tx, receipt, &reason, now)?;
-                tx.commit()
+            .write("dead-letter queue message", move |conn| {
+                let moved = move_to_dead_letters(conn, receipt, &reason, now)?;
+                backlog.remove(usize::from(moved));
+                Ok(())
             })
             .await
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
@@ -27,7 +27,7 @@ const MAX_PAGE: usize = 1000;
 
 const OPERATOR_KEY_SETTING: &str = "operator_key_hash";
 
-/// [`crate::ports::Store`] on the shared SQLite connection.
+/// [`crate::ports::Store`] on the shared SQLite database.
 pub struct SqliteStore {
     db: Db,
 }
@@ -42,7 +42,7 @@ impl SqliteStore {
     /// hold its delivery back until it expired.
     pub async fn clear_leases(&self) -> Result<()> {
         self.db
-            .call("clear delivery leases", |conn| {
+            .write("clear delivery leases", |conn| {
                 conn.prepare_cached(
                     "UPDATE deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL",
                 )?
@@ -279,9 +279,8 @@ impl TenantStore for SqliteStore {
         let tenant = tenant.clone();
         let key = first_key.clone();
         self.db
-            .call("create tenant", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.prepare_cached(&format!(
+            .write("create tenant", move |conn| {
+                conn.prepare_cached(&format!(
                     "INSERT INTO tenants ({TENANT_COLUMNS}) VALUES (?1, ?2, ?3, ?4)"
                 ))?
                 .execute(params![
@@ -290,15 +289,14 @@ impl TenantStore for SqliteStore {
                     tenant.created_at,
                     tenant.parent.map(|p| p.to_string()),
                 ])?;
-                insert_key(&tx, &key)?;
-                tx.commit()
+                insert_key(conn, &key)
             })
             .await
     }
 
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.db
-            .call("get tenant", move |conn| {
+            .read("get tenant", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"
                 ))?
@@ -310,7 +308,7 @@ impl TenantStore for SqliteStore {
 
     async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
         self.db
-            .call("list sub-accounts", move |conn| {
+            .read("list sub-accounts", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {TENANT_COLUMNS} FROM tenants WHERE parent = ?1
                      ORDER BY created_at, id"
@@ -324,13 +322,13 @@ impl TenantStore for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let key = key.clone();
         self.db
-            .call("insert api key", move |conn| insert_key(conn, &key))
+            .write("insert api key", move |conn| insert_key(conn, &key))
             .await
     }
 
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
         self.db
-            .call("list api keys", move |conn| {
+            .read("list api keys", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = ?1 ORDER BY created_at, id"
                 ))?
@@ -342,7 +340,7 @@ impl TenantStore for SqliteStore {
 
     async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
         self.db
-            .call("revoke api key", move |conn| {
+            .write("revoke api key", move |conn| {
                 // Matching an already revoked key still counts as a change, so this is true
                 // whenever the tenant has the key; the first revocation time is kept.
                 let changed = conn
@@ -359,7 +357,7 @@ impl TenantStore for SqliteStore {
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
         let hash = hash.as_hex().to_owned();
         self.db
-            .call("find api key", move |conn| {
+            .read("find api key", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
                 ))?
@@ -371,7 +369,7 @@ impl TenantStore for SqliteStore {
 
     async fn operator_key_hash(&self) -> Result<Option<KeyHash>> {
         self.db
-            .call("get operator key", |conn| {
+            .read("get operator key", |conn| {
                 conn.prepare_cached("SELECT value FROM settings WHERE name = ?1")?
                     .query_row([OPERATOR_KEY_SETTING], |row| {
                         row.get(0).map(KeyHash::from_hex)
@@ -384,7 +382,7 @@ impl TenantStore for SqliteStore {
     async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool> {
         let hash = hash.as_hex().to_owned();
         self.db
-            .call("init operator key", move |conn| {
+            .write("init operator key", move |conn| {
                 let inserted = conn
                     .prepare_cached(
                         "INSERT INTO settings (name, value) VALUES (?1, ?2)
@@ -405,7 +403,7 @@ impl EndpointStore for SqliteStore {
         let d = domain.clone();
         let inserted = self
             .db
-            .call("create domain", move |conn| {
+            .write("create domain", move |conn| {
                 let n = conn
                     .prepare_cached(
                         "INSERT INTO domains (tenant, name, created_at) VALUES (?1, ?2, ?3)
@@ -428,7 +426,7 @@ impl EndpointStore for SqliteStore {
     async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>> {
         let name = name.to_owned();
         self.db
-            .call("get domain", move |conn| {
+            .read("get domain", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant = ?1 AND name = ?2"
                 ))?
@@ -440,7 +438,7 @@ impl EndpointStore for SqliteStore {
 
     async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
         self.db
-            .call("list domains", move |conn| {
+            .read("list domains", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant = ?1 ORDER BY name"
                 ))?
@@ -453,18 +451,16 @@ impl EndpointStore for SqliteStore {
     async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
         let name = name.to_owned();
         self.db
-            .call("delete domain", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write("delete domain", move |conn| {
                 let tenant = tenant.to_string();
-                let deleted = tx
+                let deleted = conn
                     .prepare_cached("DELETE FROM domains WHERE tenant = ?1 AND name = ?2")?
                     .execute(params![tenant, name])?;
                 if deleted == 0 {
                     return Ok(false);
                 }
-                tx.prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND domain = ?2")?
+                conn.prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND domain = ?2")?
                     .execute(params![tenant, name])?;
-                tx.commit()?;
                 Ok(true)
             })
             .await
@@ -479,7 +475,7 @@ impl EndpointStore for SqliteStore {
             .transpose()?;
         let secrets = to_json("encode endpoint secrets", &e.secrets)?;
         self.db
-            .call("put endpoint", move |conn| {
+            .write("put endpoint", move |conn| {
                 // The tenant guard on the update keeps a (never expected) id collision from
                 // moving an endpoint to another tenant.
                 conn.prepare_cached(&format!(
@@ -520,7 +516,7 @@ impl EndpointStore for SqliteStore {
 
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
         self.db
-            .call("get endpoint", move |conn| {
+            .read("get endpoint", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant = ?1 AND id = ?2"
                 ))?
@@ -532,7 +528,7 @@ impl EndpointStore for SqliteStore {
 
     async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>> {
         self.db
-            .call("list endpoints", move |conn| {
+            .read("list endpoints", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE tenant = ?1
                      ORDER BY created_at, id"
@@ -545,7 +541,7 @@ impl EndpointStore for SqliteStore {
 
     async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
         self.db
-            .call("delete endpoint", move |conn| {
+            .write("delete endpoint", move |conn| {
                 let deleted = conn
                     .prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND id = ?2")?
                     .execute([tenant.to_string(), id.to_string()])?;
@@ -562,7 +558,7 @@ impl EndpointStore for SqliteStore {
     ) -> Result<bool> {
         let change = change.clone();
         self.db
-            .call("update endpoint health", move |conn| {
+            .write("update endpoint health", move |conn| {
                 let (tenant, id) = (tenant.to_string(), id.to_string());
                 let changed = match change {
                     HealthChange::Failing { at } => conn
@@ -599,40 +595,42 @@ impl MessageStore for SqliteStore {
         let m = message.clone();
         let targets = to_json("encode message targets", &m.targets)?;
         self.db
-            .call("insert message", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.prepare_cached(&format!(
-                    "INSERT INTO messages ({MESSAGE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO NOTHING"
-                ))?
-                .execute(params![
-                    m.id.to_string(),
-                    m.tenant.to_string(),
-                    m.domain,
-                    m.event_type,
-                    m.payload.get(),
-                    m.idempotency_key,
-                    m.received_at,
-                    targets,
-                    m.publisher.map(|p| p.to_string()),
-                ])?;
+            .write("insert message", move |conn| {
+                let inserted =
+                    conn.prepare_cached(&format!(
+                        "INSERT INTO messages ({MESSAGE_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (id) DO NOTHING"
+                    ))?
+                    .execute(params![
+                        m.id.to_string(),
+                        m.tenant.to_string(),
+                        m.domain,
+                        m.event_type,
+                        m.payload.get(),
+                        m.idempotency_key,
+                        m.received_at,
+                        targets,
+                        m.publisher.map(|p| p.to_string()),
+                    ])? == 1;
+                if inserted {
+                    // What was stored is the input; reading it back (and parsing its
+                    // payload again) would cost the writer for nothing.
+                    return Ok(m);
+                }
                 // Read back rather than echo the input: a retried publish must see the
                 // version that was stored first.
-                let stored = tx
-                    .prepare_cached(&format!(
-                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
-                    ))?
-                    .query_row([m.id.to_string()], message_row)?;
-                tx.commit()?;
-                Ok(stored)
+                conn.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+                ))?
+                .query_row([m.id.to_string()], message_row)
             })
             .await
     }
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
         self.db
-            .call("get message", move |conn| {
+            .read("get message", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1 AND id = ?2"
                 ))?
@@ -647,7 +645,7 @@ impl MessageStore for SqliteStore {
         let before = query.before.map(|id| id.to_string());
         let event_type = query.event_type.clone();
         self.db
-            .call("list messages", move |conn| {
+            .read("list messages", move |conn| {
                 // One statement per filter combination, so each uses its index range
                 // instead of a `?n IS NULL OR ...` that defeats it.
                 let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE tenant = ?1");
@@ -693,10 +691,9 @@ impl MessageStore for SqliteStore {
         let key = key.to_owned();
         let expires_at = now.saturating_add(duration_ms(ttl));
         self.db
-            .call("claim idempotency key", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write("claim idempotency key", move |conn| {
                 let tenant = tenant.to_string();
-                let bound: Option<MessageId> = tx
+                let bound: Option<MessageId> = conn
                     .prepare_cached(
                         "SELECT message FROM idempotency_keys
                          WHERE tenant = ?1 AND key = ?2 AND expires_at > ?3",
@@ -707,14 +704,13 @@ impl MessageStore for SqliteStore {
                     return Ok(bound);
                 }
                 // No live binding: a missing or expired row is (re)bound to this message.
-                tx.prepare_cached(
+                conn.prepare_cached(
                     "INSERT INTO idempotency_keys (tenant, key, message, expires_at)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (tenant, key) DO UPDATE SET
                          message = excluded.message, expires_at = excluded.expires_at",
                 )?
                 .execute(params![tenant, key, id.to_string(), expires_at])?;
-                tx.commit()?;
                 Ok(None)
             })
             .await
@@ -729,7 +725,7 @@ impl EventTypeStore for SqliteStore {
         let d = def.clone();
         let inserted = self
             .db
-            .call("create event type", move |conn| {
+            .write("create event type", move |conn| {
                 let n = conn
                     .prepare_cached(&format!(
                         "INSERT INTO event_types ({EVENT_TYPE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -758,7 +754,7 @@ impl EventTypeStore for SqliteStore {
     async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>> {
         let name = name.to_owned();
         self.db
-            .call("get event type", move |conn| {
+            .read("get event type", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {EVENT_TYPE_COLUMNS} FROM event_types WHERE name = ?1"
                 ))?
@@ -770,7 +766,7 @@ impl EventTypeStore for SqliteStore {
 
     async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
         self.db
-            .call("list event types", |conn| {
+            .read("list event types", |conn| {
                 // The default BINARY collation orders by UTF-8 bytes, as DynamoDB does.
                 conn.prepare_cached(&format!(
                     "SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name"
@@ -792,7 +788,7 @@ impl DeliveryStore for SqliteStore {
         endpoint: EndpointId,
     ) -> Result<Option<Delivery>> {
         self.db
-            .call("get delivery", move |conn| {
+            .read("get delivery", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message = ?1 AND endpoint = ?2"
                 ))?
@@ -804,7 +800,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>> {
         self.db
-            .call("list deliveries", move |conn| {
+            .read("list deliveries", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message = ?1 ORDER BY endpoint"
                 ))?
@@ -828,15 +824,13 @@ impl DeliveryStore for SqliteStore {
             ..fresh.clone()
         };
         self.db
-            .call("claim delivery", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write("claim delivery", move |conn| {
                 // A target without a record is pending with no attempts: creating the
                 // record with the lease is the claim.
-                if expected_attempts == 0 && insert_delivery_if_absent(&tx, &row)? {
-                    tx.commit()?;
+                if expected_attempts == 0 && insert_delivery_if_absent(conn, &row)? {
                     return Ok(true);
                 }
-                let changed = tx
+                let changed = conn
                     .prepare_cached(
                         "UPDATE deliveries SET lease_until = ?3
                          WHERE message = ?1 AND endpoint = ?2
@@ -850,7 +844,6 @@ impl DeliveryStore for SqliteStore {
                         expected_attempts,
                         now,
                     ])?;
-                tx.commit()?;
                 Ok(changed == 1)
             })
             .await
@@ -865,10 +858,9 @@ impl DeliveryStore for SqliteStore {
         let d = delivery.clone();
         let attempt = attempt.cloned();
         self.db
-            .call("record attempt", move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .write("record attempt", move |conn| {
                 let updated =
-                    tx.prepare_cached(
+                    conn.prepare_cached(
                         "UPDATE deliveries SET
                              tenant = ?3, status = ?4, attempts = ?5, next_attempt_at = ?6,
                              last_status_code = ?7, last_error = ?8, lease_until = ?9,
@@ -891,12 +883,12 @@ impl DeliveryStore for SqliteStore {
                 // A delivery settled before any claim (its endpoint was deleted or
                 // disabled) has no record yet.
                 let written =
-                    updated || (expected_attempts == 0 && insert_delivery_if_absent(&tx, &d)?);
+                    updated || (expected_attempts == 0 && insert_delivery_if_absent(conn, &d)?);
                 if !written {
                     return Ok(false);
                 }
                 if let Some(a) = attempt {
-                    tx.prepare_cached(&format!(
+                    conn.prepare_cached(&format!(
                         "INSERT INTO attempts ({ATTEMPT_COLUMNS})
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     ))?
@@ -914,7 +906,6 @@ impl DeliveryStore for SqliteStore {
                         a.outcome.as_str(),
                     ])?;
                 }
-                tx.commit()?;
                 Ok(true)
             })
             .await
@@ -922,7 +913,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
         self.db
-            .call("list attempts", move |conn| {
+            .read("list attempts", move |conn| {
                 conn.prepare_cached(&format!(
                     "SELECT {ATTEMPT_COLUMNS} FROM attempts
                      WHERE message = ?1 AND tenant = ?2 ORDER BY at, id"
@@ -942,7 +933,7 @@ impl DeliveryStore for SqliteStore {
         let (from, to) = query.id_range();
         let limit = query.limit.clamp(1, MAX_PAGE);
         self.db
-            .call("list failed deliveries", move |conn| {
+            .read("list failed deliveries", move |conn| {
                 // `status = 'failed'` spelled out so the partial index applies.
                 let sql = format!(
                     "SELECT {DELIVERY_COLUMNS} FROM deliveries
@@ -979,7 +970,7 @@ impl DeliveryStore for SqliteStore {
         now: Millis,
     ) -> Result<bool> {
         self.db
-            .call("reopen delivery", move |conn| {
+            .write("reopen delivery", move |conn| {
                 let changed = conn
                     .prepare_cached(
                         "UPDATE deliveries SET status = 'pending', next_attempt_at = ?4,
