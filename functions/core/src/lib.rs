@@ -2,6 +2,7 @@
 //! the ports to storage and queue, and the embedded adapters for local mode. The api,
 //! ingest and deliver crates and the local binary are thin layers over this crate.
 
+pub mod cache;
 pub mod catalog;
 pub mod client;
 pub mod config;

@@ -20,7 +20,6 @@
 //! period is disabled. An endpoint with a rate limit gets at most that many requests per
 //! second from this process (see [`rate`]).
 
-pub mod cache;
 pub mod rate;
 #[cfg(feature = "lambda")]
 pub mod sqs;

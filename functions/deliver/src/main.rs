@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use hookline_core::cache::CachedStore;
 use hookline_core::lambda::{init_tracing, LambdaEnv};
 use hookline_core::ports::SystemClock;
-use hookline_deliver::cache::CachedEndpoints;
 use hookline_deliver::{sqs, Deliverer};
 use lambda_runtime::{service_fn, LambdaEvent};
 
@@ -21,7 +21,7 @@ const ENDPOINT_CACHE: Duration = Duration::from_secs(5);
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
-    let store = Arc::new(CachedEndpoints::new(env.store()?, ENDPOINT_CACHE));
+    let store = Arc::new(CachedStore::new(env.store()?).with_endpoints(ENDPOINT_CACHE));
     let dead_letters = env.queue("DLQ_URL")?;
     let sender = env.sender()?;
     let deliverer = Deliverer::new(

@@ -18,8 +18,6 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub mod keys;
-
 /// The ingest routes, ready to be merged into the local router or served alone on Lambda.
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();

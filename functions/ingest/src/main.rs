@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookline_core::cache::CachedStore;
 use hookline_core::lambda::{init_tracing, LambdaEnv};
-use hookline_ingest::keys::CachedKeys;
 
 /// How long a warm function reuses an API key's record (and so how long a revoked key may
 /// still publish through it).
@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
     let mut state = env.app_state(env.queue("QUEUE_URL")?, None)?;
-    state.store = Arc::new(CachedKeys::new(state.store, KEY_CACHE));
+    state.store = Arc::new(CachedStore::new(state.store).with_api_keys(KEY_CACHE));
     let app = hookline_core::http::with_fallbacks(hookline_ingest::router(state));
     lambda_http::run(app).await
 }
