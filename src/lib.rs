@@ -53,6 +53,15 @@ pub struct LocalConfig {
     /// `off` or `0` never does.
     #[arg(long, env = "HOOKLINE_DISABLE_AFTER", default_value = "5d")]
     pub disable_after: String,
+    /// Delivery requests in flight at most; the worker also takes up to this many messages
+    /// at once. Each request holds a connection and its buffers (about 40 KiB): lower it
+    /// to bound memory, raise it for many slow receivers.
+    #[arg(long, env = "HOOKLINE_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub concurrency: u32,
+    /// Events waiting for the worker above which publishing answers 503 with
+    /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
+    #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
+    pub max_waiting: usize,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -129,6 +138,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("opening {}", cfg.data.display()))?;
     // One process owns the file: nothing can still be in flight from a previous run.
     queue.reset_visibility().await?;
+    let queue = Arc::new(queue.with_max_waiting((cfg.max_waiting > 0).then_some(cfg.max_waiting)));
     store.clear_leases().await?;
 
     let (operator_key, generated) = match &cfg.operator_key {
@@ -161,13 +171,10 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         operator_key: Some(operator_key),
         sender: Some(sender.clone()),
     };
-    let deliverer = Arc::new(Deliverer::new(
-        store.clone(),
-        queue.clone(),
-        clock,
-        core.clone(),
-        sender,
-    ));
+    let deliverer = Arc::new(
+        Deliverer::new(store.clone(), queue.clone(), clock, core.clone(), sender)
+            .with_request_limit(cfg.concurrency as usize),
+    );
 
     let app = router(state);
     let listener = TcpListener::bind(cfg.listen)
@@ -190,6 +197,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     });
     let worker_opts = WorkerOptions {
         visibility: (core.lease() * 2).max(Duration::from_secs(60)),
+        concurrency: cfg.concurrency as usize,
         ..WorkerOptions::default()
     };
     let pull: Arc<dyn PullQueue> = queue;

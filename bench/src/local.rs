@@ -119,6 +119,8 @@ pub struct LocalResult {
     pub accepted_per_s: f64,
     /// Ticks of a fixed rate dropped because too many requests were in flight.
     pub skipped_ticks: u64,
+    /// Publishes answered 503 because too many events were waiting for delivery.
+    pub turned_away: u64,
     pub deliveries_expected: u64,
     pub deliveries: u64,
     /// Deliveries per second while publishing, after the first tenth of the run.
@@ -149,8 +151,11 @@ pub async fn run(args: &LocalArgs) -> anyhow::Result<Vec<LocalResult>> {
         );
         let result = run_one(args, *rate).await?;
         eprintln!(
-            "local: {rate}: {:.0} accepted/s, {:.0} deliveries/s, p99 {:.1} ms",
-            result.accepted_per_s, result.deliveries_per_s_sustained, result.latency.p99_ms
+            "local: {rate}: {:.0} accepted/s, {:.0} deliveries/s, p99 {:.1} ms, {} turned away",
+            result.accepted_per_s,
+            result.deliveries_per_s_sustained,
+            result.latency.p99_ms,
+            result.turned_away
         );
         results.push(result);
     }
@@ -284,12 +289,20 @@ async fn setup(
 struct Published {
     sent: AtomicU64,
     skipped: AtomicU64,
+    /// Answered 503 (too many events waiting): the publisher waits its `Retry-After`.
+    turned_away: AtomicU64,
     accepted: Mutex<Vec<(String, Instant)>>,
 }
 
 const EVENT: &str = r#"{"type":"delivered","payload":{"event":"delivered","recipient":"alice@example.com","message":{"headers":{"message-id":"20260101.bench@mg.example.com","subject":"Your order"}},"delivery-status":{"code":250,"message":"OK"}}}"#;
 
-async fn publish_one(client: &reqwest::Client, url: &str, key: &str, published: &Published) {
+/// Publishes one event; when the service turns it away, how long it asked to wait.
+async fn publish_one(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    published: &Published,
+) -> Option<Duration> {
     let started = Instant::now();
     published.sent.fetch_add(1, Ordering::Relaxed);
     let response = client
@@ -299,9 +312,18 @@ async fn publish_one(client: &reqwest::Client, url: &str, key: &str, published: 
         .body(EVENT)
         .send()
         .await;
-    let Ok(response) = response else { return };
+    let Ok(response) = response else { return None };
+    if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        published.turned_away.fetch_add(1, Ordering::Relaxed);
+        let seconds = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(1);
+        return Some(Duration::from_secs(seconds));
+    }
     if response.status().as_u16() != 202 {
-        return;
+        return None;
     }
     if let Ok(body) = response.json::<Value>().await {
         if let Some(id) = body["id"].as_str() {
@@ -312,6 +334,7 @@ async fn publish_one(client: &reqwest::Client, url: &str, key: &str, published: 
                 .push((id.to_string(), started));
         }
     }
+    None
 }
 
 async fn publish(
@@ -332,7 +355,10 @@ async fn publish(
                     (client.clone(), url.clone(), key.clone(), published.clone());
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < end {
-                        publish_one(&client, &url, &key, &published).await;
+                        if let Some(wait) = publish_one(&client, &url, &key, &published).await {
+                            let left = end.saturating_duration_since(Instant::now());
+                            tokio::time::sleep(wait.min(left)).await;
+                        }
                     }
                 }));
             }
@@ -450,6 +476,7 @@ async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
         accepted: accepted.len() as u64,
         accepted_per_s: accepted.len() as f64 / elapsed,
         skipped_ticks: published.skipped.load(Ordering::Relaxed),
+        turned_away: published.turned_away.load(Ordering::Relaxed),
         deliveries_expected: expected,
         deliveries: delivered,
         deliveries_per_s_sustained: (at_load_end - w_count) as f64 / window,

@@ -28,6 +28,13 @@ pub fn test_config(dir: &tempfile::TempDir) -> LocalConfig {
     cfg
 }
 
+/// A plain client for the tests' requests. reqwest is built without a crypto provider of
+/// its own (the service's TLS runs on the one hookline-core configures): install it first.
+pub fn client() -> reqwest::Client {
+    hookline_core::client::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }
@@ -39,7 +46,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut LocalConfig)) -> TestApp {
     let running = hookline::start(cfg).await.expect("local mode starts");
     TestApp {
         base: format!("http://{}", running.addr),
-        client: reqwest::Client::new(),
+        client: client(),
         running: Some(running),
         dir,
     }

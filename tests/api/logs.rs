@@ -58,7 +58,7 @@ async fn launch(dir: &std::path::Path) -> (Logged, String) {
         .expect("the hookline binary starts");
     let logged = Logged { child, log };
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let deadline = Instant::now() + Duration::from_secs(20);
     while client
         .get(format!("{base}/v1/event-types"))
@@ -134,7 +134,7 @@ async fn no_key_secret_or_signature_appears_in_the_log() {
     let (mut process, base) = launch(dir.path()).await;
     let app = TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: crate::helpers::client(),
         running: None,
         dir: tempfile::tempdir().unwrap(),
     };

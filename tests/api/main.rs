@@ -13,6 +13,7 @@ mod event_types;
 mod formats;
 mod health;
 mod isolation;
+mod load;
 mod logs;
 mod mailgun_api;
 mod mailgun_js;

@@ -38,7 +38,7 @@ async fn launch(data: &std::path::Path, port: u16, schedule: &str) -> Process {
         .expect("the hookline binary starts");
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     loop {
         if client
             .get(format!("{base}/v1/event-types"))
@@ -63,7 +63,7 @@ fn kill9(p: &mut Process) {
 fn client_for(base: &str, dir: tempfile::TempDir) -> TestApp {
     TestApp {
         base: base.to_string(),
-        client: reqwest::Client::new(),
+        client: crate::helpers::client(),
         running: None,
         dir,
     }

@@ -14,6 +14,7 @@ async fn receiver(answers: &'static [Answer]) -> FaultyReceiver {
 }
 
 fn client(timeout: Duration) -> reqwest::Client {
+    hookline_core::client::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -111,6 +112,7 @@ async fn redirects_point_at_a_loopback_trap_that_counts_followers() {
     assert_eq!(location, r.url(TRAP_PATH));
     assert_eq!(r.trap_hits(), 0);
     // A client that follows the redirect lands on the trap, which is not a planned request.
+    hookline_core::client::install_crypto_provider();
     let follower = reqwest::Client::new();
     let resp = post(&follower, &r.url("/a"), "msg_2").await.unwrap();
     assert_eq!(resp.status(), 200);

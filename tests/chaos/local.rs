@@ -84,6 +84,7 @@ async fn launch(data: &Path, log: &Path, port: u16) -> Child {
         .spawn()
         .expect("the hookline binary starts");
     let url = format!("http://127.0.0.1:{port}/v1/event-types");
+    hookline_core::client::install_crypto_provider();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get(&url).send().await.is_err() {
@@ -325,6 +326,7 @@ async fn ten_thousand_events_to_three_endpoints_settle_as_planned_through_faults
         kills: Vec::new(),
     };
 
+    hookline_core::client::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

@@ -32,6 +32,10 @@ pub enum Error {
         status: Option<u16>,
         error: Option<String>,
     },
+    /// More work is queued than the deployment takes on; the caller should come back
+    /// after `retry_after`. Nothing was stored.
+    #[error("too many events are waiting for delivery; retry after {}s", retry_after.as_secs().max(1))]
+    Overloaded { retry_after: std::time::Duration },
     /// A fault of a dependency (storage, queue); retryable, never shown to callers in detail.
     #[error("{context}: {source}")]
     Backend {
@@ -82,6 +86,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::TooLarge(_) => "payload_too_large",
             Error::EndpointTest { .. } => "endpoint_test_failed",
+            Error::Overloaded { .. } => "overloaded",
             Error::Backend { .. } => "internal_error",
         }
     }

@@ -210,6 +210,11 @@ pub trait Queue: Send + Sync {
     async fn send(&self, messages: Vec<Outgoing>) -> Result<()>;
     /// The longest delay the queue supports (SQS: 15 minutes).
     fn max_delay(&self) -> Duration;
+    /// `Some(wait)` while the queue holds more work than it takes on: publishers are
+    /// turned away and asked to come back after `wait`. SQS takes everything.
+    fn push_back(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A message taken from the queue, invisible to others until acked or its visibility ends.

@@ -41,6 +41,7 @@ use hookline_core::ports::{
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use hookline_core::client::{Sender, SenderOptions};
 
@@ -78,6 +79,8 @@ pub struct Deliverer {
     config: Arc<CoreConfig>,
     sender: Arc<Sender>,
     rates: rate::RateLimits,
+    /// Bounds the requests in flight, and the bound (see [`Deliverer::with_request_limit`]).
+    requests: Option<(Arc<Semaphore>, u32)>,
 }
 
 impl Deliverer {
@@ -95,7 +98,26 @@ impl Deliverer {
             config,
             sender,
             rates: rate::RateLimits::default(),
+            requests: None,
         }
+    }
+
+    /// Makes at most `limit` requests at once, whatever the fan-out of the messages in
+    /// hand: each request holds a connection and its buffers, so this bounds memory. A
+    /// message waits for its fan-out's permits before it takes its lease, so the wait is
+    /// never spent holding a delivery.
+    pub fn with_request_limit(mut self, limit: usize) -> Self {
+        let limit = u32::try_from(limit.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        self.requests = Some((Arc::new(Semaphore::new(limit as usize)), limit));
+        self
+    }
+
+    /// Permits for `n` requests, or as many as the limit has (a fan-out wider than the
+    /// limit then runs alone).
+    async fn request_permits(&self, n: usize) -> Option<OwnedSemaphorePermit> {
+        let (requests, limit) = self.requests.as_ref()?;
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX).min(*limit);
+        Arc::clone(requests).acquire_many_owned(n).await.ok()
     }
 
     /// Handles one queue message.
@@ -143,7 +165,10 @@ impl Deliverer {
         // stored it (what it names may have gone since, or its key expired and was bound
         // again), as its deliveries may not all be settled.
         match self.store.get_message(owner, id).await? {
-            Some(stored) => self.fan_out(&stored, FirstAttempts::Open, &[]).await,
+            Some(stored) => {
+                let _permits = self.request_permits(stored.targets.len()).await;
+                self.fan_out(&stored, FirstAttempts::Open, &[]).await
+            }
             None => match refusal {
                 Some(refused) => Err(refused),
                 None => {
@@ -156,6 +181,7 @@ impl Deliverer {
 
     async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
+        let _permits = self.request_permits(message.targets.len()).await;
         let inserted = if self.config.retry.initial_delay().is_zero() {
             let now = self.clock.now();
             let lease_until = now + self.config.lease().as_millis() as Millis;
@@ -295,6 +321,7 @@ impl Deliverer {
             tracing::warn!(message = %task.message, "message of an attempt task is gone");
             return Ok(Step::Settled);
         };
+        let _permit = self.request_permits(1).await;
         self.step(&message, task.endpoint, task.expect, None, false)
             .await
     }

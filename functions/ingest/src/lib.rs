@@ -108,6 +108,8 @@ pub enum Accepted {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "`owner` is neither the caller nor one of its sub-accounts", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
+        (status = 503, description = "Too many events wait for delivery (local mode, `HOOKLINE_MAX_WAITING`): nothing was queued; retry after the `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before publishing again"))),
     ),
     security(("tenant_key" = []))
 )]
@@ -117,6 +119,9 @@ async fn publish(
     RawBody(body): RawBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let tenant = caller.tenant()?;
+    if let Some(retry_after) = state.queue.push_back() {
+        return Err(Error::Overloaded { retry_after }.into());
+    }
     let publish = Publish::parse(&body)?;
     let single = matches!(publish, Publish::One(_));
     let mut events = Vec::new();

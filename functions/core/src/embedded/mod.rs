@@ -213,11 +213,11 @@ fn adapters(
 ) -> Result<(Arc<SqliteStore>, Arc<SqliteQueue>)> {
     configure(&conn)?;
     migrate(&mut conn)?;
-    let queued = queue::stored_messages(&conn).context("count queue")?;
+    let waiting = queue::waiting_messages(&conn).context("count queue")?;
     let db = Db::start(conn, read_path, configure)?;
     Ok((
         Arc::new(SqliteStore::new(db.clone())),
-        Arc::new(SqliteQueue::new(db, queued)),
+        Arc::new(SqliteQueue::new(db, waiting)),
     ))
 }
 
@@ -366,50 +366,95 @@ mod tests {
             send.await.expect("task").expect("send");
         }
         assert_eq!(queue.depth().await.expect("depth"), 500);
-        assert_eq!(queue.backlog(), 500);
+        assert_eq!(queue.waiting(), 500);
     }
 
     #[tokio::test]
-    async fn backlog_follows_sends_acks_and_dead_letters() {
+    async fn waiting_counts_messages_sent_for_now_until_first_received() {
         let (_dir, path) = temp_db();
         let (_store, queue) = open(&path).expect("open");
-        let outgoing = |body: &str| Outgoing {
+        let outgoing = |body: &str, delay: Duration| Outgoing {
             body: body.into(),
-            delay: Duration::ZERO,
+            delay,
         };
         queue
-            .send(vec![outgoing("a"), outgoing("b"), outgoing("c")])
+            .send(vec![
+                outgoing("a", Duration::ZERO),
+                outgoing("b", Duration::ZERO),
+                outgoing("c", Duration::ZERO),
+                outgoing("later", Duration::from_secs(600)),
+            ])
             .await
             .expect("send");
-        assert_eq!(queue.backlog(), 3);
+        assert_eq!(queue.waiting(), 3, "a delayed send is not waiting");
         let got = queue
-            .receive(3, Duration::from_secs(600))
+            .receive(2, Duration::from_secs(600))
             .await
             .expect("receive");
-        assert_eq!(got.len(), 3);
-        assert_eq!(queue.backlog(), 3, "received messages are still queued");
+        assert_eq!(got.len(), 2);
+        assert_eq!(queue.waiting(), 1, "received messages are taken");
         queue
             .ack(std::slice::from_ref(&got[0].receipt))
             .await
             .expect("ack");
-        // A second ack of the same receipt deletes nothing and counts nothing.
-        queue
-            .ack(std::slice::from_ref(&got[0].receipt))
-            .await
-            .expect("ack again");
         queue
             .dead_letter(&got[1].receipt, "poison")
             .await
             .expect("dead-letter");
+        assert_eq!(queue.waiting(), 1);
+        let third = queue
+            .receive(1, Duration::from_secs(600))
+            .await
+            .expect("receive");
+        // A released retry is not new work from publishers.
         queue
-            .release(&got[2].receipt, Duration::ZERO)
+            .release(&third[0].receipt, Duration::ZERO)
             .await
             .expect("release");
-        assert_eq!(queue.backlog(), 1);
+        assert_eq!(queue.waiting(), 0);
+        queue
+            .send(vec![outgoing("d", Duration::ZERO)])
+            .await
+            .expect("send");
         drop(queue);
 
         let (_store, queue) = open(&path).expect("reopen");
-        assert_eq!(queue.backlog(), 1, "counted from the file at open");
+        assert_eq!(queue.waiting(), 1, "counted from the file at open");
+        assert_eq!(
+            queue.depth().await.expect("depth"),
+            3,
+            "c, later and d are stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn publishers_are_pushed_back_only_over_the_limit() {
+        let (_dir, path) = temp_db();
+        let (_store, queue) = open(&path).expect("open");
+        let send = |n: usize| {
+            let queue = Arc::clone(&queue);
+            async move {
+                let batch = (0..n)
+                    .map(|i| Outgoing {
+                        body: format!("m{i}"),
+                        delay: Duration::ZERO,
+                    })
+                    .collect();
+                queue.send(batch).await.expect("send");
+            }
+        };
+        send(3).await;
+        let limited = queue.with_max_waiting(Some(3));
+        assert_eq!(queue.push_back(), None, "no limit, no push-back");
+        assert_eq!(limited.push_back(), None, "at the limit, still taken");
+        send(1).await;
+        assert_eq!(limited.push_back(), Some(queue::PUSH_BACK));
+        let got = limited
+            .receive(2, Duration::from_secs(600))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 2);
+        assert_eq!(limited.push_back(), None, "taken by a receiver: room again");
     }
 
     #[tokio::test]

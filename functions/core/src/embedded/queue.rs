@@ -30,8 +30,10 @@ pub struct SqliteQueue {
     db: Db,
     /// Wakes this process's `wait_ready` callers when a message is sent or released.
     ready: Arc<Notify>,
-    /// Messages in the table as this process counts them: see [`SqliteQueue::backlog`].
-    backlog: Arc<Backlog>,
+    /// Messages sent for handling now and not yet received: see [`SqliteQueue::waiting`].
+    waiting: Arc<Waiting>,
+    /// Above this many waiting messages, publishers are asked to come back later.
+    max_waiting: Option<usize>,
     clock: SharedClock,
     max_receives: u32,
 }
@@ -56,16 +58,16 @@ impl Receipt {
     }
 }
 
-/// The count behind [`SqliteQueue::backlog`]: raised by sends, lowered by acks and
-/// dead-letters, each in the writer as its statements succeed, so that a caller that
-/// stops waiting cannot leave it off (a failed commit can, by its batch). Signed, so that
-/// a stray decrement reads as zero instead of wrapping.
+/// The count behind [`SqliteQueue::waiting`]: raised by sends without a delay, lowered by
+/// the first receive of such a message, each in the writer as its statements succeed, so
+/// that a caller that stops waiting cannot leave it off (a failed commit can, by its
+/// batch). Signed, so that a stray decrement reads as zero instead of wrapping.
 #[derive(Debug, Default)]
-struct Backlog(AtomicIsize);
+struct Waiting(AtomicIsize);
 
-impl Backlog {
+impl Waiting {
     fn new(stored: usize) -> Self {
-        Backlog(AtomicIsize::new(
+        Waiting(AtomicIsize::new(
             isize::try_from(stored).unwrap_or(isize::MAX),
         ))
     }
@@ -85,6 +87,17 @@ impl Backlog {
     }
 }
 
+/// Seconds a publisher turned away by a full queue is asked to wait.
+pub const PUSH_BACK: Duration = Duration::from_secs(1);
+
+/// Messages sent without a delay that no receiver has taken yet.
+pub(super) fn waiting_messages(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM queue WHERE receive_count = 0 AND visible_at <= sent_at",
+    )?
+    .query_row([], |row| row.get(0))
+}
+
 /// Messages in the queue table, in flight or delayed included.
 pub(super) fn stored_messages(conn: &Connection) -> rusqlite::Result<usize> {
     conn.prepare_cached("SELECT COUNT(*) FROM queue")?
@@ -92,12 +105,13 @@ pub(super) fn stored_messages(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 impl SqliteQueue {
-    /// The queue on `db`, whose table holds `stored` messages now.
-    pub(crate) fn new(db: Db, stored: usize) -> Self {
+    /// The queue on `db`, whose table holds `waiting` messages not received yet.
+    pub(crate) fn new(db: Db, waiting: usize) -> Self {
         SqliteQueue {
             db,
             ready: Arc::new(Notify::new()),
-            backlog: Arc::new(Backlog::new(stored)),
+            waiting: Arc::new(Waiting::new(waiting)),
+            max_waiting: None,
             clock: Arc::new(SystemClock),
             max_receives: DEFAULT_MAX_RECEIVES,
         }
@@ -108,6 +122,15 @@ impl SqliteQueue {
     pub fn with_max_receives(&self, n: u32) -> Self {
         SqliteQueue {
             max_receives: n,
+            ..self.handle()
+        }
+    }
+
+    /// A handle on the same queue that turns publishers away (see [`Queue::push_back`])
+    /// while more than `max` messages wait for a receiver; `None` takes everything.
+    pub fn with_max_waiting(&self, max: Option<usize>) -> Self {
+        SqliteQueue {
+            max_waiting: max,
             ..self.handle()
         }
     }
@@ -124,18 +147,20 @@ impl SqliteQueue {
         SqliteQueue {
             db: self.db.clone(),
             ready: Arc::clone(&self.ready),
-            backlog: Arc::clone(&self.backlog),
+            waiting: Arc::clone(&self.waiting),
+            max_waiting: self.max_waiting,
             clock: Arc::clone(&self.clock),
             max_receives: self.max_receives,
         }
     }
 
-    /// About how many messages the queue holds (visible, in flight or delayed): sent minus
-    /// acknowledged and dead-lettered, counted in memory by this process, so it costs
-    /// nothing to read on every publish. Exact while this process is the file's only
-    /// writer; a cue for back-pressure, not an inventory (see [`SqliteQueue::depth`]).
-    pub fn backlog(&self) -> usize {
-        self.backlog.get()
+    /// Messages sent for handling now that no receiver has taken yet (delayed sends and
+    /// released retries are not counted): the work publishers are ahead by. Counted in
+    /// memory by this process, so it costs nothing to read on every publish; exact while
+    /// this process is the file's only writer. A cue for back-pressure, not an inventory
+    /// (see [`SqliteQueue::depth`]).
+    pub fn waiting(&self) -> usize {
+        self.waiting.get()
     }
 
     /// Makes every received, unacknowledged message visible now. Local mode calls this at
@@ -225,19 +250,19 @@ impl Queue for SqliteQueue {
             return Ok(());
         }
         let now = self.clock.now();
-        let backlog = Arc::clone(&self.backlog);
+        let waiting = Arc::clone(&self.waiting);
         self.db
             .write("send to queue", move |conn| {
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
                      VALUES (?1, ?2, 0, 0, ?3)",
                 )?;
-                let sent = messages.len();
+                let now_due = messages.iter().filter(|m| m.delay.is_zero()).count();
                 for m in messages {
                     let visible_at = now.saturating_add(duration_ms(m.delay.min(MAX_DELAY)));
                     insert.execute(params![m.body, visible_at, now])?;
                 }
-                backlog.add(sent);
+                waiting.add(now_due);
                 Ok(())
             })
             .await?;
@@ -247,6 +272,11 @@ impl Queue for SqliteQueue {
 
     fn max_delay(&self) -> Duration {
         MAX_DELAY
+    }
+
+    fn push_back(&self) -> Option<Duration> {
+        let max = self.max_waiting?;
+        (self.waiting() > max).then_some(PUSH_BACK)
     }
 }
 
@@ -259,29 +289,29 @@ impl PullQueue for SqliteQueue {
         let now = self.clock.now();
         let hidden_until = now.saturating_add(duration_ms(visibility));
         let max_receives = self.max_receives;
-        let backlog = Arc::clone(&self.backlog);
+        let waiting = Arc::clone(&self.waiting);
         self.db
             .write("receive from queue", move |conn| {
                 let due = conn
                     .prepare_cached(
-                        "SELECT id, body, receive_count FROM queue WHERE visible_at <= ?1
-                         ORDER BY visible_at, id LIMIT ?2",
+                        "SELECT id, body, receive_count, receive_count = 0 AND visible_at <= sent_at
+                         FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
                     )?
                     .query_map(params![now, max], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get(2)?,
+                            row.get::<_, bool>(3)?,
+                        ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut received = Vec::with_capacity(due.len());
-                let mut dead = 0;
-                for (id, body, receive_count) in due {
+                let taken = due.iter().filter(|(.., fresh)| *fresh).count();
+                for (id, body, receive_count, _) in due {
                     let seen = Receipt { id, receive_count };
                     if receive_count >= max_receives {
-                        dead += usize::from(move_to_dead_letters(
-                            conn,
-                            seen,
-                            MAX_RECEIVES_REASON,
-                            now,
-                        )?);
+                        move_to_dead_letters(conn, seen, MAX_RECEIVES_REASON, now)?;
                         continue;
                     }
                     let receive_count = receive_count + 1;
@@ -296,7 +326,7 @@ impl PullQueue for SqliteQueue {
                         receive_count,
                     });
                 }
-                backlog.remove(dead);
+                waiting.remove(taken);
                 Ok(received)
             })
             .await
@@ -310,18 +340,15 @@ impl PullQueue for SqliteQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        let backlog = Arc::clone(&self.backlog);
         self.db
             .write("ack queue messages", move |conn| {
                 // A stale receipt matches nothing: the message was received again and now
                 // belongs to that receiver.
                 let mut delete =
                     conn.prepare_cached("DELETE FROM queue WHERE id = ?1 AND receive_count = ?2")?;
-                let mut acked = 0;
                 for r in receipts {
-                    acked += delete.execute(params![r.id, r.receive_count])?;
+                    delete.execute(params![r.id, r.receive_count])?;
                 }
-                backlog.remove(acked);
                 Ok(())
             })
             .await
@@ -352,11 +379,9 @@ impl PullQueue for SqliteQueue {
         let receipt = Receipt::parse(receipt)?;
         let reason = reason.to_owned();
         let now = self.clock.now();
-        let backlog = Arc::clone(&self.backlog);
         self.db
             .write("dead-letter queue message", move |conn| {
-                let moved = move_to_dead_letters(conn, receipt, &reason, now)?;
-                backlog.remove(usize::from(moved));
+                move_to_dead_letters(conn, receipt, &reason, now)?;
                 Ok(())
             })
             .await
