@@ -108,3 +108,43 @@ async fn requests_in_flight_stay_within_the_limit_whatever_the_fan_out() {
     receiver.wait_for(6, WAIT).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_that_stops_answering_cannot_stall_the_others() {
+    // Four request slots; no endpoint may hold more than half of them.
+    let app = spawn_with(|cfg| cfg.concurrency = 4).await;
+    let stuck = Receiver::start(200).await;
+    let fast = Receiver::start(200).await;
+    stuck.hold();
+    let t = app.create_tenant("a").await;
+    app.create_endpoint(&t.key, json!({"url": stuck.url("/stuck")}))
+        .await;
+    app.create_endpoint(&t.key, json!({"url": fast.url("/fast")}))
+        .await;
+    const EVENTS: usize = 12;
+    for n in 0..EVENTS {
+        app.publish(&t.key, json!({"type": "delivered", "payload": {"n": n}}))
+            .await;
+    }
+    // Every message reaches the answering endpoint while the other holds two requests,
+    // its share; the rest of its requests wait on the queue, holding no slot.
+    fast.wait_for(EVENTS, WAIT).await;
+    stuck.wait_for(2, WAIT).await;
+    assert_eq!(
+        stuck.count(),
+        2,
+        "the stuck endpoint has its share in flight"
+    );
+
+    // Once it answers again, it gets every message too, each once.
+    stuck.release();
+    let got = stuck.wait_for(EVENTS, WAIT).await;
+    let mut ids: Vec<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), EVENTS);
+    app.stop().await;
+}

@@ -21,6 +21,7 @@
 //! second from this process (see [`rate`]).
 
 pub mod rate;
+pub mod share;
 #[cfg(feature = "lambda")]
 pub mod sqs;
 pub mod worker;
@@ -81,6 +82,8 @@ pub struct Deliverer {
     rates: rate::RateLimits,
     /// Bounds the requests in flight, and the bound (see [`Deliverer::with_request_limit`]).
     requests: Option<(Arc<Semaphore>, u32)>,
+    /// Each endpoint's share of those requests.
+    shares: Option<share::Shares>,
 }
 
 impl Deliverer {
@@ -99,16 +102,22 @@ impl Deliverer {
             sender,
             rates: rate::RateLimits::default(),
             requests: None,
+            shares: None,
         }
     }
 
     /// Makes at most `limit` requests at once, whatever the fan-out of the messages in
     /// hand: each request holds a connection and its buffers, so this bounds memory. A
     /// message waits for its fan-out's permits before it takes its lease, so the wait is
-    /// never spent holding a delivery.
+    /// never spent holding a delivery. No endpoint may have more than half of them in
+    /// flight (see [`share`]): one that stops answering cannot stall the others.
     pub fn with_request_limit(mut self, limit: usize) -> Self {
         let limit = u32::try_from(limit.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         self.requests = Some((Arc::new(Semaphore::new(limit as usize)), limit));
+        self.shares = Some(share::Shares::new(
+            limit as usize / 2,
+            self.config.request_timeout,
+        ));
         self
     }
 
@@ -166,8 +175,9 @@ impl Deliverer {
         // again), as its deliveries may not all be settled.
         match self.store.get_message(owner, id).await? {
             Some(stored) => {
-                let _permits = self.request_permits(stored.targets.len()).await;
-                self.fan_out(&stored, FirstAttempts::Open, &[]).await
+                let permits = self.request_permits(stored.targets.len()).await;
+                self.fan_out(&stored, FirstAttempts::Open, &[], permits)
+                    .await
             }
             None => match refusal {
                 Some(refused) => Err(refused),
@@ -181,7 +191,7 @@ impl Deliverer {
 
     async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
-        let _permits = self.request_permits(message.targets.len()).await;
+        let permits = self.request_permits(message.targets.len()).await;
         let inserted = if self.config.retry.initial_delay().is_zero() {
             let now = self.clock.now();
             let lease_until = now + self.config.lease().as_millis() as Millis;
@@ -195,17 +205,24 @@ impl Deliverer {
                 first_attempts: FirstAttempts::Open,
             }
         };
-        self.fan_out(&inserted.message, inserted.first_attempts, &endpoints)
-            .await
+        self.fan_out(
+            &inserted.message,
+            inserted.first_attempts,
+            &endpoints,
+            permits,
+        )
+        .await
     }
 
     /// Makes (or queues, with an initial delay) the first attempt of every target of a
     /// stored message. `known`: endpoints read for this event already, spared a read each.
+    /// `permits`: the fan-out's request permits, when the requests are bounded.
     async fn fan_out(
         &self,
         message: &Message,
         first: FirstAttempts,
         known: &[Endpoint],
+        permits: Option<OwnedSemaphorePermit>,
     ) -> Result<Step> {
         let initial = self.config.retry.initial_delay();
         if !initial.is_zero() {
@@ -222,9 +239,22 @@ impl Deliverer {
             return self.behind_lease(message, until).await;
         }
         let leased = first == FirstAttempts::Leased;
-        let steps = join_all(message.targets.iter().map(|ep| {
+        // One permit per request, each given back as its request ends, so a slow endpoint
+        // of the fan-out holds only its own.
+        let mut permits = permits;
+        let n = message.targets.len();
+        let per_target: Vec<_> = (0..n)
+            .map(|i| {
+                if i + 1 < n {
+                    permits.as_mut().and_then(|p| p.split(1))
+                } else {
+                    permits.take()
+                }
+            })
+            .collect();
+        let steps = join_all(message.targets.iter().zip(per_target).map(|(ep, permit)| {
             let endpoint = known.iter().find(|e| e.id == *ep).cloned();
-            self.step(message, *ep, 0, endpoint, leased)
+            self.step(message, *ep, 0, endpoint, leased, permit)
         }))
         .await;
         merge(steps)
@@ -321,8 +351,8 @@ impl Deliverer {
             tracing::warn!(message = %task.message, "message of an attempt task is gone");
             return Ok(Step::Settled);
         };
-        let _permit = self.request_permits(1).await;
-        self.step(&message, task.endpoint, task.expect, None, false)
+        let permit = self.request_permits(1).await;
+        self.step(&message, task.endpoint, task.expect, None, false, permit)
             .await
     }
 
@@ -332,7 +362,8 @@ impl Deliverer {
     /// read to tell why. `leased`: the first attempt is this caller's by the lease stored
     /// with the message, so there is nothing to claim. `known`: the endpoint as read
     /// for this event (in the deliver function, the endpoint cache's copy: a change made
-    /// through the API is seen within that cache's lifetime, a few seconds).
+    /// through the API is seen within that cache's lifetime, a few seconds). `_permit`:
+    /// this request's permit, held until it is recorded.
     async fn step(
         &self,
         message: &Message,
@@ -340,6 +371,7 @@ impl Deliverer {
         expect: u32,
         known: Option<Endpoint>,
         leased: bool,
+        _permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Step> {
         let endpoint = match known {
             Some(endpoint) => Some(endpoint),
@@ -360,9 +392,24 @@ impl Deliverer {
         };
         if let Some(per_second) = endpoint.rate_limit {
             if let Some(wait) = self.rates.check(endpoint.id, per_second) {
-                return self.hold_back(message, endpoint_id, expect, wait).await;
+                return self
+                    .hold_back(message, endpoint_id, expect, wait, RATE_JITTER)
+                    .await;
             }
         }
+        let slot = match &self.shares {
+            Some(shares) => Some(shares.take(endpoint.id).await),
+            None => None,
+        };
+        let _slot = match slot {
+            Some(Ok(slot)) => Some(slot),
+            Some(Err(wait)) => {
+                return self
+                    .hold_back(message, endpoint_id, expect, wait, wait / 2)
+                    .await
+            }
+            None => None,
+        };
         let now = self.clock.now();
         let delivery = Delivery {
             attempts: expect,
@@ -558,9 +605,10 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Puts off an attempt over its endpoint's rate limit: a new task for the same attempt
-    /// goes back on the queue with the wait, and this one is done. Nothing is recorded, so
-    /// the attempt keeps its number. (Re-queued rather than released: a released message
+    /// Puts off an attempt over its endpoint's rate limit or share: a new task for the same
+    /// attempt goes back on the queue with the wait (plus up to `jitter`, so that the tasks
+    /// put off together come back spread out), and this one is done. Nothing is recorded,
+    /// so the attempt keeps its number. (Re-queued rather than released: a released message
     /// counts a receive towards the dead-letter redrive each time, and on SQS it would come
     /// back only after the whole visibility timeout.)
     async fn hold_back(
@@ -569,10 +617,11 @@ impl Deliverer {
         endpoint: EndpointId,
         expect: u32,
         wait: Duration,
+        jitter: Duration,
     ) -> Result<Step> {
-        let jitter = rand::random_range(0..=RATE_JITTER.as_millis() as u64);
+        let jitter = rand::random_range(0..=jitter.as_millis() as u64);
         let not_before = self.clock.now() + wait.as_millis() as Millis + jitter as Millis;
-        tracing::debug!(message = %message.id, %endpoint, ?wait, "over the endpoint's rate limit; put off");
+        tracing::debug!(message = %message.id, %endpoint, ?wait, "over the endpoint's rate limit or share; put off");
         self.enqueue(vec![AttemptTask::new(
             message.id,
             endpoint,
