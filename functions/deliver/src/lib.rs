@@ -80,10 +80,15 @@ pub struct Deliverer {
     config: Arc<CoreConfig>,
     sender: Arc<Sender>,
     rates: rate::RateLimits,
-    /// Bounds the requests in flight, and the bound (see [`Deliverer::with_request_limit`]).
-    requests: Option<(Arc<Semaphore>, u32)>,
-    /// Each endpoint's share of those requests.
-    shares: Option<share::Shares>,
+    /// See [`Deliverer::with_request_limit`].
+    limits: Option<RequestLimits>,
+}
+
+/// The bound on requests in flight, and each endpoint's share of it.
+struct RequestLimits {
+    permits: Arc<Semaphore>,
+    limit: u32,
+    shares: share::Shares,
 }
 
 impl Deliverer {
@@ -101,8 +106,7 @@ impl Deliverer {
             config,
             sender,
             rates: rate::RateLimits::default(),
-            requests: None,
-            shares: None,
+            limits: None,
         }
     }
 
@@ -113,20 +117,22 @@ impl Deliverer {
     /// flight (see [`share`]): one that stops answering cannot stall the others.
     pub fn with_request_limit(mut self, limit: usize) -> Self {
         let limit = u32::try_from(limit.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        self.requests = Some((Arc::new(Semaphore::new(limit as usize)), limit));
-        self.shares = Some(share::Shares::new(
-            limit as usize / 2,
-            self.config.request_timeout,
-        ));
+        self.limits = Some(RequestLimits {
+            permits: Arc::new(Semaphore::new(limit as usize)),
+            limit,
+            shares: share::Shares::new(limit as usize / 2, self.config.request_timeout),
+        });
         self
     }
 
     /// Permits for `n` requests, or as many as the limit has (a fan-out wider than the
     /// limit then runs alone).
     async fn request_permits(&self, n: usize) -> Option<OwnedSemaphorePermit> {
-        let (requests, limit) = self.requests.as_ref()?;
-        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX).min(*limit);
-        Arc::clone(requests).acquire_many_owned(n).await.ok()
+        let limits = self.limits.as_ref()?;
+        let n = u32::try_from(n.max(1))
+            .unwrap_or(u32::MAX)
+            .min(limits.limit);
+        Arc::clone(&limits.permits).acquire_many_owned(n).await.ok()
     }
 
     /// Handles one queue message.
@@ -174,11 +180,7 @@ impl Deliverer {
         // stored it (what it names may have gone since, or its key expired and was bound
         // again), as its deliveries may not all be settled.
         match self.store.get_message(owner, id).await? {
-            Some(stored) => {
-                let permits = self.request_permits(stored.targets.len()).await;
-                self.fan_out(&stored, FirstAttempts::Open, &[], permits)
-                    .await
-            }
+            Some(stored) => self.fan_out(&stored, FirstAttempts::Open, &[], None).await,
             None => match refusal {
                 Some(refused) => Err(refused),
                 None => {
@@ -191,8 +193,10 @@ impl Deliverer {
 
     async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
-        let permits = self.request_permits(message.targets.len()).await;
+        let mut permits = None;
         let inserted = if self.config.retry.initial_delay().is_zero() {
+            // Taken before the lease is written, so that no lease runs down while waiting.
+            permits = self.request_permits(message.targets.len()).await;
             let now = self.clock.now();
             let lease_until = now + self.config.lease().as_millis() as Millis;
             self.store
@@ -216,7 +220,8 @@ impl Deliverer {
 
     /// Makes (or queues, with an initial delay) the first attempt of every target of a
     /// stored message. `known`: endpoints read for this event already, spared a read each.
-    /// `permits`: the fan-out's request permits, when the requests are bounded.
+    /// `permits`: the fan-out's request permits, if taken already; else they are taken here
+    /// when requests are made and bounded.
     async fn fan_out(
         &self,
         message: &Message,
@@ -241,8 +246,11 @@ impl Deliverer {
         let leased = first == FirstAttempts::Leased;
         // One permit per request, each given back as its request ends, so a slow endpoint
         // of the fan-out holds only its own.
-        let mut permits = permits;
         let n = message.targets.len();
+        let mut permits = match permits {
+            Some(permits) => Some(permits),
+            None => self.request_permits(n).await,
+        };
         let per_target: Vec<_> = (0..n)
             .map(|i| {
                 if i + 1 < n {
@@ -397,17 +405,15 @@ impl Deliverer {
                     .await;
             }
         }
-        let slot = match &self.shares {
-            Some(shares) => Some(shares.take(endpoint.id).await),
-            None => None,
-        };
-        let _slot = match slot {
-            Some(Ok(slot)) => Some(slot),
-            Some(Err(wait)) => {
-                return self
-                    .hold_back(message, endpoint_id, expect, wait, wait / 2)
-                    .await
-            }
+        let _slot = match &self.limits {
+            Some(limits) => match limits.shares.take(endpoint.id).await {
+                Ok(slot) => Some(slot),
+                Err(wait) => {
+                    return self
+                        .hold_back(message, endpoint_id, expect, wait, wait / 2)
+                        .await
+                }
+            },
             None => None,
         };
         let now = self.clock.now();
