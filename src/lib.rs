@@ -62,6 +62,9 @@ pub struct LocalConfig {
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
     pub max_waiting: usize,
+    /// Endpoints a tenant may have; creating one more answers 409 `too_many_endpoints`.
+    #[arg(long, env = "HOOKLINE_MAX_ENDPOINTS", default_value_t = hookline_core::config::DEFAULT_MAX_ENDPOINTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_endpoints: u64,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -94,6 +97,7 @@ impl LocalConfig {
             disable_after: hookline_core::config::parse_disable_after(&self.disable_after)
                 .map_err(anyhow::Error::msg)
                 .context("HOOKLINE_DISABLE_AFTER")?,
+            max_endpoints: usize::try_from(self.max_endpoints).unwrap_or(usize::MAX),
             ..CoreConfig::default()
         })
     }

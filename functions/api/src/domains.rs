@@ -1,19 +1,32 @@
 //! A tenant's sending domains, the scope of domain-scoped endpoints.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
 use hookline_core::envelope::check_domain_name;
-use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody};
+use hookline_core::fields::domain_name;
+use hookline_core::http::{
+    no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
+    Paging,
+};
 use hookline_core::model::Domain;
+use hookline_core::ports::Written;
 use hookline_core::Error;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::endpoints::{paging, IF_MATCH_DOC};
 use crate::openapi::DomainList;
 use crate::views::DomainView;
+
+/// The revision a domain's `ETag` names: a domain never changes, so it is the one made at
+/// that time (another made under the same name later has another).
+fn revision(d: &Domain) -> String {
+    format!("c{}", d.created_at)
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +43,8 @@ pub struct CreateDomain {
     operation_id = "create_domain",
     request_body = CreateDomain,
     responses(
-        (status = 201, description = "The domain", body = DomainView),
+        (status = 201, description = "The domain", body = DomainView,
+            headers(("ETag" = String, description = "The domain's revision, for `If-Match`"))),
         (status = 400, description = "Invalid body or domain name", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
@@ -43,9 +57,9 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<CreateDomain>,
-) -> ApiResult<(StatusCode, Json<DomainView>)> {
+) -> ApiResult<Response> {
     let tenant = caller.tenant()?;
-    let name = req.name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = domain_name(&req.name);
     check_domain_name(&name)?;
     let domain = Domain {
         tenant,
@@ -53,7 +67,10 @@ pub async fn create(
         created_at: state.clock.now(),
     };
     state.store.create_domain(&domain).await?;
-    Ok((StatusCode::CREATED, Json(DomainView::from(&domain))))
+    Ok(with_etag(
+        &revision(&domain),
+        (StatusCode::CREATED, Json(DomainView::from(&domain))),
+    ))
 }
 
 #[utoipa::path(
@@ -61,18 +78,29 @@ pub async fn create(
     path = "/v1/domains",
     tag = "domains",
     operation_id = "list_domains",
+    params(Paging),
     responses(
-        (status = 200, description = "The caller's domains", body = DomainList),
+        (status = 200, description = "A page of the caller's domains, by name", body = DomainList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<Paging>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant()?;
-    let domains = state.store.list_domains(tenant).await?;
-    let data: Vec<DomainView> = domains.iter().map(DomainView::from).collect();
-    Ok(Json(json!({ "data": data })))
+    let page = state
+        .store
+        .list_domains(tenant, &paging(query)?.query()?)
+        .await?;
+    let views: Vec<DomainView> = page.items.iter().map(DomainView::from).collect();
+    Ok(Json(page_body(&views, page.next_cursor, |d| {
+        d.name.clone()
+    })))
 }
 
 #[utoipa::path(
@@ -82,7 +110,8 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     operation_id = "get_domain",
     params(("name" = String, Path, description = "Domain name")),
     responses(
-        (status = 200, description = "The domain", body = DomainView),
+        (status = 200, description = "The domain", body = DomainView,
+            headers(("ETag" = String, description = "The domain's revision, for `If-Match`"))),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's domains", body = ErrorBody),
@@ -93,14 +122,21 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<DomainView>> {
+) -> ApiResult<Response> {
+    let domain = load(&state, caller, &name).await?;
+    Ok(with_etag(
+        &revision(&domain),
+        Json(DomainView::from(&domain)),
+    ))
+}
+
+async fn load(state: &AppState, caller: Caller, name: &str) -> ApiResult<Domain> {
     let tenant = caller.tenant()?;
-    let domain = state
+    Ok(state
         .store
-        .get_domain(tenant, &name.to_ascii_lowercase())
+        .get_domain(tenant, &domain_name(name))
         .await?
-        .ok_or(Error::NotFound("domain"))?;
-    Ok(Json(DomainView::from(&domain)))
+        .ok_or(Error::NotFound("domain"))?)
 }
 
 /// Deletes the domain and the endpoints scoped to it.
@@ -109,27 +145,41 @@ pub async fn get(
     path = "/v1/domains/{name}",
     tag = "domains",
     operation_id = "delete_domain",
-    params(("name" = String, Path, description = "Domain name")),
+    params(
+        ("name" = String, Path, description = "Domain name"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
+    ),
     responses(
         (status = 204, description = "Deleted, with its domain-scoped endpoints"),
+        (status = 400, description = "Invalid If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's domains", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: not the domain of the `If-Match` revision (deleted and made again since); nothing was deleted", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    if_match: IfMatch,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let tenant = caller.tenant()?;
-    if !state
-        .store
-        .delete_domain(tenant, &name.to_ascii_lowercase())
-        .await?
-    {
-        return Err(Error::NotFound("domain").into());
+    let name = domain_name(&name);
+    let made_at = if if_match.is_set() {
+        let domain = load(&state, caller, &name).await?;
+        if_match.check(&revision(&domain))?;
+        Some(domain.created_at)
+    } else {
+        None
+    };
+    match state.store.delete_domain(tenant, &name, made_at).await? {
+        Written::Done => Ok(no_content()),
+        Written::Missing => Err(Error::NotFound("domain").into()),
+        Written::Stale => Err(Error::PreconditionFailed(
+            "the domain changed since the ETag given in If-Match; read it again",
+        )
+        .into()),
     }
-    Ok(no_content())
 }

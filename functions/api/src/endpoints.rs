@@ -1,18 +1,25 @@
 //! Endpoints: where a tenant's messages go, which of them, in what format, signed with
 //! which secret.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
 use hookline_core::envelope::json_or_default;
-use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody, RawBody};
+use hookline_core::fields::{self, EndpointUrl, EventFilter};
+use hookline_core::http::{
+    no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
+    Paging, RawBody,
+};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
-use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
+use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret};
 use hookline_core::urlpolicy::UrlPolicy;
+use hookline_core::verdict::is_success;
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
 use serde::{Deserialize, Deserializer};
@@ -20,11 +27,19 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::openapi::{EndpointList, FormatName, SecretKey, StatusName, TestResult};
-use crate::replay::Refusal;
 use crate::views::EndpointView;
 
-const MAX_DESCRIPTION: usize = 1024;
-const MAX_EVENT_TYPES: usize = 256;
+/// Tries of a change whose endpoint keeps changing under it before it gives up (409).
+const MAX_TRIES: usize = 5;
+
+/// The revision an endpoint's `ETag` names.
+pub fn revision(e: &Endpoint) -> String {
+    format!("v{}", e.version)
+}
+
+/// The `If-Match` header of the routes that change a record.
+pub const IF_MATCH_DOC: &str =
+    "Only if the record is still at this `ETag` (412 otherwise; nothing is stored)";
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,112 +128,166 @@ where
 
 /// Checks an endpoint URL against the deployment's policy.
 pub fn validate_url(policy: &UrlPolicy, url: &str) -> Result<String> {
-    policy
-        .check_url(url)
-        .map(|u| u.to_string())
-        .map_err(|e| Error::invalid("invalid_url", e))
+    EndpointUrl::parse(policy, url).map(EndpointUrl::into_string)
 }
 
-/// An endpoint's event types: each built in or added by the operator, without repeats.
-async fn validate_event_types(
-    state: &AppState,
-    types: Option<Vec<String>>,
-) -> Result<Option<Vec<String>>> {
-    let Some(types) = types else {
-        return Ok(None);
-    };
-    if types.is_empty() {
-        return Err(Error::invalid(
-            "invalid_event_types",
-            "event_types must not be empty; omit it or set null to receive every event",
-        ));
+/// A PATCH, its fields parsed and checked once: what it sets, applied to whichever copy
+/// of the endpoint is current when it is written.
+struct Patch {
+    url: Option<String>,
+    event_types: Option<Option<Vec<String>>>,
+    domain: Option<Option<String>>,
+    description: Option<String>,
+    format: Option<BodyFormat>,
+    status: Option<EndpointStatus>,
+    rate_limit: Option<Option<u32>>,
+}
+
+impl Patch {
+    async fn parse(state: &AppState, tenant: TenantId, req: UpdateEndpoint) -> Result<Self> {
+        let rate_limit = req
+            .rate_limit
+            .map(|limit| fields::rate_limit(limit.as_ref()))
+            .transpose()?;
+        let url = req
+            .url
+            .map(|url| validate_url(&state.config.url_policy, &url))
+            .transpose()?;
+        let event_types = match req.event_types {
+            Some(types) => Some(
+                EventFilter::parse(state.store.as_ref(), types)
+                    .await?
+                    .into_inner(),
+            ),
+            None => None,
+        };
+        let description = req
+            .description
+            .map(|d| fields::description(Some(d)))
+            .transpose()?;
+        let format = req.format.map(|f| fields::format(Some(&f))).transpose()?;
+        let status = req.status.map(|s| fields::status(&s)).transpose()?;
+        let domain = match req.domain {
+            Some(domain) => Some(fields::scope(state.store.as_ref(), tenant, domain).await?),
+            None => None,
+        };
+        Ok(Patch {
+            url,
+            event_types,
+            domain,
+            description,
+            format,
+            status,
+            rate_limit,
+        })
     }
-    if types.len() > MAX_EVENT_TYPES {
-        return Err(Error::invalid(
-            "invalid_event_types",
-            format!("at most {MAX_EVENT_TYPES} event types"),
-        ));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(types.len());
-    for t in types {
-        if !catalog::resolve(state.store.as_ref(), &t).await? {
-            return Err(catalog::unknown(&t));
+
+    /// The endpoint with this patch's fields set.
+    fn apply(&self, mut endpoint: Endpoint, now: Millis) -> Endpoint {
+        if let Some(limit) = self.rate_limit {
+            endpoint.rate_limit = limit;
         }
-        if !out.contains(&t) {
-            out.push(t);
+        if let Some(url) = &self.url {
+            endpoint.url = url.clone();
         }
+        if let Some(types) = &self.event_types {
+            endpoint.event_types = types.clone();
+        }
+        if let Some(description) = &self.description {
+            endpoint.description = description.clone();
+        }
+        if let Some(format) = self.format {
+            endpoint.format = format;
+        }
+        if let Some(domain) = &self.domain {
+            endpoint.domain = domain.clone();
+        }
+        match self.status {
+            Some(EndpointStatus::Active) => {
+                if endpoint.status != EndpointStatus::Active {
+                    // Re-enabled: its failure clock starts again.
+                    endpoint.failing_since = None;
+                }
+                endpoint.status = EndpointStatus::Active;
+                endpoint.disabled_reason = None;
+                endpoint.disabled_at = None;
+            }
+            Some(EndpointStatus::Disabled) => {
+                if endpoint.status != EndpointStatus::Disabled {
+                    endpoint.disabled_reason = Some("disabled through the API".into());
+                    endpoint.disabled_at = Some(now);
+                }
+                endpoint.status = EndpointStatus::Disabled;
+            }
+            None => {}
+        }
+        endpoint.updated_at = now;
+        endpoint
     }
-    Ok(Some(out))
+
+    /// The first field this patch sets that another change made between `read` and
+    /// `fresh` changed too: applying the patch over it would silently undo that change.
+    fn clashes_with(&self, read: &Endpoint, fresh: &Endpoint) -> Option<&'static str> {
+        let touched = [
+            ("url", self.url.is_some() && read.url != fresh.url),
+            (
+                "event_types",
+                self.event_types.is_some() && read.event_types != fresh.event_types,
+            ),
+            (
+                "domain",
+                self.domain.is_some() && read.domain != fresh.domain,
+            ),
+            (
+                "description",
+                self.description.is_some() && read.description != fresh.description,
+            ),
+            (
+                "format",
+                self.format.is_some() && read.format != fresh.format,
+            ),
+            (
+                "status",
+                self.status.is_some() && read.status != fresh.status,
+            ),
+            (
+                "rate_limit",
+                self.rate_limit.is_some() && read.rate_limit != fresh.rate_limit,
+            ),
+        ];
+        touched
+            .into_iter()
+            .find(|(_, clash)| *clash)
+            .map(|(name, _)| name)
+    }
 }
 
-async fn validate_domain(
-    state: &AppState,
-    tenant: TenantId,
-    domain: Option<String>,
-) -> Result<Option<String>> {
-    let Some(domain) = domain else {
-        return Ok(None);
-    };
-    let name = domain.trim().trim_end_matches('.').to_ascii_lowercase();
-    if state.store.get_domain(tenant, &name).await?.is_none() {
-        return Err(Error::invalid(
-            "unknown_domain",
-            format!("domain {name:?} is not registered; create it with POST /v1/domains"),
-        ));
-    }
-    Ok(Some(name))
+/// What a test event to an endpoint depends on: verified once, a copy that agrees on all
+/// of it needs no second test.
+fn test_target(e: &Endpoint) -> (String, BodyFormat, String, Option<String>) {
+    (
+        e.url.clone(),
+        e.format,
+        e.secrets.current.expose().to_string(),
+        e.event_types.as_ref().and_then(|t| t.first().cloned()),
+    )
 }
 
-fn validate_description(d: Option<String>) -> Result<String> {
-    let d = d.unwrap_or_default();
-    if d.chars().count() > MAX_DESCRIPTION {
-        return Err(Error::invalid(
-            "invalid_description",
-            format!("description is limited to {MAX_DESCRIPTION} characters"),
-        ));
-    }
-    Ok(d)
+fn clash(field: &str) -> Error {
+    Error::conflict(
+        "concurrent_update",
+        format!(
+            "the endpoint's {field} was changed by another request meanwhile; read it again \
+             and retry"
+        ),
+    )
 }
 
-fn validate_format(f: Option<&str>) -> Result<BodyFormat> {
-    match f {
-        None => Ok(BodyFormat::default()),
-        Some(s) => BodyFormat::parse(s)
-            .ok_or_else(|| Error::invalid("invalid_format", format!("unknown format {s:?}"))),
-    }
-}
-
-/// Highest accepted `rate_limit`, in requests per second.
-const MAX_RATE_LIMIT: u64 = 10_000;
-
-/// A rate limit: `null` for none, else a whole number of requests per second; anything
-/// else is refused with 422.
-fn validate_rate_limit(value: Option<&Value>) -> std::result::Result<Option<u32>, Refusal> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| (1..=MAX_RATE_LIMIT).contains(n))
-            .map(|n| Some(n as u32))
-            .ok_or_else(|| {
-                Refusal::unprocessable(
-                    "invalid_rate_limit",
-                    format!(
-                        "rate_limit must be a whole number of requests per second from 1 to \
-                         {MAX_RATE_LIMIT}, or null for no limit"
-                    ),
-                )
-            }),
-    }
-}
-
-fn validate_secret(s: &str) -> Result<Secret> {
-    Secret::parse(s).ok_or_else(|| {
-        Error::invalid(
-            "invalid_secret",
-            "secret must be whsec_ followed by 16 to 64 base64-encoded bytes",
-        )
-    })
+fn still_changing() -> Error {
+    Error::conflict(
+        "concurrent_update",
+        "the endpoint kept changing under this request; read it again and retry",
+    )
 }
 
 #[utoipa::path(
@@ -228,10 +297,12 @@ fn validate_secret(s: &str) -> Result<Secret> {
     operation_id = "create_endpoint",
     request_body = CreateEndpoint,
     responses(
-        (status = 201, description = "The endpoint", body = EndpointView),
+        (status = 201, description = "The endpoint", body = EndpointView,
+            headers(("ETag" = String, description = "The endpoint's revision, for `If-Match`"))),
         (status = 400, description = "Invalid body, URL, event type, domain, format or secret", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
@@ -241,18 +312,20 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<CreateEndpoint>,
-) -> std::result::Result<(StatusCode, Json<EndpointView>), Refusal> {
+) -> ApiResult<Response> {
     let tenant = caller.tenant()?;
-    let rate_limit = validate_rate_limit(req.rate_limit.as_ref())?;
+    let rate_limit = fields::rate_limit(req.rate_limit.as_ref())?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
-    let event_types = validate_event_types(&state, req.event_types).await?;
-    let description = validate_description(req.description)?;
-    let format = validate_format(req.format.as_deref())?;
+    let event_types = EventFilter::parse(state.store.as_ref(), req.event_types)
+        .await?
+        .into_inner();
+    let description = fields::description(req.description)?;
+    let format = fields::format(req.format.as_deref())?;
     let secret = match req.secret.as_deref() {
-        Some(s) => validate_secret(s)?,
+        Some(s) => fields::secret(s)?,
         None => Secret::generate(),
     };
-    let domain = validate_domain(&state, tenant, req.domain).await?;
+    let domain = fields::scope(state.store.as_ref(), tenant, req.domain).await?;
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: EndpointId::new(),
@@ -270,13 +343,20 @@ pub async fn create(
         rate_limit,
         created_at: now,
         updated_at: now,
+        version: 1,
     };
     if req.verify {
         verify(&state, &endpoint).await?;
     }
-    state.store.put_endpoint(&endpoint).await?;
+    state
+        .store
+        .create_endpoint(&endpoint, state.config.max_endpoints)
+        .await?;
     tracing::info!(tenant = %tenant, endpoint = %endpoint.id, "endpoint created");
-    Ok((StatusCode::CREATED, Json(EndpointView::from(&endpoint))))
+    Ok(with_etag(
+        &revision(&endpoint),
+        (StatusCode::CREATED, Json(EndpointView::from(&endpoint))),
+    ))
 }
 
 #[utoipa::path(
@@ -284,18 +364,37 @@ pub async fn create(
     path = "/v1/endpoints",
     tag = "endpoints",
     operation_id = "list_endpoints",
+    params(Paging),
     responses(
-        (status = 200, description = "The caller's endpoints", body = EndpointList),
+        (status = 200, description = "A page of the caller's endpoints, oldest first", body = EndpointList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<Paging>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant()?;
-    let endpoints = state.store.list_endpoints(tenant).await?;
-    let data: Vec<EndpointView> = endpoints.iter().map(EndpointView::from).collect();
-    Ok(Json(json!({ "data": data })))
+    let paging = paging(query)?;
+    let page = state
+        .store
+        .list_endpoints_page(tenant, &paging.query()?)
+        .await?;
+    let views: Vec<EndpointView> = page.items.iter().map(EndpointView::from).collect();
+    Ok(Json(page_body(&views, page.next_cursor, |v| {
+        v.id.to_string()
+    })))
+}
+
+/// A listing's `?cursor=&limit=`, refused with our error body when malformed.
+pub fn paging(query: Result<Query<Paging>, QueryRejection>) -> Result<Paging> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| Error::invalid("invalid_query", e.body_text()))
 }
 
 async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Endpoint> {
@@ -315,7 +414,8 @@ async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Endpoint>
     operation_id = "get_endpoint",
     params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
     responses(
-        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 200, description = "The endpoint", body = EndpointView,
+            headers(("ETag" = String, description = "The endpoint's revision, for `If-Match`"))),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
@@ -326,24 +426,37 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<EndpointView>> {
+) -> ApiResult<Response> {
     let endpoint = load(&state, caller, &id).await?;
-    Ok(Json(EndpointView::from(&endpoint)))
+    Ok(with_etag(
+        &revision(&endpoint),
+        Json(EndpointView::from(&endpoint)),
+    ))
 }
 
+/// Changes the fields given. Made on the endpoint as it is when the change is written:
+/// a change made meanwhile to other fields (another request, the worker's health updates)
+/// is kept; one made to a field this request sets too gets this request a 409, and with
+/// `If-Match` any change made since that revision gets it a 412. Nothing is stored then.
 #[utoipa::path(
     patch,
     path = "/v1/endpoints/{id}",
     tag = "endpoints",
     operation_id = "update_endpoint",
-    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(
+        ("id" = String, Path, description = "Endpoint id (`ep_…`)"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
+    ),
     request_body = UpdateEndpoint,
     responses(
-        (status = 200, description = "The changed endpoint", body = EndpointView),
-        (status = 400, description = "Invalid body or field", body = ErrorBody),
+        (status = 200, description = "The changed endpoint", body = EndpointView,
+            headers(("ETag" = String, description = "The endpoint's new revision"))),
+        (status = 400, description = "Invalid body, field or If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
-        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints (or deleted meanwhile)", body = ErrorBody),
+        (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
@@ -352,61 +465,44 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
+    if_match: IfMatch,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<UpdateEndpoint>,
-) -> std::result::Result<Json<EndpointView>, Refusal> {
-    let mut endpoint = load(&state, caller, &id).await?;
-    if let Some(limit) = req.rate_limit {
-        endpoint.rate_limit = validate_rate_limit(limit.as_ref())?;
-    }
-    if let Some(url) = req.url {
-        endpoint.url = validate_url(&state.config.url_policy, &url)?;
-    }
-    if let Some(types) = req.event_types {
-        endpoint.event_types = validate_event_types(&state, types).await?;
-    }
-    if let Some(description) = req.description {
-        endpoint.description = validate_description(Some(description))?;
-    }
-    if let Some(format) = req.format {
-        endpoint.format = validate_format(Some(&format))?;
-    }
-    if let Some(status) = req.status {
-        match EndpointStatus::parse(&status) {
-            Some(EndpointStatus::Active) => {
-                if endpoint.status != EndpointStatus::Active {
-                    // Re-enabled: its failure clock starts again.
-                    endpoint.failing_since = None;
-                }
-                endpoint.status = EndpointStatus::Active;
-                endpoint.disabled_reason = None;
-                endpoint.disabled_at = None;
+) -> ApiResult<Response> {
+    let mut read = load(&state, caller, &id).await?;
+    let verify_first = req.verify;
+    let patch = Patch::parse(&state, read.tenant, req).await?;
+    let mut verified = None;
+    for _ in 0..MAX_TRIES {
+        if_match.check(&revision(&read))?;
+        let next = patch.apply(read.clone(), state.clock.now());
+        if verify_first && verified.as_ref() != Some(&test_target(&next)) {
+            verify(&state, &next).await?;
+            verified = Some(test_target(&next));
+        }
+        match state.store.update_endpoint(&next, read.version).await? {
+            Written::Done => {
+                let stored = Endpoint {
+                    version: read.version + 1,
+                    ..next
+                };
+                return Ok(with_etag(
+                    &revision(&stored),
+                    Json(EndpointView::from(&stored)),
+                ));
             }
-            Some(EndpointStatus::Disabled) => {
-                if endpoint.status != EndpointStatus::Disabled {
-                    endpoint.disabled_reason = Some("disabled through the API".into());
-                    endpoint.disabled_at = Some(state.clock.now());
+            Written::Missing => return Err(Error::NotFound("endpoint").into()),
+            Written::Stale => {
+                let fresh = load(&state, caller, &id).await?;
+                if_match.check(&revision(&fresh))?;
+                if let Some(field) = patch.clashes_with(&read, &fresh) {
+                    return Err(clash(field).into());
                 }
-                endpoint.status = EndpointStatus::Disabled;
-            }
-            None => {
-                return Err(Error::invalid(
-                    "invalid_status",
-                    "status must be \"active\" or \"disabled\"",
-                )
-                .into())
+                read = fresh;
             }
         }
     }
-    if let Some(domain) = req.domain {
-        endpoint.domain = validate_domain(&state, endpoint.tenant, domain).await?;
-    }
-    endpoint.updated_at = state.clock.now();
-    if req.verify {
-        verify(&state, &endpoint).await?;
-    }
-    state.store.put_endpoint(&endpoint).await?;
-    Ok(Json(EndpointView::from(&endpoint)))
+    Err(still_changing().into())
 }
 
 #[utoipa::path(
@@ -414,25 +510,43 @@ pub async fn update(
     path = "/v1/endpoints/{id}",
     tag = "endpoints",
     operation_id = "delete_endpoint",
-    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(
+        ("id" = String, Path, description = "Endpoint id (`ep_…`)"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
+    ),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was deleted", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
+    if_match: IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let endpoint = load(&state, caller, &id).await?;
-    state
+    if_match.check(&revision(&endpoint))?;
+    let expected = if_match.is_set().then_some(endpoint.version);
+    match state
         .store
-        .delete_endpoint(endpoint.tenant, endpoint.id)
-        .await?;
+        .delete_endpoint(endpoint.tenant, endpoint.id, expected)
+        .await?
+    {
+        Written::Done => {}
+        Written::Missing => return Err(Error::NotFound("endpoint").into()),
+        Written::Stale => {
+            return Err(Error::PreconditionFailed(
+                "the endpoint changed since the ETag given in If-Match; read it again",
+            )
+            .into())
+        }
+    }
     tracing::info!(tenant = %endpoint.tenant, endpoint = %endpoint.id, "endpoint deleted");
     Ok(no_content())
 }
@@ -461,20 +575,27 @@ pub async fn secret(
 }
 
 /// Makes a new secret current. The old one keeps signing for the grace period, so
-/// receivers can switch without dropping a message.
+/// receivers can switch without dropping a message. Two rotations at once: the later one
+/// gets a 409 rather than retire a secret nobody was shown.
 #[utoipa::path(
     post,
     path = "/v1/endpoints/{id}/secret/rotate",
     tag = "endpoints",
     operation_id = "rotate_endpoint_secret",
-    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    params(
+        ("id" = String, Path, description = "Endpoint id (`ep_…`)"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
+    ),
     request_body = Option<RotateSecret>,
     responses(
-        (status = 200, description = "The new current secret; the old one signs for the grace period too", body = SecretKey),
-        (status = 400, description = "Invalid body or secret", body = ErrorBody),
+        (status = 200, description = "The new current secret; the old one signs for the grace period too", body = SecretKey,
+            headers(("ETag" = String, description = "The endpoint's new revision"))),
+        (status = 400, description = "Invalid body, secret or If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 409, description = "`concurrent_update`: the secret was rotated by another request meanwhile", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
     ),
     security(("tenant_key" = []))
@@ -482,22 +603,47 @@ pub async fn secret(
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
+    if_match: IfMatch,
     Path(id): Path<String>,
     RawBody(body): RawBody,
-) -> ApiResult<Json<Value>> {
-    let mut endpoint = load(&state, caller, &id).await?;
+) -> ApiResult<Response> {
+    let mut read = load(&state, caller, &id).await?;
     let req: RotateSecret = json_or_default(&body)?;
-    let next = match req.key.as_deref() {
-        Some(s) => validate_secret(s)?,
+    let next_secret = match req.key.as_deref() {
+        Some(s) => fields::secret(s)?,
         None => Secret::generate(),
     };
-    let now = state.clock.now();
     let grace = state.config.secret_grace.as_millis() as i64;
-    endpoint.secrets.rotate(next, now, grace);
-    endpoint.updated_at = now;
-    state.store.put_endpoint(&endpoint).await?;
-    tracing::info!(tenant = %endpoint.tenant, endpoint = %endpoint.id, "endpoint secret rotated");
-    Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
+    for _ in 0..MAX_TRIES {
+        if_match.check(&revision(&read))?;
+        let now = state.clock.now();
+        let mut next = read.clone();
+        next.secrets.rotate(next_secret.clone(), now, grace);
+        next.updated_at = now;
+        match state.store.update_endpoint(&next, read.version).await? {
+            Written::Done => {
+                tracing::info!(tenant = %next.tenant, endpoint = %next.id, "endpoint secret rotated");
+                let stored = Endpoint {
+                    version: read.version + 1,
+                    ..next
+                };
+                return Ok(with_etag(
+                    &revision(&stored),
+                    Json(json!({ "key": stored.secrets.current.expose() })),
+                ));
+            }
+            Written::Missing => return Err(Error::NotFound("endpoint").into()),
+            Written::Stale => {
+                let fresh = load(&state, caller, &id).await?;
+                if_match.check(&revision(&fresh))?;
+                if fresh.secrets != read.secrets {
+                    return Err(clash("secret").into());
+                }
+                read = fresh;
+            }
+        }
+    }
+    Err(still_changing().into())
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -536,10 +682,7 @@ pub async fn test(
     let endpoint = load(&state, caller, &id).await?;
     let req: TestRequest = json_or_default(&body)?;
     let sent = send_test(&state, &endpoint, req.event_type.as_deref()).await?;
-    let ok = sent
-        .response
-        .status
-        .is_some_and(|s| (200..300).contains(&s));
+    let ok = is_success(sent.response.status);
     Ok(Json(json!({
         "ok": ok,
         "webhook_id": sent.webhook_id,
@@ -602,7 +745,7 @@ async fn send_test(
 async fn verify(state: &AppState, endpoint: &Endpoint) -> ApiResult<()> {
     let sent = send_test(state, endpoint, None).await?;
     let r = sent.response;
-    if r.status.is_some_and(|s| (200..300).contains(&s)) {
+    if is_success(r.status) {
         return Ok(());
     }
     let message = match (r.status, r.error.as_deref()) {

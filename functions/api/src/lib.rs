@@ -60,7 +60,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
             tenants::list_sub_accounts
         ))
         .routes(routes!(tenants::create_key, tenants::list_keys))
-        .routes(routes!(tenants::revoke_key))
+        .routes(routes!(tenants::get_key, tenants::revoke_key))
         .routes(routes!(domains::create, domains::list))
         .routes(routes!(domains::get, domains::delete))
         .routes(routes!(endpoints::create, endpoints::list))
@@ -78,6 +78,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(messages::attempts))
         .routes(routes!(replay::message))
         .routes(routes!(event_types::list, event_types::create))
+        .routes(routes!(event_types::get))
         // Mailgun's webhooks API over the same endpoints (see `mailgun`).
         .routes(routes!(mailgun::list, mailgun::create))
         .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))

@@ -15,14 +15,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hookline_core::http::{identify, ApiError, AppState};
+use hookline_core::fields::{domain_name, EndpointUrl};
+use hookline_core::http::{identify, with_etag, ApiError, AppState, IfMatch};
 use hookline_core::ids::{EndpointId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret};
 use hookline_core::Error;
 use serde_json::{json, Map, Value};
 
-use crate::endpoints::validate_url;
+use crate::endpoints::IF_MATCH_DOC;
 use crate::openapi::{
     MailgunChanged, MailgunCreateForm, MailgunErrorBody, MailgunUpdateForm, MailgunWebhook,
     MailgunWebhookList,
@@ -30,6 +32,8 @@ use crate::openapi::{
 
 /// Mailgun's limit of URLs per webhook name and domain.
 const MAX_URLS: usize = 3;
+/// Tries of a change whose webhook keeps changing under it before it gives up.
+const MAX_TRIES: usize = 5;
 /// Largest form body read, multipart or urlencoded.
 const MAX_FORM: usize = 64 * 1024;
 
@@ -146,6 +150,19 @@ where
         let key = basic_password(&parts.headers)?;
         let caller = identify(&state, &key).await?;
         Ok(MailgunTenant(caller.tenant()?))
+    }
+}
+
+/// `If-Match`, refused in Mailgun's error shape when malformed.
+pub struct MailgunIfMatch(IfMatch);
+
+impl<S: Send + Sync> FromRequestParts<S> for MailgunIfMatch {
+    type Rejection = MailgunError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> MailgunResult<Self> {
+        Ok(MailgunIfMatch(
+            IfMatch::from_request_parts(parts, state).await?,
+        ))
     }
 }
 
@@ -271,7 +288,7 @@ pub async fn parse_form(content_type: Option<&str>, body: &[u8]) -> MailgunResul
 
 /// The domain's name, if the tenant has it.
 async fn known_domain(state: &AppState, tenant: TenantId, name: &str) -> MailgunResult<String> {
-    let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = domain_name(name);
     match state.store.get_domain(tenant, &name).await? {
         Some(_) => Ok(name),
         None => Err(MailgunError::not_found("Domain not found")),
@@ -328,7 +345,7 @@ fn form_urls(state: &AppState, form: &Form) -> MailgunResult<Vec<String>> {
     }
     let mut urls: Vec<String> = Vec::with_capacity(given.len());
     for url in given {
-        let url = validate_url(&state.config.url_policy, url)?;
+        let url = EndpointUrl::parse(&state.config.url_policy, url)?.into_string();
         if !urls.contains(&url) {
             urls.push(url);
         }
@@ -343,16 +360,28 @@ fn form_urls(state: &AppState, form: &Form) -> MailgunResult<Vec<String>> {
     Ok(urls)
 }
 
-/// Stores a new endpoint standing for one URL of a webhook.
-async fn add(
+/// The group of endpoints standing for a webhook: each change of them is conditional on
+/// its version, so concurrent changes cannot interleave (two creates cannot both add URLs,
+/// so the limit of [`MAX_URLS`] holds).
+fn group(domain: &str, name: &str) -> String {
+    format!("mailgun#{domain}#{name}")
+}
+
+/// The revision a webhook's `ETag` names.
+fn group_revision(version: u64) -> String {
+    format!("g{version}")
+}
+
+/// A new endpoint standing for one URL of a webhook.
+fn new_endpoint(
     state: &AppState,
     tenant: TenantId,
     domain: &str,
     name: &str,
     url: &str,
-) -> MailgunResult<()> {
+) -> Endpoint {
     let now = state.clock.now();
-    let endpoint = Endpoint {
+    Endpoint {
         id: EndpointId::new(),
         tenant,
         url: url.to_string(),
@@ -368,10 +397,58 @@ async fn add(
         rate_limit: None,
         created_at: now,
         updated_at: now,
-    };
-    state.store.put_endpoint(&endpoint).await?;
-    tracing::info!(tenant = %tenant, endpoint = %endpoint.id, webhook = name, "mailgun webhook url added");
-    Ok(())
+        version: 1,
+    }
+}
+
+/// A webhook's endpoints and the version of its group, read together; `change` says
+/// what to remove and add given them (or refuses), and the change is written if neither
+/// moved meanwhile, else read and decided again. Returns the endpoints it replaced.
+async fn change_webhook<F>(
+    state: &AppState,
+    tenant: TenantId,
+    domain: &str,
+    name: &str,
+    if_match: &IfMatch,
+    change: F,
+) -> MailgunResult<Vec<Endpoint>>
+where
+    F: Fn(&[Endpoint]) -> MailgunResult<(Vec<Endpoint>, Vec<String>)>,
+{
+    let group = group(domain, name);
+    for _ in 0..MAX_TRIES {
+        let version = state.store.endpoint_group_version(tenant, &group).await?;
+        if_match.check(&group_revision(version))?;
+        let hooks = webhooks(state, tenant, domain).await?;
+        let current: Vec<Endpoint> = named(&hooks, name).into_iter().cloned().collect();
+        let (remove, add_urls) = change(&current)?;
+        let add: Vec<Endpoint> = add_urls
+            .iter()
+            .map(|url| new_endpoint(state, tenant, domain, name, url))
+            .collect();
+        let written = state
+            .store
+            .update_endpoint_group(
+                tenant,
+                &group,
+                version,
+                &remove,
+                &add,
+                state.config.max_endpoints,
+            )
+            .await?;
+        if written == Written::Done {
+            for e in &add {
+                tracing::info!(tenant = %tenant, endpoint = %e.id, webhook = name, "mailgun webhook url added");
+            }
+            return Ok(current);
+        }
+    }
+    Err(Error::conflict(
+        "concurrent_update",
+        "the webhook kept changing under this request; try again",
+    )
+    .into())
 }
 
 /// A webhook's URLs, sorted: endpoints made in the same millisecond have no set order.
@@ -450,16 +527,23 @@ pub async fn create(
     let name = canonical(given)
         .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(given)))?;
     let urls = form_urls(&state, &form)?;
-    let hooks = webhooks(&state, tenant, &domain).await?;
-    if !named(&hooks, name).is_empty() {
-        return Err(MailgunError::bad(
-            "webhook_exists",
-            "Webhook already exists",
-        ));
-    }
-    for url in &urls {
-        add(&state, tenant, &domain, name, url).await?;
-    }
+    change_webhook(
+        &state,
+        tenant,
+        &domain,
+        name,
+        &IfMatch::default(),
+        |current| {
+            if !current.is_empty() {
+                return Err(MailgunError::bad(
+                    "webhook_exists",
+                    "Webhook already exists",
+                ));
+            }
+            Ok((Vec::new(), urls.clone()))
+        },
+    )
+    .await?;
     Ok(Json(json!({
         "message": "Webhook has been created",
         "webhook": {"urls": urls},
@@ -477,7 +561,8 @@ pub async fn create(
         ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
     ),
     responses(
-        (status = 200, description = "The webhook's URLs", body = MailgunWebhook),
+        (status = 200, description = "The webhook's URLs", body = MailgunWebhook,
+            headers(("ETag" = String, description = "The webhook's revision, for `If-Match`"))),
         (status = 401, description = "No valid credentials", body = MailgunErrorBody),
         (status = 403, description = "The operator key", body = MailgunErrorBody),
         (status = 404, description = "Unknown domain or name, or a name without URLs", body = MailgunErrorBody),
@@ -488,15 +573,24 @@ pub async fn get(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
     Path((domain, name)): Path<(String, String)>,
-) -> MailgunResult<Json<Value>> {
+) -> MailgunResult<Response> {
     let domain = known_domain(&state, tenant, &domain).await?;
     let name = canonical(&name).ok_or_else(|| MailgunError::not_found(unknown_name(&name)))?;
+    // The version first: a change after it shows in the URLs or moves it, so the tag
+    // never names URLs it did not see.
+    let version = state
+        .store
+        .endpoint_group_version(tenant, &group(&domain, name))
+        .await?;
     let hooks = webhooks(&state, tenant, &domain).await?;
     let urls = urls_of(&named(&hooks, name));
     if urls.is_empty() {
         return Err(MailgunError::not_found("Webhook not found"));
     }
-    Ok(Json(json!({ "webhook": {"urls": urls} })))
+    Ok(with_etag(
+        &group_revision(version),
+        Json(json!({ "webhook": {"urls": urls} })),
+    ))
 }
 
 /// `PUT /v3/domains/{domain}/webhooks/{name}`: replaces the URL list. Endpoints whose URL
@@ -509,6 +603,7 @@ pub async fn get(
     params(
         ("domain" = String, Path, description = "Domain name"),
         ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
     ),
     request_body(content(
         (MailgunUpdateForm = "application/x-www-form-urlencoded"),
@@ -516,10 +611,12 @@ pub async fn get(
     )),
     responses(
         (status = 200, description = "Updated", body = MailgunChanged),
-        (status = 400, description = "Bad form, name or URL, or more than 3 URLs", body = MailgunErrorBody),
+        (status = 400, description = "Bad form, name, URL or If-Match, or more than 3 URLs", body = MailgunErrorBody),
         (status = 401, description = "No valid credentials", body = MailgunErrorBody),
         (status = 403, description = "The operator key", body = MailgunErrorBody),
         (status = 404, description = "Not one of the caller's domains", body = MailgunErrorBody),
+        (status = 409, description = "The tenant has as many endpoints as the deployment allows", body = MailgunErrorBody),
+        (status = 412, description = "The webhook is no longer at the `If-Match` revision; nothing was changed", body = MailgunErrorBody),
         (status = 413, description = "Form too large", body = MailgunErrorBody),
     ),
     security(("mailgun_basic" = []))
@@ -527,6 +624,7 @@ pub async fn get(
 pub async fn update(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
+    if_match: MailgunIfMatch,
     Path((domain, name)): Path<(String, String)>,
     req: Request,
 ) -> MailgunResult<Json<Value>> {
@@ -535,18 +633,20 @@ pub async fn update(
         .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(&name)))?;
     let form = read_form(req).await?;
     let urls = form_urls(&state, &form)?;
-    let hooks = webhooks(&state, tenant, &domain).await?;
-    let current = named(&hooks, name);
-    for e in &current {
-        if !urls.contains(&e.url) {
-            state.store.delete_endpoint(tenant, e.id).await?;
-        }
-    }
-    for url in &urls {
-        if !current.iter().any(|e| &e.url == url) {
-            add(&state, tenant, &domain, name, url).await?;
-        }
-    }
+    change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
+        let remove = current
+            .iter()
+            .filter(|e| !urls.contains(&e.url))
+            .cloned()
+            .collect();
+        let add = urls
+            .iter()
+            .filter(|url| !current.iter().any(|e| &e.url == *url))
+            .cloned()
+            .collect();
+        Ok((remove, add))
+    })
+    .await?;
     Ok(Json(json!({
         "message": "Webhook has been updated",
         "webhook": {"urls": urls},
@@ -562,34 +662,38 @@ pub async fn update(
     params(
         ("domain" = String, Path, description = "Domain name"),
         ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
     ),
     responses(
         (status = 200, description = "Deleted, with the removed URLs", body = MailgunChanged),
+        (status = 400, description = "Invalid If-Match", body = MailgunErrorBody),
         (status = 401, description = "No valid credentials", body = MailgunErrorBody),
         (status = 403, description = "The operator key", body = MailgunErrorBody),
         (status = 404, description = "Unknown domain or name, or a name without URLs", body = MailgunErrorBody),
+        (status = 412, description = "The webhook is no longer at the `If-Match` revision; nothing was deleted", body = MailgunErrorBody),
     ),
     security(("mailgun_basic" = []))
 )]
 pub async fn delete(
     MailgunTenant(tenant): MailgunTenant,
     State(state): State<AppState>,
+    if_match: MailgunIfMatch,
     Path((domain, name)): Path<(String, String)>,
 ) -> MailgunResult<Json<Value>> {
     let domain = known_domain(&state, tenant, &domain).await?;
     let name = canonical(&name).ok_or_else(|| MailgunError::not_found(unknown_name(&name)))?;
-    let hooks = webhooks(&state, tenant, &domain).await?;
-    let current = named(&hooks, name);
-    if current.is_empty() {
-        return Err(MailgunError::not_found("Webhook not found"));
-    }
-    for e in &current {
-        state.store.delete_endpoint(tenant, e.id).await?;
-    }
+    let removed = change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
+        if current.is_empty() {
+            return Err(MailgunError::not_found("Webhook not found"));
+        }
+        Ok((current.to_vec(), Vec::new()))
+    })
+    .await?;
     tracing::info!(tenant = %tenant, webhook = name, "mailgun webhook deleted");
+    let removed: Vec<&Endpoint> = removed.iter().collect();
     Ok(Json(json!({
         "message": "Webhook has been deleted",
-        "webhook": {"urls": urls_of(&current)},
+        "webhook": {"urls": urls_of(&removed)},
     })))
 }
 

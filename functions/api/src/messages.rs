@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody};
-use hookline_core::ids::MessageId;
+use hookline_core::http::{page_body, parse_limit, ApiResult, AppState, Caller, ErrorBody, Paging};
+use hookline_core::ids::{AttemptId, MessageId};
 use hookline_core::model::{Delivery, Message, MessageQuery};
 use hookline_core::Error;
 use serde::Deserialize;
@@ -15,9 +16,6 @@ use utoipa::IntoParams;
 use crate::openapi::{AttemptList, MessageDetail, MessageList};
 use crate::views::{AttemptView, DeliveryView, MessageView};
 
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 250;
-
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -25,7 +23,7 @@ pub struct ListQuery {
     /// `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
-    /// Page size, 1 to 250 (default 50).
+    /// Page size, 1 to 250 (default 50); a page also stops before 2 MiB of messages.
     #[serde(default)]
     #[param(value_type = Option<u32>, minimum = 1, maximum = 250)]
     limit: Option<String>,
@@ -55,19 +53,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let tenant = caller.tenant()?;
     let Query(q) = query.map_err(|e| Error::invalid("invalid_query", e.body_text()))?;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Error::invalid(
-                    "invalid_query",
-                    format!("limit must be between 1 and {MAX_LIMIT}"),
-                )
-            })?,
-    };
+    let limit = parse_limit(q.limit.as_deref())?;
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(
@@ -86,10 +72,10 @@ pub async fn list(
             },
         )
         .await?;
-    let data: Vec<MessageView> = page.items.iter().map(MessageView::from).collect();
-    Ok(Json(
-        json!({ "data": data, "next_cursor": page.next_cursor }),
-    ))
+    let views: Vec<MessageView> = page.items.iter().map(MessageView::from).collect();
+    Ok(Json(page_body(&views, page.next_cursor, |m| {
+        m.id.to_string()
+    })))
 }
 
 async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Message> {
@@ -150,9 +136,10 @@ pub async fn get(
     path = "/v1/messages/{id}/attempts",
     tag = "messages",
     operation_id = "list_attempts",
-    params(("id" = String, Path, description = "Message id (`msg_…`)")),
+    params(("id" = String, Path, description = "Message id (`msg_…`)"), Paging),
     responses(
-        (status = 200, description = "Every attempt of the message, to every endpoint", body = AttemptList),
+        (status = 200, description = "A page of the attempts of the message, to every endpoint, oldest first", body = AttemptList),
+        (status = 400, description = "Invalid query or cursor", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "Not one of the caller's messages", body = ErrorBody),
@@ -163,12 +150,33 @@ pub async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let page = crate::endpoints::paging(query)?.query()?;
     let message = load(&state, caller, &id).await?;
+    // A message's attempts are bounded by its targets times the retry schedule, and read
+    // in one go; the page is cut from them.
     let attempts = state
         .store
         .list_attempts(message.tenant, message.id)
         .await?;
-    let data: Vec<AttemptView> = attempts.iter().map(AttemptView::from).collect();
-    Ok(Json(json!({ "data": data })))
+    let start = match page.after.as_deref() {
+        None => 0,
+        Some(cursor) => {
+            let after = AttemptId::parse(cursor)
+                .ok_or_else(|| Error::invalid("invalid_cursor", "cursor is not one we issued"))?;
+            attempts
+                .iter()
+                .position(|a| a.id == after)
+                .map(|i| i + 1)
+                .ok_or_else(|| Error::invalid("invalid_cursor", "cursor is not one we issued"))?
+        }
+    };
+    let rest = &attempts[start..];
+    let shown = &rest[..rest.len().min(page.limit)];
+    let next_cursor = (rest.len() > shown.len())
+        .then(|| shown.last().map(|a| a.id.to_string()))
+        .flatten();
+    let views: Vec<AttemptView> = shown.iter().map(AttemptView::from).collect();
+    Ok(Json(page_body(&views, next_cursor, |a| a.id.to_string())))
 }

@@ -83,29 +83,44 @@ pub struct ApiKeyCreated {
     pub api_key: String,
 }
 
+/// A page of a listing.
 #[derive(Serialize, ToSchema)]
 pub struct TenantList {
     pub data: Vec<TenantView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
+/// A page of a listing.
 #[derive(Serialize, ToSchema)]
 pub struct ApiKeyList {
     pub data: Vec<ApiKeyView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
+/// A page of a listing.
 #[derive(Serialize, ToSchema)]
 pub struct DomainList {
     pub data: Vec<DomainView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
+/// A page of a listing.
 #[derive(Serialize, ToSchema)]
 pub struct EndpointList {
     pub data: Vec<EndpointView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
+/// A page of the catalog.
 #[derive(Serialize, ToSchema)]
 pub struct EventTypeList<'a> {
     pub data: Vec<EventTypeView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A page of the log, newest first.
@@ -124,9 +139,12 @@ pub struct MessageDetail<'a> {
     pub deliveries: Vec<DeliveryView>,
 }
 
+/// A page of a listing.
 #[derive(Serialize, ToSchema)]
 pub struct AttemptList {
     pub data: Vec<AttemptView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// An endpoint's current signing secret.

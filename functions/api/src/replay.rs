@@ -6,10 +6,9 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hookline_core::envelope::json_or_default;
-use hookline_core::http::{ApiError, AppState, Caller, ErrorBody, RawBody};
+use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, RawBody};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{Delivery, DeliveryStatus, EndpointStatus, FailedQuery, Millis};
 use hookline_core::ports::Outgoing;
@@ -24,44 +23,6 @@ const PAGE: usize = 100;
 /// The most deliveries one bulk replay request reopens; the answer says when more are
 /// left (calling again picks them up, as those replayed are no longer failed).
 pub const MAX_REPLAY: usize = 1000;
-
-/// An error answer of the handlers that validate values beyond their JSON shape: such a
-/// value is refused with 422, everything else as [`ApiError`] maps it.
-pub enum Refusal {
-    Api(ApiError),
-    Unprocessable(Error),
-}
-
-impl Refusal {
-    pub fn unprocessable(code: &'static str, message: impl std::fmt::Display) -> Self {
-        Refusal::Unprocessable(Error::invalid(code, message))
-    }
-}
-
-impl From<Error> for Refusal {
-    fn from(e: Error) -> Self {
-        Refusal::Api(ApiError(e))
-    }
-}
-
-impl From<ApiError> for Refusal {
-    fn from(e: ApiError) -> Self {
-        Refusal::Api(e)
-    }
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        match self {
-            Refusal::Api(e) => e.into_response(),
-            Refusal::Unprocessable(e) => {
-                let mut response = ApiError(e).into_response();
-                *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-                response
-            }
-        }
-    }
-}
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,7 +74,7 @@ pub struct ReplayMessage {
     endpoint_id: Option<String>,
 }
 
-fn time(field: &str, value: Option<&Value>) -> Result<Option<Millis>, Refusal> {
+fn time(field: &str, value: Option<&Value>) -> Result<Option<Millis>, Error> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -122,19 +83,18 @@ fn time(field: &str, value: Option<&Value>) -> Result<Option<Millis>, Refusal> {
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map(|t| Some(t.timestamp_millis()))
         .ok_or_else(|| {
-            Refusal::unprocessable(
+            Error::unprocessable(
                 "invalid_time",
                 format!("{field} must be an RFC 3339 time, e.g. 2024-05-01T00:00:00Z"),
             )
         })
 }
 
-fn conflict_disabled() -> Refusal {
+fn conflict_disabled() -> Error {
     Error::conflict(
         "endpoint_disabled",
         "the endpoint is disabled; re-enable it with PATCH {\"status\": \"active\"} first",
     )
-    .into()
 }
 
 /// Replays every failed delivery to the endpoint of a message received in `[since,
@@ -162,7 +122,7 @@ pub async fn endpoint(
     caller: Caller,
     Path(id): Path<String>,
     RawBody(raw): RawBody,
-) -> Result<(StatusCode, Json<EndpointReplayed>), Refusal> {
+) -> ApiResult<(StatusCode, Json<EndpointReplayed>)> {
     let tenant = caller.tenant()?;
     let id = EndpointId::parse(&id).ok_or(Error::NotFound("endpoint"))?;
     let endpoint = state
@@ -172,16 +132,13 @@ pub async fn endpoint(
         .ok_or(Error::NotFound("endpoint"))?;
     let req: ReplayEndpoint = json_or_default(&raw)?;
     let since = time("since", req.since.as_ref())?
-        .ok_or_else(|| Refusal::unprocessable("invalid_time", "since is required"))?;
+        .ok_or_else(|| Error::unprocessable("invalid_time", "since is required"))?;
     let until = time("until", req.until.as_ref())?;
     if until.is_some_and(|u| u <= since) {
-        return Err(Refusal::unprocessable(
-            "invalid_time",
-            "until must be later than since",
-        ));
+        return Err(Error::unprocessable("invalid_time", "until must be later than since").into());
     }
     if endpoint.status != EndpointStatus::Active {
-        return Err(conflict_disabled());
+        return Err(conflict_disabled().into());
     }
     let mut query = FailedQuery {
         since,
@@ -241,7 +198,7 @@ pub async fn message(
     caller: Caller,
     Path(id): Path<String>,
     RawBody(raw): RawBody,
-) -> Result<(StatusCode, Json<MessageReplayed>), Refusal> {
+) -> ApiResult<(StatusCode, Json<MessageReplayed>)> {
     let tenant = caller.tenant()?;
     let id = MessageId::parse(&id).ok_or(Error::NotFound("message"))?;
     let message = state
@@ -271,7 +228,7 @@ pub async fn message(
             .into());
         }
         if !endpoint_active(&state, tenant, ep).await? {
-            return Err(conflict_disabled());
+            return Err(conflict_disabled().into());
         }
     }
     let mut chosen = Vec::new();
@@ -297,11 +254,7 @@ pub async fn message(
     ))
 }
 
-async fn endpoint_active(
-    state: &AppState,
-    tenant: TenantId,
-    id: EndpointId,
-) -> Result<bool, Refusal> {
+async fn endpoint_active(state: &AppState, tenant: TenantId, id: EndpointId) -> ApiResult<bool> {
     Ok(state
         .store
         .get_endpoint(tenant, id)
@@ -312,7 +265,7 @@ async fn endpoint_active(
 /// Reopens each failed delivery and queues its next attempt; returns how many it queued.
 /// One another replay reopened first is left to it. If the queue refuses, the deliveries
 /// reopened here are put back to failed, so a later replay finds them again.
-async fn reopen(state: &AppState, deliveries: Vec<Delivery>) -> Result<usize, Refusal> {
+async fn reopen(state: &AppState, deliveries: Vec<Delivery>) -> ApiResult<usize> {
     let now = state.clock.now();
     let mut reopened = Vec::new();
     for d in deliveries {

@@ -2,21 +2,40 @@
 //! one level deep, so that events can be published for them with `"owner"`) and their API
 //! keys.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use hookline_core::http::{no_content, ApiResult, AppState, Caller, ErrorBody, JsonBody};
+use hookline_core::http::{
+    no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
+    Paging,
+};
 use hookline_core::ids::{ApiKeyId, TenantId};
 use hookline_core::keys::PlainKey;
 use hookline_core::model::{ApiKeyRecord, Tenant};
+use hookline_core::ports::Written;
 use hookline_core::Error;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
+use crate::endpoints::{paging, IF_MATCH_DOC};
 use crate::openapi::{ApiKeyCreated, ApiKeyList, TenantCreated, TenantList};
 use crate::views::{ApiKeyView, TenantView};
+
+/// The revision a tenant's `ETag` names: tenants do not change once made.
+fn tenant_revision(t: &Tenant) -> String {
+    format!("c{}", t.created_at)
+}
+
+/// The revision an API key's `ETag` names: live, or revoked (its only change).
+fn key_revision(k: &ApiKeyRecord) -> String {
+    match k.revoked_at {
+        None => "live".to_string(),
+        Some(at) => format!("revoked.{at}"),
+    }
+}
 
 const MAX_NAME: usize = 200;
 
@@ -96,8 +115,10 @@ pub async fn create_sub_account(
     path = "/v1/sub-accounts",
     tag = "tenants",
     operation_id = "list_sub_accounts",
+    params(Paging),
     responses(
-        (status = 200, description = "The sub-accounts, without keys", body = TenantList),
+        (status = 200, description = "A page of the sub-accounts, without keys", body = TenantList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
     ),
@@ -106,11 +127,17 @@ pub async fn create_sub_account(
 pub async fn list_sub_accounts(
     State(state): State<AppState>,
     caller: Caller,
+    query: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let parent = caller.tenant()?;
-    let tenants = state.store.list_sub_accounts(parent).await?;
-    let data: Vec<TenantView> = tenants.iter().map(TenantView::from).collect();
-    Ok(Json(json!({ "data": data })))
+    let page = state
+        .store
+        .list_sub_accounts(parent, &paging(query)?.query()?)
+        .await?;
+    let views: Vec<TenantView> = page.items.iter().map(TenantView::from).collect();
+    Ok(Json(page_body(&views, page.next_cursor, |t| {
+        t.id.to_string()
+    })))
 }
 
 /// A tenant name: trimmed, 1 to [`MAX_NAME`] printable characters.
@@ -153,7 +180,8 @@ async fn create_with_key(
     operation_id = "get_tenant",
     params(("id" = String, Path, description = "Tenant id (`tn_…`)")),
     responses(
-        (status = 200, description = "The tenant", body = TenantView),
+        (status = 200, description = "The tenant", body = TenantView,
+            headers(("ETag" = String, description = "The tenant's revision"))),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 404, description = "No such tenant, or not the caller", body = ErrorBody),
     ),
@@ -163,9 +191,12 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<TenantView>> {
+) -> ApiResult<Response> {
     let tenant = tenant_for(&state, caller, &id).await?;
-    Ok(Json(TenantView::from(&tenant)))
+    Ok(with_etag(
+        &tenant_revision(&tenant),
+        Json(TenantView::from(&tenant)),
+    ))
 }
 
 #[utoipa::path(
@@ -200,9 +231,10 @@ pub async fn create_key(
     path = "/v1/tenants/{id}/api-keys",
     tag = "tenants",
     operation_id = "list_api_keys",
-    params(("id" = String, Path, description = "Tenant id (`tn_…`)")),
+    params(("id" = String, Path, description = "Tenant id (`tn_…`)"), Paging),
     responses(
-        (status = 200, description = "The tenant's keys, never the keys themselves", body = ApiKeyList),
+        (status = 200, description = "A page of the tenant's keys (oldest first), never the keys themselves", body = ApiKeyList),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 404, description = "No such tenant, or not the caller", body = ErrorBody),
     ),
@@ -212,11 +244,58 @@ pub async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let tenant = tenant_for(&state, caller, &id).await?;
-    let keys = state.store.list_api_keys(tenant.id).await?;
-    let data: Vec<ApiKeyView> = keys.iter().map(ApiKeyView::from).collect();
-    Ok(Json(json!({ "data": data })))
+    let page = state
+        .store
+        .list_api_keys(tenant.id, &paging(query)?.query()?)
+        .await?;
+    let views: Vec<ApiKeyView> = page.items.iter().map(ApiKeyView::from).collect();
+    Ok(Json(page_body(&views, page.next_cursor, |k| {
+        k.id.to_string()
+    })))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{id}/api-keys/{key_id}",
+    tag = "tenants",
+    operation_id = "get_api_key",
+    params(
+        ("id" = String, Path, description = "Tenant id (`tn_…`)"),
+        ("key_id" = String, Path, description = "API key id (`key_…`)"),
+    ),
+    responses(
+        (status = 200, description = "The key's record, never the key itself", body = ApiKeyView,
+            headers(("ETag" = String, description = "The key's revision (live or revoked), for `If-Match`"))),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 404, description = "No such tenant or key, or not the caller's", body = ErrorBody),
+    ),
+    security(("operator_key" = []), ("tenant_key" = []))
+)]
+pub async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, key_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let key = key_for(&state, caller, &id, &key_id).await?;
+    Ok(with_etag(&key_revision(&key), Json(ApiKeyView::from(&key))))
+}
+
+async fn key_for(
+    state: &AppState,
+    caller: Caller,
+    tenant: &str,
+    key_id: &str,
+) -> ApiResult<ApiKeyRecord> {
+    let tenant = tenant_for(state, caller, tenant).await?;
+    let key_id = ApiKeyId::parse(key_id).ok_or(Error::NotFound("API key"))?;
+    Ok(state
+        .store
+        .get_api_key(tenant.id, key_id)
+        .await?
+        .ok_or(Error::NotFound("API key"))?)
 }
 
 #[utoipa::path(
@@ -227,29 +306,43 @@ pub async fn list_keys(
     params(
         ("id" = String, Path, description = "Tenant id (`tn_…`)"),
         ("key_id" = String, Path, description = "API key id (`key_…`)"),
+        ("If-Match" = Option<String>, Header, description = IF_MATCH_DOC),
     ),
     responses(
-        (status = 204, description = "Revoked"),
+        (status = 204, description = "Revoked (revoking a revoked key keeps its first revocation)"),
+        (status = 400, description = "Invalid If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 404, description = "No such tenant or key, or not the caller's", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the key is no longer at the `If-Match` revision (revoked meanwhile)", body = ErrorBody),
     ),
     security(("operator_key" = []), ("tenant_key" = []))
 )]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
+    if_match: IfMatch,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let tenant = tenant_for(&state, caller, &id).await?;
-    let key_id = ApiKeyId::parse(&key_id).ok_or(Error::NotFound("API key"))?;
-    if !state
+    let key = key_for(&state, caller, &id, &key_id).await?;
+    if_match.check(&key_revision(&key))?;
+    // With If-Match on a live key, only a key still live is revoked: one revoked since
+    // is at another revision.
+    let only_if_live = if_match.is_set() && key.revoked_at.is_none();
+    match state
         .store
-        .revoke_api_key(tenant.id, key_id, state.clock.now())
+        .revoke_api_key(key.tenant, key.id, state.clock.now(), only_if_live)
         .await?
     {
-        return Err(Error::NotFound("API key").into());
+        Written::Done => {}
+        Written::Missing => return Err(Error::NotFound("API key").into()),
+        Written::Stale => {
+            return Err(Error::PreconditionFailed(
+                "the key changed since the ETag given in If-Match; read it again",
+            )
+            .into())
+        }
     }
-    tracing::info!(tenant = %tenant.id, key = %key_id, "API key revoked");
+    tracing::info!(tenant = %key.tenant, key = %key.id, "API key revoked");
     Ok(no_content())
 }
 

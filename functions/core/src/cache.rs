@@ -26,10 +26,11 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
-    Message, MessageQuery, Millis, Page, Tenant,
+    Message, MessageQuery, Millis, Page, PageQuery, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, Inserted, MessageStore, SharedStore, TenantStore,
+    Written,
 };
 use crate::Result;
 
@@ -181,16 +182,49 @@ impl EndpointStore for CachedStore {
     async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>> {
         self.inner.get_domain(tenant, name).await
     }
-    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
-        self.inner.list_domains(tenant).await
+    async fn list_domains(&self, tenant: TenantId, page: &PageQuery) -> Result<Page<Domain>> {
+        self.inner.list_domains(tenant, page).await
     }
-    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+    async fn delete_domain(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        created_at: Option<Millis>,
+    ) -> Result<Written> {
         self.forget_endpoints(tenant);
-        self.inner.delete_domain(tenant, name).await
+        self.inner.delete_domain(tenant, name, created_at).await
     }
-    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()> {
         self.forget_endpoints(endpoint.tenant);
-        self.inner.put_endpoint(endpoint).await
+        self.inner.create_endpoint(endpoint, max_per_tenant).await
+    }
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: u64) -> Result<Written> {
+        self.forget_endpoints(endpoint.tenant);
+        self.inner.update_endpoint(endpoint, expected_version).await
+    }
+    async fn list_endpoints_page(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<Endpoint>> {
+        self.inner.list_endpoints_page(tenant, page).await
+    }
+    async fn endpoint_group_version(&self, tenant: TenantId, group: &str) -> Result<u64> {
+        self.inner.endpoint_group_version(tenant, group).await
+    }
+    async fn update_endpoint_group(
+        &self,
+        tenant: TenantId,
+        group: &str,
+        expected_version: u64,
+        remove: &[Endpoint],
+        add: &[Endpoint],
+        max_per_tenant: usize,
+    ) -> Result<Written> {
+        self.forget_endpoints(tenant);
+        self.inner
+            .update_endpoint_group(tenant, group, expected_version, remove, add, max_per_tenant)
+            .await
     }
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
         match self.cached_endpoints(tenant).await? {
@@ -204,9 +238,16 @@ impl EndpointStore for CachedStore {
             None => self.inner.list_endpoints(tenant).await,
         }
     }
-    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
+    async fn delete_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        expected_version: Option<u64>,
+    ) -> Result<Written> {
         self.forget_endpoints(tenant);
-        self.inner.delete_endpoint(tenant, id).await
+        self.inner
+            .delete_endpoint(tenant, id, expected_version)
+            .await
     }
     async fn update_endpoint_health(
         &self,
@@ -232,17 +273,33 @@ impl TenantStore for CachedStore {
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         self.inner.get_tenant(id).await
     }
-    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
-        self.inner.list_sub_accounts(parent).await
+    async fn list_sub_accounts(&self, parent: TenantId, page: &PageQuery) -> Result<Page<Tenant>> {
+        self.inner.list_sub_accounts(parent, page).await
     }
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
         self.inner.insert_api_key(key).await
     }
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
-        self.inner.list_api_keys(tenant).await
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {
+        self.inner.get_api_key(tenant, id).await
     }
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
-        let revoked = self.inner.revoke_api_key(tenant, id, at).await?;
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<ApiKeyRecord>> {
+        self.inner.list_api_keys(tenant, page).await
+    }
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Millis,
+        only_if_live: bool,
+    ) -> Result<Written> {
+        let revoked = self
+            .inner
+            .revoke_api_key(tenant, id, at, only_if_live)
+            .await?;
         if let Some(keys) = &self.keys {
             keys.forget(tenant, id);
         }
@@ -312,8 +369,8 @@ impl EventTypeStore for CachedStore {
     async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>> {
         self.inner.get_event_type(name).await
     }
-    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
-        self.inner.list_event_types().await
+    async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>> {
+        self.inner.list_event_types(page).await
     }
 }
 
@@ -433,11 +490,14 @@ mod tests {
             let cached = CachedStore::new(sqlite.clone()).with_endpoints(Duration::from_secs(3600));
             let tenant = TenantId::new();
             let first = endpoint(tenant);
-            cached.put_endpoint(&first).await.unwrap();
+            cached.create_endpoint(&first, 100).await.unwrap();
             assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 1);
 
             // Written behind the cache's back: not seen until the entry expires.
-            sqlite.put_endpoint(&endpoint(tenant)).await.unwrap();
+            sqlite
+                .create_endpoint(&endpoint(tenant), 100)
+                .await
+                .unwrap();
             assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 1);
             assert!(cached
                 .get_endpoint(tenant, first.id)
@@ -446,9 +506,15 @@ mod tests {
                 .is_some());
 
             // Written through the cache: seen at once.
-            cached.put_endpoint(&endpoint(tenant)).await.unwrap();
+            cached
+                .create_endpoint(&endpoint(tenant), 100)
+                .await
+                .unwrap();
             assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 3);
-            cached.delete_endpoint(tenant, first.id).await.unwrap();
+            cached
+                .delete_endpoint(tenant, first.id, None)
+                .await
+                .unwrap();
             assert!(cached
                 .get_endpoint(tenant, first.id)
                 .await
@@ -456,7 +522,10 @@ mod tests {
                 .is_none());
 
             let short = CachedStore::new(sqlite.clone()).with_endpoints(Duration::ZERO);
-            sqlite.put_endpoint(&endpoint(tenant)).await.unwrap();
+            sqlite
+                .create_endpoint(&endpoint(tenant), 100)
+                .await
+                .unwrap();
             assert_eq!(short.list_endpoints(tenant).await.unwrap().len(), 3);
         }
         #[tokio::test]
@@ -469,7 +538,10 @@ mod tests {
 
             // Revoked behind the cache's back (by the api function): the record in hand is
             // reused until it expires.
-            sqlite.revoke_api_key(tenant, record.id, 5).await.unwrap();
+            sqlite
+                .revoke_api_key(tenant, record.id, 5, false)
+                .await
+                .unwrap();
             let reused = cached.find_api_key(&plain.hash()).await.unwrap().unwrap();
             assert_eq!(reused.revoked_at, None);
             let short = CachedStore::new(sqlite.clone()).with_api_keys(Duration::ZERO);
@@ -483,7 +555,13 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            assert!(cached.revoke_api_key(other, other_key.id, 7).await.unwrap());
+            assert_eq!(
+                cached
+                    .revoke_api_key(other, other_key.id, 7, true)
+                    .await
+                    .unwrap(),
+                Written::Done
+            );
             let seen = cached
                 .find_api_key(&other_plain.hash())
                 .await
@@ -514,7 +592,7 @@ mod tests {
             let tenant = TenantId::new();
             assert!(keys_only.list_endpoints(tenant).await.unwrap().is_empty());
             let behind = endpoint(tenant);
-            sqlite.put_endpoint(&behind).await.unwrap();
+            sqlite.create_endpoint(&behind, 100).await.unwrap();
             assert_eq!(
                 keys_only.list_endpoints(tenant).await.unwrap(),
                 vec![behind.clone()]
@@ -532,7 +610,10 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap();
-            sqlite.revoke_api_key(owner, record.id, 3).await.unwrap();
+            sqlite
+                .revoke_api_key(owner, record.id, 3, false)
+                .await
+                .unwrap();
             let again = endpoints_only
                 .find_api_key(&plain.hash())
                 .await

@@ -326,7 +326,10 @@ mod tests {
                     created_at: 0,
                 }))
         }
-        async fn list_event_types(&self) -> Result<Vec<crate::model::CustomEventType>> {
+        async fn list_event_types(
+            &self,
+            _: &crate::model::PageQuery,
+        ) -> Result<crate::model::Page<crate::model::CustomEventType>> {
             unreachable!("resolve never lists")
         }
     }

@@ -11,6 +11,8 @@ use crate::urlpolicy::UrlPolicy;
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 * 1024;
 /// Most events in one publish request.
 pub const MAX_BATCH: usize = 100;
+/// Endpoints a tenant may have, by default.
+pub const DEFAULT_MAX_ENDPOINTS: usize = 1_000;
 /// How long an endpoint may fail every attempt before it is disabled, by default.
 pub const DEFAULT_DISABLE_AFTER: Duration = Duration::from_secs(5 * 24 * 3600);
 
@@ -38,6 +40,8 @@ pub struct CoreConfig {
     /// An endpoint whose attempts have all failed for this long is disabled automatically;
     /// `None` never disables one.
     pub disable_after: Option<Duration>,
+    /// The most endpoints a tenant may have.
+    pub max_endpoints: usize,
 }
 
 impl Default for CoreConfig {
@@ -50,6 +54,7 @@ impl Default for CoreConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             secret_grace: Duration::from_secs(24 * 3600),
             disable_after: Some(DEFAULT_DISABLE_AFTER),
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
         }
     }
 }
@@ -95,6 +100,16 @@ impl CoreConfig {
         if let Some(s) = var("HOOKLINE_REQUEST_TIMEOUT") {
             cfg.request_timeout = humantime::parse_duration(&s)
                 .map_err(|e| format!("HOOKLINE_REQUEST_TIMEOUT: {e}"))?;
+        }
+        if let Some(s) = var("HOOKLINE_MAX_ENDPOINTS") {
+            cfg.max_endpoints = s
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    format!("HOOKLINE_MAX_ENDPOINTS: {s:?} is not a whole number of at least 1")
+                })?;
         }
         if let Some(s) = var("HOOKLINE_DISABLE_AFTER") {
             cfg.disable_after =

@@ -3,6 +3,7 @@
 //! against real tables and queues. The checks use fresh ids, so store runs can share tables.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,13 +16,36 @@ use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Tenant,
+    Page, PageQuery, Tenant,
 };
-use crate::ports::{FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore};
+use crate::ports::{FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore, Written};
 use crate::signing::{EndpointSecrets, Secret};
 
+/// What a store promises beyond what every store must, so a check of such a promise runs
+/// only against stores that make it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTraits {
+    /// Conditional writes made at the same time are serialized: of two made from the same
+    /// version one fails, and a failed one undoes nothing of the other's. SQLite and
+    /// DynamoDB promise it; moto does not for transactions (a cancelled one restores a
+    /// copy of the whole table taken before it began, undoing what other requests wrote
+    /// meanwhile), so against moto those checks run one write after the other.
+    pub concurrent_writes_serialized: bool,
+}
+
+impl StoreTraits {
+    /// The embedded store, and DynamoDB itself.
+    pub const SERIALIZED: StoreTraits = StoreTraits {
+        concurrent_writes_serialized: true,
+    };
+    /// moto standing in for DynamoDB.
+    pub const MOTO: StoreTraits = StoreTraits {
+        concurrent_writes_serialized: false,
+    };
+}
+
 /// Runs every store check.
-pub async fn store_contract(store: Arc<dyn Store>) {
+pub async fn store_contract(store: Arc<dyn Store>, traits: StoreTraits) {
     let s = store.as_ref();
     tenants_and_keys(s).await;
     sub_accounts(s).await;
@@ -31,6 +55,11 @@ pub async fn store_contract(store: Arc<dyn Store>) {
     deleting_a_domain_deletes_its_scoped_endpoints_only(s).await;
     endpoints(s).await;
     endpoints_are_isolated_by_tenant(s).await;
+    endpoint_writes_are_conditional_on_the_version(s).await;
+    of_two_concurrent_updates_one_is_refused(s, traits).await;
+    the_endpoint_limit_holds_under_concurrent_creates(s, traits).await;
+    endpoint_groups_change_as_one(s, traits).await;
+    listings_page_in_key_order(s).await;
     insert_message_keeps_the_first_version(s).await;
     a_leased_insert_leases_the_first_attempts_once(s).await;
     messages_are_listed_apart_from_the_tenants_other_records(s).await;
@@ -112,6 +141,63 @@ pub async fn stored_tenant<S: TenantStore + ?Sized>(
     (t.id, plain)
 }
 
+/// Endpoints a tenant may have in these checks, far above what any check creates.
+const NO_LIMIT: usize = 1_000_000;
+
+/// For other crates' tests: stores a new endpoint with no limit on the tenant's endpoints.
+pub async fn stored_endpoint<S: crate::ports::EndpointStore + ?Sized>(store: &S, e: &Endpoint) {
+    store
+        .create_endpoint(e, NO_LIMIT)
+        .await
+        .expect("create endpoint");
+}
+
+/// Runs the futures at the same time where the store serializes concurrent writes, else
+/// one after the other (see [`StoreTraits`]); their results in order.
+async fn together<F: Future>(traits: StoreTraits, futures: Vec<F>) -> Vec<F::Output> {
+    if traits.concurrent_writes_serialized {
+        futures::future::join_all(futures).await
+    } else {
+        let mut out = Vec::with_capacity(futures.len());
+        for f in futures {
+            out.push(f.await);
+        }
+        out
+    }
+}
+
+/// Follows cursors from the first page to the end, `limit` items a page; returns every
+/// item in order and the number of pages.
+async fn every_page<T, F, Fut>(limit: usize, mut fetch: F) -> (Vec<T>, usize)
+where
+    F: FnMut(PageQuery) -> Fut,
+    Fut: Future<Output = crate::Result<Page<T>>>,
+{
+    let mut items = Vec::new();
+    let mut pages = 0;
+    let mut after = None;
+    loop {
+        let page = fetch(PageQuery {
+            after: after.take(),
+            limit,
+        })
+        .await
+        .expect("list a page");
+        pages += 1;
+        assert!(page.items.len() <= limit, "a page holds at most the limit");
+        let more = page.next_cursor.is_some();
+        if more {
+            assert_eq!(page.items.len(), limit, "only the last page is short");
+        }
+        items.extend(page.items);
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => return (items, pages),
+        }
+        assert!(pages < 100_000, "the cursors never end");
+    }
+}
+
 /// For other crates' tests: an active, organisation-wide raw-format endpoint record.
 pub fn endpoint_to(tenant: TenantId, url: &str, event_types: Option<&[&str]>) -> Endpoint {
     let mut e = endpoint(tenant, None, now());
@@ -170,6 +256,7 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         rate_limit: None,
         created_at,
         updated_at: created_at,
+        version: 1,
     }
 }
 
@@ -262,16 +349,36 @@ async fn tenants_and_keys(s: &dyn Store) {
         None,
         "an unknown hash finds no key"
     );
+    let mut by_id = vec![first.clone(), second.clone()];
+    by_id.sort_by_key(|k| k.id);
     assert_eq!(
-        s.list_api_keys(t.id).await.expect("list keys"),
-        vec![first.clone(), second.clone()],
-        "keys are listed oldest first"
+        s.list_api_keys(t.id, &PageQuery::first(10))
+            .await
+            .expect("list keys")
+            .items,
+        by_id,
+        "keys are listed by id"
+    );
+    assert_eq!(
+        s.get_api_key(t.id, second.id).await.expect("get key"),
+        Some(second.clone()),
+        "a key is found by tenant and id"
+    );
+    assert_eq!(
+        s.get_api_key(TenantId::new(), second.id)
+            .await
+            .expect("get key"),
+        None,
+        "a key is not found under another tenant"
     );
 
     let at = t0 + 10;
-    assert!(
-        s.revoke_api_key(t.id, first.id, at).await.expect("revoke"),
-        "revoking a key of the tenant succeeds"
+    assert_eq!(
+        s.revoke_api_key(t.id, first.id, at, true)
+            .await
+            .expect("revoke"),
+        Written::Done,
+        "revoking a live key of the tenant succeeds"
     );
     let revoked = ApiKeyRecord {
         revoked_at: Some(at),
@@ -282,10 +389,18 @@ async fn tenants_and_keys(s: &dyn Store) {
         Some(revoked.clone()),
         "a revoked key is still found, with revoked_at set"
     );
-    assert!(
-        s.revoke_api_key(t.id, first.id, at + 10)
+    assert_eq!(
+        s.revoke_api_key(t.id, first.id, at + 10, true)
             .await
             .expect("revoke"),
+        Written::Stale,
+        "a revocation of a key read as live is refused once it is revoked"
+    );
+    assert_eq!(
+        s.revoke_api_key(t.id, first.id, at + 10, false)
+            .await
+            .expect("revoke"),
+        Written::Done,
         "revoking a revoked key of the tenant still reports the key"
     );
     assert_eq!(
@@ -293,15 +408,20 @@ async fn tenants_and_keys(s: &dyn Store) {
         Some(revoked.clone()),
         "revoking again keeps the first revocation time"
     );
-    assert!(
-        !s.revoke_api_key(t.id, ApiKeyId::new(), at)
+    assert_eq!(
+        s.revoke_api_key(t.id, ApiKeyId::new(), at, false)
             .await
             .expect("revoke"),
-        "revoking an unknown key reports false"
+        Written::Missing,
+        "revoking an unknown key reports it missing"
     );
-    assert_eq!(
-        s.list_api_keys(t.id).await.expect("list keys"),
-        vec![revoked, second],
+    let listed = s
+        .list_api_keys(t.id, &PageQuery::first(10))
+        .await
+        .expect("list keys")
+        .items;
+    assert!(
+        listed.contains(&revoked) && listed.contains(&second) && listed.len() == 2,
         "revoked keys stay listed"
     );
 }
@@ -312,14 +432,13 @@ async fn sub_accounts(s: &dyn Store) {
     s.create_tenant(&parent, &api_key(parent.id, t0))
         .await
         .expect("create tenant");
-    // Created out of id order, so listing by id cannot pass for listing by age.
-    let younger = Tenant {
-        parent: Some(parent.id),
-        ..tenant(t0 + 2)
-    };
     let older = Tenant {
         parent: Some(parent.id),
         ..tenant(t0 + 1)
+    };
+    let younger = Tenant {
+        parent: Some(parent.id),
+        ..tenant(t0 + 2)
     };
     for child in [&younger, &older] {
         s.create_tenant(child, &api_key(child.id, t0))
@@ -341,18 +460,30 @@ async fn sub_accounts(s: &dyn Store) {
         Some(parent.clone()),
         "a top-level tenant has no parent"
     );
+    let (listed, pages) = every_page(
+        1,
+        |q| async move { s.list_sub_accounts(parent.id, &q).await },
+    )
+    .await;
+    // Ids minted in one millisecond order at random among themselves.
+    let mut by_id = vec![older.clone(), younger];
+    by_id.sort_by_key(|t| t.id);
     assert_eq!(
-        s.list_sub_accounts(parent.id).await.expect("list"),
-        vec![older.clone(), younger],
-        "a parent lists its sub-accounts, oldest first"
+        (listed, pages),
+        (by_id, 2),
+        "a parent lists its sub-accounts by id (so oldest first), a page at a time"
     );
     for (who, id) in [
         ("a sub-account", older.id),
         ("an unrelated tenant", unrelated.id),
         ("an unknown tenant", TenantId::new()),
     ] {
+        let page = s
+            .list_sub_accounts(id, &PageQuery::first(10))
+            .await
+            .expect("list");
         assert!(
-            s.list_sub_accounts(id).await.expect("list").is_empty(),
+            page.items.is_empty() && page.next_cursor.is_none(),
             "{who} lists no sub-accounts"
         );
     }
@@ -371,10 +502,11 @@ async fn revocation_is_scoped_to_the_tenant(s: &dyn Store) {
         .await
         .expect("create tenant");
 
-    assert!(
-        !s.revoke_api_key(other.id, owner_key.id, t0 + 1)
+    assert_eq!(
+        s.revoke_api_key(other.id, owner_key.id, t0 + 1, false)
             .await
             .expect("revoke"),
+        Written::Missing,
         "a tenant cannot revoke another tenant's key"
     );
     assert_eq!(
@@ -383,7 +515,10 @@ async fn revocation_is_scoped_to_the_tenant(s: &dyn Store) {
         "a refused revocation leaves the key live"
     );
     assert_eq!(
-        s.list_api_keys(other.id).await.expect("list keys"),
+        s.list_api_keys(other.id, &PageQuery::first(10))
+            .await
+            .expect("list keys")
+            .items,
         vec![other_key],
         "a tenant lists only its own keys"
     );
@@ -457,9 +592,12 @@ async fn domains(s: &dyn Store) {
         None,
         "a domain is not found under another tenant"
     );
-    let mut listed = s.list_domains(t).await.expect("list domains");
-    listed.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(listed, vec![blog, shop], "a tenant lists its own domains");
+    let (listed, pages) = every_page(1, |q| async move { s.list_domains(t, &q).await }).await;
+    assert_eq!(
+        (listed, pages),
+        (vec![blog, shop], 2),
+        "a tenant lists its own domains by name, a page at a time"
+    );
 }
 
 async fn deleting_a_domain_deletes_its_scoped_endpoints_only(s: &dyn Store) {
@@ -479,18 +617,36 @@ async fn deleting_a_domain_deletes_its_scoped_endpoints_only(s: &dyn Store) {
     let org_wide = endpoint(t, None, t0 + 2);
     let other_shop = endpoint(other, Some(shop), t0);
     for e in [&in_shop, &in_blog, &org_wide, &other_shop] {
-        s.put_endpoint(e).await.expect("put endpoint");
+        stored_endpoint(s, e).await;
     }
 
-    assert!(
-        !s.delete_domain(TenantId::new(), shop)
+    assert_eq!(
+        s.delete_domain(TenantId::new(), shop, None)
             .await
             .expect("delete domain"),
-        "deleting a domain the tenant does not have reports false"
+        Written::Missing,
+        "deleting a domain the tenant does not have reports it missing"
+    );
+    assert_eq!(
+        s.delete_domain(t, shop, Some(t0 - 1))
+            .await
+            .expect("delete domain"),
+        Written::Stale,
+        "a delete of another incarnation of the domain (created at another time) is refused"
     );
     assert!(
-        s.delete_domain(t, shop).await.expect("delete domain"),
-        "deleting an existing domain reports true"
+        s.get_endpoint(t, in_shop.id)
+            .await
+            .expect("get endpoint")
+            .is_some(),
+        "a refused domain delete deletes none of its endpoints"
+    );
+    assert_eq!(
+        s.delete_domain(t, shop, Some(t0))
+            .await
+            .expect("delete domain"),
+        Written::Done,
+        "deleting an existing domain succeeds"
     );
     assert_eq!(
         s.get_domain(t, shop).await.expect("get domain"),
@@ -521,12 +677,16 @@ async fn deleting_a_domain_deletes_its_scoped_endpoints_only(s: &dyn Store) {
         Some(other_shop),
         "another tenant's endpoints in a domain of the same name stay"
     );
-    assert!(
-        !s.delete_domain(t, shop).await.expect("delete domain"),
-        "deleting a deleted domain reports false"
+    assert_eq!(
+        s.delete_domain(t, shop, None).await.expect("delete domain"),
+        Written::Missing,
+        "deleting a deleted domain reports it missing"
     );
     assert_eq!(
-        s.list_domains(t).await.expect("list domains"),
+        s.list_domains(t, &PageQuery::first(10))
+            .await
+            .expect("list domains")
+            .items,
         vec![domain(t, blog, t0)],
         "the other domain stays"
     );
@@ -542,13 +702,13 @@ async fn endpoints(s: &dyn Store) {
     first.rate_limit = Some(7);
     first.failing_since = Some(t0 - 10);
     let second = endpoint(t, Some("shop.example.com"), t0 + 1);
-    s.put_endpoint(&first).await.expect("put endpoint");
-    s.put_endpoint(&second).await.expect("put endpoint");
+    stored_endpoint(s, &first).await;
+    stored_endpoint(s, &second).await;
 
     assert_eq!(
         s.get_endpoint(t, first.id).await.expect("get endpoint"),
         Some(first.clone()),
-        "an endpoint round-trips with every field"
+        "an endpoint round-trips with every field, at version 1"
     );
     assert_eq!(
         s.list_endpoints(t).await.expect("list endpoints"),
@@ -567,34 +727,45 @@ async fn endpoints(s: &dyn Store) {
         updated_at: t0 + 100,
         ..first.clone()
     };
-    s.put_endpoint(&updated).await.expect("put endpoint");
+    assert_eq!(
+        s.update_endpoint(&updated, 1)
+            .await
+            .expect("update endpoint"),
+        Written::Done
+    );
+    let stored = Endpoint {
+        version: 2,
+        ..updated.clone()
+    };
     assert_eq!(
         s.get_endpoint(t, first.id).await.expect("get endpoint"),
-        Some(updated.clone()),
-        "put replaces an endpoint"
+        Some(stored.clone()),
+        "an update replaces every field and moves the version on"
     );
     assert_eq!(
         s.list_endpoints(t).await.expect("list endpoints"),
-        vec![updated, second.clone()],
-        "a replaced endpoint is listed once, in its place"
+        vec![stored, second.clone()],
+        "an updated endpoint is listed once, in its place"
     );
 
-    assert!(
-        s.delete_endpoint(t, first.id)
+    assert_eq!(
+        s.delete_endpoint(t, first.id, None)
             .await
             .expect("delete endpoint"),
-        "deleting an endpoint reports true"
+        Written::Done,
+        "deleting an endpoint succeeds"
     );
     assert_eq!(
         s.get_endpoint(t, first.id).await.expect("get endpoint"),
         None,
         "a deleted endpoint is gone"
     );
-    assert!(
-        !s.delete_endpoint(t, first.id)
+    assert_eq!(
+        s.delete_endpoint(t, first.id, None)
             .await
             .expect("delete endpoint"),
-        "deleting a deleted endpoint reports false"
+        Written::Missing,
+        "deleting a deleted endpoint reports it missing"
     );
     assert_eq!(
         s.list_endpoints(t).await.expect("list endpoints"),
@@ -607,18 +778,31 @@ async fn endpoints_are_isolated_by_tenant(s: &dyn Store) {
     let t = TenantId::new();
     let other = TenantId::new();
     let e = endpoint(t, None, now());
-    s.put_endpoint(&e).await.expect("put endpoint");
+    stored_endpoint(s, &e).await;
 
     assert_eq!(
         s.get_endpoint(other, e.id).await.expect("get endpoint"),
         None,
         "an endpoint is not found under another tenant"
     );
-    assert!(
-        !s.delete_endpoint(other, e.id)
+    assert_eq!(
+        s.delete_endpoint(other, e.id, None)
             .await
             .expect("delete endpoint"),
+        Written::Missing,
         "another tenant cannot delete an endpoint"
+    );
+    let theirs = Endpoint {
+        tenant: other,
+        url: "https://hooks.example.com/taken".into(),
+        ..e.clone()
+    };
+    assert_eq!(
+        s.update_endpoint(&theirs, 1)
+            .await
+            .expect("update endpoint"),
+        Written::Missing,
+        "another tenant cannot update an endpoint"
     );
     assert!(
         s.list_endpoints(other)
@@ -630,8 +814,320 @@ async fn endpoints_are_isolated_by_tenant(s: &dyn Store) {
     assert_eq!(
         s.get_endpoint(t, e.id).await.expect("get endpoint"),
         Some(e),
-        "a refused delete leaves the endpoint"
+        "refused writes leave the endpoint"
     );
+}
+
+/// Every write of an endpoint made from a copy is conditional on the version the copy
+/// was read at: a change made since (an edit, a health change) is never undone, and a
+/// deleted endpoint never comes back.
+async fn endpoint_writes_are_conditional_on_the_version(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    let e = endpoint(t, None, t0);
+    stored_endpoint(s, &e).await;
+    let get = || async { s.get_endpoint(t, e.id).await.expect("get").expect("stored") };
+
+    let renamed = Endpoint {
+        description: "renamed".into(),
+        ..e.clone()
+    };
+    assert_eq!(
+        s.update_endpoint(&renamed, 1).await.expect("update"),
+        Written::Done
+    );
+    let stale = Endpoint {
+        url: "https://hooks.example.com/stale".into(),
+        ..e.clone()
+    };
+    assert_eq!(
+        s.update_endpoint(&stale, 1).await.expect("update"),
+        Written::Stale,
+        "an update from a copy older than the stored version is refused"
+    );
+    assert_eq!(
+        get().await,
+        Endpoint {
+            version: 2,
+            ..renamed.clone()
+        },
+        "a refused update stores nothing"
+    );
+
+    // The worker's health changes move the version on too: an edit made from a copy
+    // read before one cannot undo it.
+    assert!(s
+        .update_endpoint_health(
+            t,
+            e.id,
+            &HealthChange::Disable {
+                reason: "gone".into(),
+                at: t0 + 5
+            }
+        )
+        .await
+        .expect("disable"));
+    let disabled = get().await;
+    assert_eq!(
+        (disabled.version, disabled.status),
+        (3, EndpointStatus::Disabled),
+        "a health change moves the version on"
+    );
+    let from_before = Endpoint {
+        description: "edited from an old copy".into(),
+        ..renamed.clone()
+    };
+    assert_eq!(
+        s.update_endpoint(&from_before, 2).await.expect("update"),
+        Written::Stale,
+        "an edit from a copy read before the health change is refused"
+    );
+    assert_eq!(get().await.status, EndpointStatus::Disabled);
+    assert!(s
+        .update_endpoint_health(t, e.id, &HealthChange::Failing { at: t0 + 6 })
+        .await
+        .expect("failing"));
+    assert!(s
+        .update_endpoint_health(t, e.id, &HealthChange::Recovered)
+        .await
+        .expect("recovered"));
+    assert_eq!(
+        get().await.version,
+        5,
+        "each health change moves the version"
+    );
+
+    assert_eq!(
+        s.delete_endpoint(t, e.id, Some(4)).await.expect("delete"),
+        Written::Stale,
+        "a delete at an old version is refused"
+    );
+    assert_eq!(
+        s.delete_endpoint(t, e.id, Some(5)).await.expect("delete"),
+        Written::Done,
+        "a delete at the current version is made"
+    );
+    assert_eq!(
+        s.update_endpoint(&renamed, 5).await.expect("update"),
+        Written::Missing,
+        "an update of a deleted endpoint does not bring it back"
+    );
+    assert_eq!(s.get_endpoint(t, e.id).await.expect("get"), None);
+    assert_eq!(
+        s.delete_endpoint(t, e.id, Some(5)).await.expect("delete"),
+        Written::Missing
+    );
+}
+
+/// Two writers that read the same version: exactly one of them writes.
+async fn of_two_concurrent_updates_one_is_refused(s: &dyn Store, traits: StoreTraits) {
+    let t = TenantId::new();
+    let e = endpoint(t, None, now());
+    stored_endpoint(s, &e).await;
+    let a = Endpoint {
+        description: "a".into(),
+        ..e.clone()
+    };
+    let b = Endpoint {
+        url: "https://hooks.example.com/b".into(),
+        ..e.clone()
+    };
+    let updates = together(
+        traits,
+        vec![s.update_endpoint(&a, 1), s.update_endpoint(&b, 1)],
+    )
+    .await;
+    let mut results = [
+        updates[0].as_ref().copied().expect("update a"),
+        updates[1].as_ref().copied().expect("update b"),
+    ];
+    results.sort_by_key(|w| *w == Written::Done);
+    assert_eq!(results, [Written::Stale, Written::Done]);
+    let stored = s.get_endpoint(t, e.id).await.expect("get").expect("stored");
+    assert_eq!(stored.version, 2);
+    assert!(
+        stored == Endpoint { version: 2, ..a } || stored == Endpoint { version: 2, ..b },
+        "the stored endpoint is one writer's whole copy, not a mix"
+    );
+}
+
+async fn the_endpoint_limit_holds_under_concurrent_creates(s: &dyn Store, traits: StoreTraits) {
+    let t = TenantId::new();
+    let t0 = now();
+    let max = 4;
+    let candidates: Vec<Endpoint> = (0..10).map(|i| endpoint(t, None, t0 + i)).collect();
+    let results = together(
+        traits,
+        candidates
+            .iter()
+            .map(|e| s.create_endpoint(e, max))
+            .collect(),
+    )
+    .await;
+    let mut created = 0;
+    for r in results {
+        match r {
+            Ok(()) => created += 1,
+            Err(Error::Conflict { code, .. }) => assert_eq!(code, "too_many_endpoints"),
+            Err(other) => {
+                panic!("a create over the limit must be too_many_endpoints, got {other:?}")
+            }
+        }
+    }
+    assert_eq!(
+        created, max,
+        "exactly the limit's worth of endpoints is created"
+    );
+    let listed = s.list_endpoints(t).await.expect("list");
+    assert_eq!(listed.len(), max, "refused creates store nothing");
+
+    assert_eq!(
+        s.delete_endpoint(t, listed[0].id, None)
+            .await
+            .expect("delete"),
+        Written::Done
+    );
+    s.create_endpoint(&endpoint(t, None, t0 + 20), max)
+        .await
+        .expect("a delete makes room for one more");
+    assert!(
+        s.create_endpoint(&endpoint(t, None, t0 + 21), max)
+            .await
+            .is_err(),
+        "and only one"
+    );
+    s.create_endpoint(&endpoint(TenantId::new(), None, t0), max)
+        .await
+        .expect("the limit is per tenant");
+}
+
+/// A group of endpoints (the URLs of a Mailgun webhook) changes as one: conditional on
+/// the group's version and on each removed endpoint's, all or nothing.
+async fn endpoint_groups_change_as_one(s: &dyn Store, traits: StoreTraits) {
+    let t = TenantId::new();
+    let t0 = now();
+    let group = "mg.example.com#delivered";
+    assert_eq!(
+        s.endpoint_group_version(t, group).await.expect("version"),
+        0,
+        "a group never written is at version 0"
+    );
+    let (a, b) = (endpoint(t, None, t0), endpoint(t, None, t0 + 1));
+    let (add_a, add_b) = ([a], [b]);
+    let writes = together(
+        traits,
+        vec![
+            s.update_endpoint_group(t, group, 0, &[], &add_a, NO_LIMIT),
+            s.update_endpoint_group(t, group, 0, &[], &add_b, NO_LIMIT),
+        ],
+    )
+    .await;
+    let mut results = [
+        writes[0].as_ref().copied().expect("group"),
+        writes[1].as_ref().copied().expect("group"),
+    ];
+    results.sort_by_key(|w| *w == Written::Done);
+    assert_eq!(
+        results,
+        [Written::Stale, Written::Done],
+        "of two writers from the same group version, one is refused"
+    );
+    let members = s.list_endpoints(t).await.expect("list");
+    assert_eq!(members.len(), 1, "the refused writer stored nothing");
+    assert_eq!(
+        s.endpoint_group_version(t, group).await.expect("version"),
+        1
+    );
+    let member = members[0].clone();
+
+    // A removal of a member changed meanwhile is refused, with nothing written.
+    assert!(s
+        .update_endpoint_health(t, member.id, &HealthChange::Failing { at: t0 })
+        .await
+        .expect("failing"));
+    let c = endpoint(t, None, t0 + 2);
+    assert_eq!(
+        s.update_endpoint_group(
+            t,
+            group,
+            1,
+            std::slice::from_ref(&member),
+            std::slice::from_ref(&c),
+            NO_LIMIT
+        )
+        .await
+        .expect("group"),
+        Written::Stale
+    );
+    assert_eq!(s.get_endpoint(t, c.id).await.expect("get"), None);
+    assert_eq!(
+        s.endpoint_group_version(t, group).await.expect("version"),
+        1
+    );
+
+    let current = s
+        .get_endpoint(t, member.id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        s.update_endpoint_group(t, group, 1, &[current], std::slice::from_ref(&c), NO_LIMIT)
+            .await
+            .expect("group"),
+        Written::Done
+    );
+    assert_eq!(
+        s.list_endpoints(t).await.expect("list"),
+        vec![c.clone()],
+        "the member is replaced"
+    );
+    assert_eq!(
+        s.endpoint_group_version(t, group).await.expect("version"),
+        2
+    );
+
+    // Over the tenant's limit: refused as a create is, and nothing written.
+    let more: Vec<Endpoint> = (0..3).map(|i| endpoint(t, None, t0 + 10 + i)).collect();
+    match s.update_endpoint_group(t, group, 2, &[], &more, 2).await {
+        Err(Error::Conflict { code, .. }) => assert_eq!(code, "too_many_endpoints"),
+        other => panic!("a group over the limit must be too_many_endpoints, got {other:?}"),
+    }
+    assert_eq!(s.list_endpoints(t).await.expect("list"), vec![c]);
+    assert_eq!(
+        s.endpoint_group_version(t, group).await.expect("version"),
+        2
+    );
+    assert_eq!(
+        s.endpoint_group_version(TenantId::new(), group)
+            .await
+            .expect("version"),
+        0,
+        "groups are per tenant"
+    );
+}
+
+/// Endpoints page in id order with no item twice and none left out, whatever the page
+/// size, and another tenant's never show.
+async fn listings_page_in_key_order(s: &dyn Store) {
+    let t = TenantId::new();
+    let t0 = now();
+    let mut all = Vec::new();
+    for i in 0..23 {
+        let e = endpoint(t, None, t0 + i);
+        stored_endpoint(s, &e).await;
+        all.push(e);
+    }
+    stored_endpoint(s, &endpoint(TenantId::new(), None, t0)).await;
+    all.sort_by_key(|e| e.id);
+    for limit in [1, 5, 10, 23, 100] {
+        let (listed, pages) =
+            every_page(limit, |q| async move { s.list_endpoints_page(t, &q).await }).await;
+        assert_eq!(
+            listed, all,
+            "pages of {limit} list every endpoint once, by id"
+        );
+        assert_eq!(pages, 23_usize.div_ceil(limit), "no empty page at the end");
+    }
 }
 
 // ---- messages and idempotency keys ----------------------------------------------------
@@ -758,9 +1254,7 @@ async fn messages_are_listed_apart_from_the_tenants_other_records(s: &dyn Store)
     s.create_domain(&domain(t, "shop.example.com", at))
         .await
         .expect("create domain");
-    s.put_endpoint(&endpoint(t, None, at))
-        .await
-        .expect("put endpoint");
+    stored_endpoint(s, &endpoint(t, None, at)).await;
     s.insert_api_key(&api_key(t, at)).await.expect("insert key");
     s.claim_idempotency_key(t, "zz-key", MessageId::new(), at, Duration::from_secs(60))
         .await
@@ -1496,7 +1990,7 @@ async fn endpoint_health_changes_touch_only_health(s: &dyn Store) {
     let t0 = now();
     let t = TenantId::new();
     let e = endpoint(t, None, t0);
-    s.put_endpoint(&e).await.expect("put endpoint");
+    stored_endpoint(s, &e).await;
     let get = || async { s.get_endpoint(t, e.id).await.expect("get").expect("stored") };
     let change = |c: HealthChange| async move {
         s.update_endpoint_health(t, e.id, &c)
@@ -1517,9 +2011,10 @@ async fn endpoint_health_changes_touch_only_health(s: &dyn Store) {
         get().await,
         Endpoint {
             failing_since: Some(t0 + 10),
+            version: 2,
             ..e.clone()
         },
-        "only failing_since changed"
+        "only failing_since (and the version) changed"
     );
 
     let reason = "every attempt failed; disabled automatically".to_string();
@@ -1536,6 +2031,7 @@ async fn endpoint_health_changes_touch_only_health(s: &dyn Store) {
         disabled_at: Some(t0 + 30),
         failing_since: Some(t0 + 10),
         updated_at: t0 + 30,
+        version: 3,
         ..e.clone()
     };
     assert_eq!(
@@ -1556,6 +2052,7 @@ async fn endpoint_health_changes_touch_only_health(s: &dyn Store) {
         get().await,
         Endpoint {
             failing_since: None,
+            version: 4,
             ..disabled
         },
         "recovering clears failing_since only"
@@ -1856,10 +2353,10 @@ async fn event_types(s: &dyn Store) {
         .expect("found");
     assert_same_event_type(&kept, &zebra, "a duplicate create leaves the first type");
 
-    let listed = s.list_event_types().await.expect("list event types");
+    let (listed, _) = every_page(7, |q| async move { s.list_event_types(&q).await }).await;
     assert!(
         listed.windows(2).all(|w| w[0].name < w[1].name),
-        "types are listed sorted by name, each once"
+        "types are listed sorted by name, each once, across pages"
     );
     let mine: Vec<_> = listed
         .iter()

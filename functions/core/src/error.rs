@@ -12,9 +12,17 @@ pub enum Error {
     /// The named resource does not exist for this caller (another tenant's ids included).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Well-formed, but a value is out of its range or the request cannot be acted on as
+    /// it stands (422); nothing was stored.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// The resource already exists or the change conflicts with current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The caller's `If-Match` names a revision the resource is no longer at (412);
+    /// nothing was stored.
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
     /// Missing, malformed, unknown or revoked credentials.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -55,11 +63,26 @@ impl Error {
         }
     }
 
+    pub fn unprocessable(code: &'static str, message: impl fmt::Display) -> Self {
+        Error::Unprocessable {
+            code,
+            message: message.to_string(),
+        }
+    }
+
     pub fn conflict(code: &'static str, message: impl fmt::Display) -> Self {
         Error::Conflict {
             code,
             message: message.to_string(),
         }
+    }
+
+    /// The refusal of a new endpoint over the tenant's limit of `max`.
+    pub fn too_many_endpoints(max: usize) -> Self {
+        Error::conflict(
+            "too_many_endpoints",
+            format!("a tenant may have at most {max} endpoints; delete one first"),
+        )
     }
 
     pub fn backend(
@@ -80,7 +103,10 @@ impl Error {
     /// The machine-readable code of the error body.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Invalid { code, .. } | Error::Conflict { code, .. } => code,
+            Error::Invalid { code, .. }
+            | Error::Unprocessable { code, .. }
+            | Error::Conflict { code, .. } => code,
+            Error::PreconditionFailed(_) => "precondition_failed",
             Error::NotFound(_) => "not_found",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",

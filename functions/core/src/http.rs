@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +24,7 @@ use crate::envelope::json_error;
 use crate::error::Error;
 use crate::ids::{ApiKeyId, TenantId};
 use crate::keys::KeyHash;
-use crate::model::Millis;
+use crate::model::{Millis, PageQuery};
 use crate::ports::{SharedClock, SharedQueue, SharedStore};
 
 /// Largest request body read (API Gateway's own limit is 10 MB; Lambda's 6 MB).
@@ -58,7 +60,9 @@ impl ApiError {
         match &self.0 {
             Error::Invalid { .. } => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -289,4 +293,164 @@ pub fn rfc3339(ms: Millis) -> String {
 /// An empty 204 response.
 pub fn no_content() -> Response {
     (StatusCode::NO_CONTENT, Body::empty()).into_response()
+}
+
+// ---- revisions: ETag and If-Match -------------------------------------------------------
+
+/// The entity tag of a record at one revision: a strong tag, quoted as HTTP wants it.
+/// `revision` names the state of the record (its version, or what identifies an
+/// immutable one), so any change gives another tag.
+pub fn etag(revision: &str) -> String {
+    format!("\"{revision}\"")
+}
+
+/// A response with the `ETag` of the record it shows.
+pub fn with_etag(revision: &str, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag(revision)) {
+        response.headers_mut().insert(ETAG, value);
+    }
+    response
+}
+
+/// The `If-Match` of a request: `None` when absent (the change applies to whatever is
+/// current), else the tags the caller accepts (`*`: any current revision).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfMatch(Option<Vec<String>>);
+
+impl IfMatch {
+    /// Whether the request names revisions at all.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Passes when the header is absent or names the current revision (or `*`); else a
+    /// 412. Weak tags never match: If-Match compares strongly.
+    pub fn check(&self, current_revision: &str) -> Result<(), Error> {
+        let Some(tags) = &self.0 else {
+            return Ok(());
+        };
+        let current = etag(current_revision);
+        if tags.iter().any(|t| t == "*" || *t == current) {
+            Ok(())
+        } else {
+            Err(Error::PreconditionFailed(
+                "the resource changed since the ETag given in If-Match; read it again",
+            ))
+        }
+    }
+
+    /// Parses the header's value: `*`, or comma-separated entity tags.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        let tags: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let well_formed = |t: &String| {
+            t == "*"
+                || (t.len() >= 2 && t.ends_with('"') && {
+                    let opaque = t.strip_prefix("W/").unwrap_or(t);
+                    opaque.len() >= 2 && opaque.starts_with('"')
+                })
+        };
+        if tags.is_empty() || !tags.iter().all(well_formed) {
+            return Err(Error::invalid(
+                "invalid_if_match",
+                "If-Match must be * or quoted entity tags, as the ETag header gives them",
+            ));
+        }
+        Ok(IfMatch(Some(tags)))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError(Error::invalid("invalid_if_match", "If-Match must be ASCII")))?;
+        Ok(IfMatch::parse(text)?)
+    }
+}
+
+// ---- paging ------------------------------------------------------------------------------
+
+/// The most items a listing's page holds, whatever `limit` asks.
+pub const MAX_LIMIT: usize = 250;
+/// Items a page holds when `limit` is absent.
+pub const DEFAULT_LIMIT: usize = 50;
+/// The most bytes of JSON items one page carries. A page stops early (with a cursor to the
+/// rest) rather than pass it, so that no answer comes near what Lambda (6 MB, once its
+/// body is escaped into the response) and API Gateway allow; one item is always shown.
+pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// `?cursor=&limit=` of a listing.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Page size, 1 to 250 (default 50); a page also stops before 2 MiB of items.
+    #[serde(default)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 250)]
+    pub limit: Option<String>,
+}
+
+impl Paging {
+    /// The store's page query: the cursor as given (an empty one is the first page) and
+    /// the limit checked.
+    pub fn query(&self) -> Result<PageQuery, Error> {
+        Ok(PageQuery {
+            after: self.cursor.clone().filter(|c| !c.is_empty()),
+            limit: parse_limit(self.limit.as_deref())?,
+        })
+    }
+}
+
+/// A `limit` parameter: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+pub fn parse_limit(raw: Option<&str>) -> Result<usize, Error> {
+    match raw {
+        None => Ok(DEFAULT_LIMIT),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "invalid_query",
+                    format!("limit must be between 1 and {MAX_LIMIT}"),
+                )
+            }),
+    }
+}
+
+/// A page as answered: `{"data": [...], "next_cursor"}`. Items are serialized in order
+/// until the next would pass [`MAX_PAGE_BYTES`]; when the page stops there, the cursor
+/// is the last shown item's key (`key`), else the store's.
+pub fn page_body<T: Serialize>(
+    items: &[T],
+    next_cursor: Option<String>,
+    key: impl Fn(&T) -> String,
+) -> serde_json::Value {
+    let mut data = Vec::with_capacity(items.len());
+    let mut bytes = 0;
+    for (i, item) in items.iter().enumerate() {
+        let value = serde_json::to_value(item).expect("views serialize");
+        let size = value.to_string().len();
+        if i > 0 && bytes + size > MAX_PAGE_BYTES {
+            let cursor = key(&items[i - 1]);
+            return json!({ "data": data, "next_cursor": cursor });
+        }
+        bytes += size;
+        data.push(value);
+    }
+    json!({ "data": data, "next_cursor": next_cursor })
 }

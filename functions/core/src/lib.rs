@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod fields;
 pub mod ids;
 pub mod keys;
 pub mod model;
@@ -16,6 +17,7 @@ pub mod retry;
 pub mod signing;
 pub mod task;
 pub mod urlpolicy;
+pub mod verdict;
 pub mod webhook;
 
 #[cfg(feature = "aws")]

@@ -120,6 +120,10 @@ pub struct Endpoint {
     pub rate_limit: Option<u32>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Counts the writes of the record: 1 when created, one more at every change (health
+    /// changes included). Writes are conditional on it, so a change made from an older
+    /// copy is refused instead of undoing the changes made since.
+    pub version: u64,
 }
 
 /// A change of an endpoint's health made by delivery, written on its own so that it
@@ -315,12 +319,26 @@ pub struct CustomEventType {
     pub created_at: Millis,
 }
 
-/// A page of a listing, newest first.
+/// A page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass back as the cursor to get the next page; `None` at the end.
     pub next_cursor: Option<String>,
+}
+
+/// Where a page of a listing in key order starts, and how long it is.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Continue after this key (exclusive): the last key of the previous page.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl PageQuery {
+    pub fn first(limit: usize) -> Self {
+        PageQuery { after: None, limit }
+    }
 }
 
 /// Filters for the message log.

@@ -12,8 +12,23 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
-    Message, MessageQuery, Millis, Page, Tenant,
+    Message, MessageQuery, Millis, Page, PageQuery, Tenant,
 };
+
+/// How a conditional write of one record ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The condition held and the write was made.
+    Done,
+    /// The record exists but is not at the version (or in the state) the write expected:
+    /// someone changed it since the caller read it. Nothing was written.
+    Stale,
+    /// There is no such record (any more). Nothing was written.
+    Missing,
+}
+
+/// The most items a store returns for one page, whatever the caller asks for.
+pub const MAX_PAGE: usize = 1000;
 
 /// Tenants, their API keys and the operator key.
 #[async_trait]
@@ -21,13 +36,25 @@ pub trait TenantStore: Send + Sync {
     /// Creates a tenant with its first key.
     async fn create_tenant(&self, tenant: &Tenant, first_key: &ApiKeyRecord) -> Result<()>;
     async fn get_tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
-    /// The tenants whose parent is `parent`, oldest first.
-    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>>;
+    /// A page of the tenants whose parent is `parent`, by id (so oldest first); the cursor
+    /// is the last id.
+    async fn list_sub_accounts(&self, parent: TenantId, page: &PageQuery) -> Result<Page<Tenant>>;
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()>;
-    /// All keys of a tenant, revoked ones included, oldest first.
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>>;
-    /// Marks a key revoked; false if the tenant has no such key.
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool>;
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKeyRecord>>;
+    /// A page of a tenant's keys, revoked ones included, by id (so oldest first); the
+    /// cursor is the last id.
+    async fn list_api_keys(&self, tenant: TenantId, page: &PageQuery)
+        -> Result<Page<ApiKeyRecord>>;
+    /// Marks a key revoked, keeping the first revocation time. With `only_if_live`, only
+    /// a key not revoked yet is changed (`Stale` otherwise): the caller acts on a copy it
+    /// read as live. Without it, revoking a revoked key is `Done`.
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Millis,
+        only_if_live: bool,
+    ) -> Result<Written>;
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>>;
     async fn operator_key_hash(&self) -> Result<Option<KeyHash>>;
     /// Stores the operator key's hash unless one is stored; returns whether it stored it.
@@ -40,19 +67,61 @@ pub trait EndpointStore: Send + Sync {
     /// Fails with a conflict if the tenant already has the domain.
     async fn create_domain(&self, domain: &Domain) -> Result<()>;
     async fn get_domain(&self, tenant: TenantId, name: &str) -> Result<Option<Domain>>;
-    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>>;
-    /// Deletes the domain and the endpoints scoped to it; false if there was none.
-    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool>;
-    /// Inserts or replaces an endpoint.
-    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()>;
+    /// A page of a tenant's domains, by name; the cursor is the last name.
+    async fn list_domains(&self, tenant: TenantId, page: &PageQuery) -> Result<Page<Domain>>;
+    /// Deletes the domain and the endpoints scoped to it. `created_at`: only the domain
+    /// created then (`Stale` for another one of the same name, made after a delete).
+    async fn delete_domain(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        created_at: Option<Millis>,
+    ) -> Result<Written>;
+    /// Stores a new endpoint (at version 1), unless the tenant has `max_per_tenant`
+    /// endpoints already: then the conflict `too_many_endpoints`, and nothing is stored.
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()>;
+    /// Replaces the endpoint with `endpoint` if it is still at `expected_version`; the
+    /// stored copy gets the next version. `Stale` if it changed meanwhile (an edit, a
+    /// health change), `Missing` if it was deleted: nothing is written then.
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: u64) -> Result<Written>;
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>>;
-    /// All endpoints of a tenant, oldest first.
+    /// All endpoints of a tenant, oldest first (what a fan-out reads).
     async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>>;
-    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool>;
+    /// A page of a tenant's endpoints, by id (so oldest first); the cursor is the last id.
+    async fn list_endpoints_page(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<Endpoint>>;
+    /// Deletes an endpoint; with `expected_version`, only at that version.
+    async fn delete_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        expected_version: Option<u64>,
+    ) -> Result<Written>;
+    /// The version of a group of endpoints managed together (a Mailgun webhook: the
+    /// endpoints of one name and domain); 0 for a group never written.
+    async fn endpoint_group_version(&self, tenant: TenantId, group: &str) -> Result<u64>;
+    /// Changes a group's endpoints in one step, if the group is still at
+    /// `expected_version` and each endpoint in `remove` still at its version: deletes
+    /// those, stores `add` (each new, within `max_per_tenant` as `create_endpoint`), and
+    /// moves the group to the next version. `Stale` (nothing written) if the group or an
+    /// endpoint to remove changed or went meanwhile.
+    async fn update_endpoint_group(
+        &self,
+        tenant: TenantId,
+        group: &str,
+        expected_version: u64,
+        remove: &[Endpoint],
+        add: &[Endpoint],
+        max_per_tenant: usize,
+    ) -> Result<Written>;
     /// Applies a health change to an endpoint, touching no other field (`updated_at`
-    /// included, except when disabling). Returns whether it changed anything: `Failing`
-    /// when `failing_since` was unset, `Recovered` when it was set, `Disable` when the
-    /// endpoint was active; false too for an endpoint that does not exist.
+    /// included, except when disabling) but its version, which moves on. Returns whether
+    /// it changed anything: `Failing` when `failing_since` was unset, `Recovered` when it
+    /// was set, `Disable` when the endpoint was active; false too for an endpoint that
+    /// does not exist.
     async fn update_endpoint_health(
         &self,
         tenant: TenantId,
@@ -183,8 +252,8 @@ pub trait EventTypeStore: Send + Sync {
     /// Fails with the conflict `event_type_exists` if a type of that name is stored.
     async fn create_event_type(&self, def: &CustomEventType) -> Result<()>;
     async fn get_event_type(&self, name: &str) -> Result<Option<CustomEventType>>;
-    /// Every stored type, sorted by name.
-    async fn list_event_types(&self) -> Result<Vec<CustomEventType>>;
+    /// A page of the stored types, by name; the cursor is the last name.
+    async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>>;
 }
 
 /// Everything storage offers; what the routers and workers hold.

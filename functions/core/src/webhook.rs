@@ -115,6 +115,7 @@ mod tests {
             rate_limit: None,
             created_at: 0,
             updated_at: 0,
+            version: 1,
         }
     }
 

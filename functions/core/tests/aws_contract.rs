@@ -16,6 +16,7 @@ use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
     BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
 };
+use hookline_core::ports::Written;
 use hookline_core::ports::{EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Store};
 use hookline_core::signing::{EndpointSecrets, Secret};
 use serde_json::value::RawValue;
@@ -60,9 +61,17 @@ async fn drop_queues(client: &aws_sdk_sqs::Client, queue: &SqsQueue, dead_letter
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamo_store_meets_the_contract() {
     let (client, store) = store().await;
-    contract::store_contract(Arc::new(store.clone()) as Arc<dyn Store>).await;
+    contract::store_contract(
+        Arc::new(store.clone()) as Arc<dyn Store>,
+        contract::StoreTraits::MOTO,
+    )
+    .await;
     // The checks use fresh ids, so a second run on the same table must pass too.
-    contract::store_contract(Arc::new(store.clone()) as Arc<dyn Store>).await;
+    contract::store_contract(
+        Arc::new(store.clone()) as Arc<dyn Store>,
+        contract::StoreTraits::MOTO,
+    )
+    .await;
     drop_table(&client, &store).await;
 }
 
@@ -241,26 +250,52 @@ async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
         rate_limit: None,
         created_at,
         updated_at: created_at,
+        version: 1,
     };
     // More than fit in one transaction, so the deletion is split.
     for i in 0..150 {
         store
-            .put_endpoint(&endpoint(Some(shop), i))
+            .create_endpoint(&endpoint(Some(shop), i), 1_000)
             .await
-            .expect("put endpoint");
+            .expect("create endpoint");
     }
     let kept = vec![endpoint(Some(blog), 200), endpoint(None, 201)];
     for e in &kept {
-        store.put_endpoint(e).await.expect("put endpoint");
+        store
+            .create_endpoint(e, 1_000)
+            .await
+            .expect("create endpoint");
     }
 
-    assert!(store.delete_domain(tenant, shop).await.expect("delete"));
+    assert_eq!(
+        store
+            .delete_domain(tenant, shop, Some(1))
+            .await
+            .expect("delete"),
+        Written::Done
+    );
     assert_eq!(
         store.list_endpoints(tenant).await.expect("list endpoints"),
         kept,
         "every endpoint of the domain is gone, the others stay (empty strings and lists too)"
     );
-    assert!(!store.delete_domain(tenant, shop).await.expect("delete"));
+    assert_eq!(
+        store
+            .delete_domain(tenant, shop, None)
+            .await
+            .expect("delete"),
+        Written::Missing
+    );
+    // Every transaction of the split delete took its endpoints off the tenant's count:
+    // with a limit of 3, the 2 left leave room for exactly one more.
+    store
+        .create_endpoint(&endpoint(None, 300), 3)
+        .await
+        .expect("room for a third");
+    assert!(store
+        .create_endpoint(&endpoint(None, 301), 3)
+        .await
+        .is_err());
     drop_table(&client, &store).await;
 }
 

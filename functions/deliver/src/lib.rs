@@ -33,13 +33,13 @@ use futures::future::join_all;
 use hookline_core::config::CoreConfig;
 use hookline_core::ids::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{
-    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange,
-    Message, Millis,
+    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange, Message, Millis,
 };
 use hookline_core::ports::{
     FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
 };
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
+use hookline_core::verdict::{health_change, Verdict};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -492,22 +492,8 @@ impl Deliverer {
         let now = self.clock.now();
         let number = expect + 1;
         let status = response.status;
-        let permanent = matches!(status, Some(406) | Some(410));
-        let succeeded = status.is_some_and(|s| (200..300).contains(&s));
-        let retry_after = match status {
-            Some(429) | Some(503) => response.retry_after,
-            _ => None,
-        };
-        let next_delay = if succeeded || permanent {
-            None
-        } else {
-            self.config.retry.next_delay(number, retry_after)
-        };
-        let outcome = match (succeeded, next_delay) {
-            (true, _) => AttemptOutcome::Succeeded,
-            (false, Some(_)) => AttemptOutcome::Retrying,
-            (false, None) => AttemptOutcome::Failed,
-        };
+        let verdict = Verdict::of(status, response.retry_after, number, &self.config.retry);
+        let (outcome, next_delay) = (verdict.outcome, verdict.next_delay);
 
         if let Some(delay) = next_delay {
             // Queued before the result is recorded: see the module comment.
@@ -524,11 +510,7 @@ impl Deliverer {
         } else {
             delivery.next_attempt_at = None;
         }
-        delivery.status = match outcome {
-            AttemptOutcome::Succeeded => DeliveryStatus::Succeeded,
-            AttemptOutcome::Retrying => DeliveryStatus::Pending,
-            AttemptOutcome::Failed => DeliveryStatus::Failed,
-        };
+        delivery.status = verdict.delivery_status();
         delivery.attempts = number;
         delivery.last_status_code = status;
         delivery.last_error = response.error.clone();
@@ -564,40 +546,22 @@ impl Deliverer {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
         // After the result is recorded: a fault here must not send the request again.
-        if let Err(e) = self.track_health(endpoint, succeeded, status, now).await {
+        if let Err(e) = self.track_health(endpoint, status, now).await {
             tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint health not updated");
         }
         Ok(Step::Settled)
     }
 
-    /// Keeps the endpoint's health after an attempt, writing only when it changes: the
-    /// first failure after a success marks the endpoint failing, a success clears that,
-    /// and a failure once it has failed for `disable_after` (or a 410) disables it.
+    /// Keeps the endpoint's health after an attempt (see [`health_change`]), writing only
+    /// when it changes.
     async fn track_health(
         &self,
         endpoint: &Endpoint,
-        succeeded: bool,
         status: Option<u16>,
         now: Millis,
     ) -> Result<()> {
-        let change = if succeeded {
-            if endpoint.failing_since.is_none() {
-                return Ok(());
-            }
-            HealthChange::Recovered
-        } else if status == Some(410) {
-            HealthChange::Disable {
-                reason: "the endpoint answered 410 Gone".into(),
-                at: now,
-            }
-        } else {
-            match (endpoint.failing_since, self.config.disable_after) {
-                (None, _) => HealthChange::Failing { at: now },
-                (Some(since), Some(after)) if now - since >= after.as_millis() as Millis => {
-                    HealthChange::auto_disable(since, now)
-                }
-                (Some(_), _) => return Ok(()),
-            }
+        let Some(change) = health_change(endpoint, status, now, self.config.disable_after) else {
+            return Ok(());
         };
         let changed = self
             .store

@@ -355,7 +355,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
     let mut path_of: HashMap<EndpointId, &str> = HashMap::new();
     for path in PATHS {
         let e = endpoint_to(tenant, &receiver.url(path), None);
-        store.put_endpoint(&e).await.unwrap();
+        store.create_endpoint(&e, 1_000).await.unwrap();
         path_of.insert(e.id, path);
     }
     let endpoint_a = *path_of.iter().find(|(_, p)| **p == "/a").unwrap().0;

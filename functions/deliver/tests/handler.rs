@@ -87,8 +87,8 @@ async fn a_batch_reports_only_what_sqs_must_redeliver() {
     let (opened_url, opened_seen) = receiver().await;
     let everything = endpoint_to(tenant, &all_url, None);
     let opened_only = endpoint_to(tenant, &opened_url, Some(&["opened"]));
-    store.put_endpoint(&everything).await.unwrap();
-    store.put_endpoint(&opened_only).await.unwrap();
+    store.create_endpoint(&everything, 1_000).await.unwrap();
+    store.create_endpoint(&opened_only, 1_000).await.unwrap();
 
     let deliverer =
         common::loopback_deliverer(store.clone(), queue, "0s,1s", Duration::from_secs(5));
@@ -182,7 +182,7 @@ async fn a_copy_of_an_event_waits_for_the_lease_on_its_first_attempts() {
     let (tenant, _) = stored_tenant(store.as_ref(), None).await;
     let (url, seen) = receiver().await;
     let endpoint = endpoint_to(tenant, &url, None);
-    store.put_endpoint(&endpoint).await.unwrap();
+    store.create_endpoint(&endpoint, 1_000).await.unwrap();
     let deliverer =
         common::loopback_deliverer(store.clone(), queue, "0s,1s", Duration::from_secs(5));
 

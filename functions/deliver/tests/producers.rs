@@ -45,7 +45,7 @@ async fn tenant(store: &dyn Store, parent: Option<TenantId>) -> TenantId {
 
 async fn endpoint(store: &dyn Store, tenant: TenantId, url: String) -> EndpointId {
     let endpoint = endpoint_to(tenant, &url, None);
-    store.put_endpoint(&endpoint).await.unwrap();
+    store.create_endpoint(&endpoint, 1_000).await.unwrap();
     endpoint.id
 }
 

@@ -121,7 +121,7 @@ async fn a_delivery_to_a_rebound_name_is_blocked_and_never_connects() {
     let deliverer = deliverer(store.clone(), queue);
     let (tenant, _) = stored_tenant(store.as_ref(), None).await;
     let endpoint = endpoint_to(tenant, &format!("http://rebind.test:{port}/hook"), None);
-    store.put_endpoint(&endpoint).await.unwrap();
+    store.create_endpoint(&endpoint, 1_000).await.unwrap();
 
     let first = publish(&deliverer, tenant, 1).await;
     let attempts = store.list_attempts(tenant, first).await.unwrap();

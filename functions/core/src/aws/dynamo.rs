@@ -35,7 +35,9 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at` |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at version` (an item written before versions has none: version 1) |
+//! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete (counted from the first create or delete after versions came in) |
+//! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
 //! | message       | `T#<tenant>`     | `MSG#<message>`   | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) first_lease_until?` |
 //! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
@@ -86,11 +88,11 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, Tenant,
+    Page, PageQuery, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, FirstAttempts, Inserted, MessageStore,
-    TenantStore,
+    TenantStore, Written, MAX_PAGE,
 };
 
 /// The table's partition key attribute.
@@ -104,8 +106,6 @@ pub const GSI2_SK: &str = "gsi2sk";
 /// The attribute DynamoDB's TTL reads: epoch seconds.
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
-/// The largest page `list_messages` returns, whatever the caller asks for (as SQLite).
-const MAX_PAGE: usize = 1000;
 /// DynamoDB's limit on the items of one `TransactWriteItems` (moto enforces it too).
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// How long [`create_table`] waits for a new table to become active.
@@ -120,6 +120,9 @@ const KEY_LOOKUP_SK: &str = "KEY";
 const OPERATOR: &str = "OPERATOR";
 const DOMAIN_PREFIX: &str = "DOMAIN#";
 const ENDPOINT_PREFIX: &str = "EP#";
+/// The item counting a tenant's endpoints, for the limit on them.
+const ENDPOINT_COUNT_SK: &str = "ENDPOINTS";
+const GROUP_PREFIX: &str = "GROUP#";
 const IDEMPOTENCY_PREFIX: &str = "IDEM#";
 const MESSAGE_PREFIX: &str = "MSG#";
 const DELIVERY_PREFIX: &str = "D#";
@@ -491,8 +494,19 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
             ("rate_limit", e.rate_limit.map(n)),
             ("created_at", Some(n(e.created_at))),
             ("updated_at", Some(n(e.updated_at))),
+            ("version", Some(n(e.version))),
         ],
     ))
+}
+
+/// The condition that an item's `version` is `expected` (`#version` and `:version` bound
+/// by the caller); items written before versions count as version 1.
+fn version_is(expected: u64) -> &'static str {
+    if expected == 1 {
+        "(attribute_not_exists(#version) OR #version = :version)"
+    } else {
+        "#version = :version"
+    }
 }
 
 fn decode_endpoint(item: &Item) -> Result<Endpoint> {
@@ -516,6 +530,7 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
         rate_limit: f.opt_n("rate_limit")?,
         created_at: f.n("created_at")?,
         updated_at: f.n("updated_at")?,
+        version: f.opt_n("version")?.unwrap_or(1),
     })
 }
 
@@ -868,6 +883,123 @@ impl DynamoStore {
         }
     }
 
+    /// A page of a partition's items whose sort key starts with `prefix`, in sort key order,
+    /// after the item whose sort key is `prefix` + `page.after`; the cursor is the last
+    /// item's sort key without the prefix.
+    async fn query_page(
+        &self,
+        context: &'static str,
+        pk: String,
+        prefix: &str,
+        page: &PageQuery,
+    ) -> Result<(Vec<Item>, Option<String>)> {
+        let limit = page.limit.clamp(1, MAX_PAGE);
+        let mut items = Vec::new();
+        let mut start = page
+            .after
+            .as_ref()
+            .map(|after| key(pk.clone(), format!("{prefix}{after}")));
+        // One item past the page tells whether another page follows; DynamoDB may end a
+        // response early (1 MB), so keep reading until then.
+        while items.len() <= limit {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_values(":pk", s(&pk))
+                .consistent_read(true)
+                .limit(i32::try_from(limit + 1 - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            // DynamoDB refuses an empty string in a key condition: no prefix, no condition.
+            request = if prefix.is_empty() {
+                request.key_condition_expression("#pk = :pk")
+            } else {
+                request
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":prefix", s(prefix))
+            };
+            let out = request.send().await.map_err(|e| sdk_error(context, e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let cursor = if more {
+            let last = items.last().expect("a full page");
+            let sk = Fields::new(last, context).s(SK)?;
+            Some(sk.strip_prefix(prefix).unwrap_or(sk).to_owned())
+        } else {
+            None
+        };
+        Ok((items, cursor))
+    }
+
+    /// A page of decoded items, as [`DynamoStore::query_page`] reads them.
+    async fn decoded_page<T>(
+        &self,
+        context: &'static str,
+        pk: String,
+        prefix: &str,
+        page: &PageQuery,
+        decode: fn(&Item) -> Result<T>,
+    ) -> Result<Page<T>> {
+        let (items, next_cursor) = self.query_page(context, pk, prefix, page).await?;
+        Ok(Page {
+            items: items.iter().map(decode).collect::<Result<_>>()?,
+            next_cursor,
+        })
+    }
+
+    /// Whether an item exists, read strongly consistent: what tells `Missing` from
+    /// `Stale` after a refused conditional write.
+    async fn written_or_why(
+        &self,
+        context: &'static str,
+        done: bool,
+        pk: String,
+        sk: &str,
+    ) -> Result<Written> {
+        if done {
+            return Ok(Written::Done);
+        }
+        Ok(match self.get(context, pk, sk).await? {
+            Some(_) => Written::Stale,
+            None => Written::Missing,
+        })
+    }
+
+    /// The transaction step that moves a tenant's endpoint count by `delta`, refused (the
+    /// whole transaction with it) if that would take it past `max`.
+    fn count_endpoints_step(
+        &self,
+        tenant: TenantId,
+        delta: i64,
+        max: Option<usize>,
+    ) -> Result<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(tenant_pk(tenant), ENDPOINT_COUNT_SK)))
+            .update_expression("SET #n = if_not_exists(#n, :zero) + :delta")
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":delta", n(delta));
+        if let (Some(max), true) = (max, delta > 0) {
+            // Room for `delta` more: the count is at most `max - delta` now.
+            let room = i64::try_from(max).unwrap_or(i64::MAX) - delta;
+            update = update
+                .condition_expression("attribute_not_exists(#n) OR #n <= :room")
+                .expression_attribute_values(":room", n(room));
+        }
+        Ok(TransactWriteItem::builder()
+            .update(update.build().map_err(build_error)?)
+            .build())
+    }
+
     /// The conditional update that writes a delivery's whole state over its record (or
     /// creates it), if the record has `expected_attempts` attempts, appending `logged` to
     /// its log. An update rather than a put, so the log the record carries is kept. A
@@ -976,6 +1108,16 @@ impl DynamoStore {
 
     /// Runs a transaction; `false` when it was cancelled because a condition was false.
     async fn transact(&self, context: &'static str, steps: Vec<TransactWriteItem>) -> Result<bool> {
+        Ok(self.transact_steps(context, steps).await?.is_ok())
+    }
+
+    /// Runs a transaction; when it was cancelled because conditions were false, the
+    /// positions of the steps whose condition failed.
+    async fn transact_steps(
+        &self,
+        context: &'static str,
+        steps: Vec<TransactWriteItem>,
+    ) -> Result<std::result::Result<(), Vec<usize>>> {
         let result = self
             .client
             .transact_write_items()
@@ -983,21 +1125,24 @@ impl DynamoStore {
             .send()
             .await;
         let Err(e) = result else {
-            return Ok(true);
+            return Ok(Ok(()));
         };
         // A cancelled transaction reports why per step; the codes are strings by API
         // design (there is no typed error per step).
-        let condition_failed = match e.as_service_error() {
+        let failed: Vec<usize> = match e.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
                 .cancellation_reasons()
                 .iter()
-                .any(|r| r.code() == Some("ConditionalCheckFailed")),
-            _ => false,
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect(),
+            _ => Vec::new(),
         };
-        if condition_failed {
-            Ok(false)
-        } else {
+        if failed.is_empty() {
             Err(sdk_error(context, e))
+        } else {
+            Ok(Err(failed))
         }
     }
 }
@@ -1043,16 +1188,15 @@ impl TenantStore for DynamoStore {
             .transpose()
     }
 
-    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
-        let mut tenants = self
-            .query_prefix("list sub-accounts", tenant_pk(parent), SUB_ACCOUNT_PREFIX)
-            .await?
-            .iter()
-            .map(decode_tenant)
-            .collect::<Result<Vec<_>>>()?;
-        // Sort keys order by id; the port promises creation time first.
-        tenants.sort_by_key(|t| (t.created_at, t.id));
-        Ok(tenants)
+    async fn list_sub_accounts(&self, parent: TenantId, page: &PageQuery) -> Result<Page<Tenant>> {
+        self.decoded_page(
+            "list sub-accounts",
+            tenant_pk(parent),
+            SUB_ACCOUNT_PREFIX,
+            page,
+            decode_tenant,
+        )
+        .await
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<()> {
@@ -1077,38 +1221,60 @@ impl TenantStore for DynamoStore {
         }
     }
 
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
-        let mut keys = self
-            .query_prefix("list api keys", tenant_pk(tenant), KEY_PREFIX)
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {
+        self.get("get api key", tenant_pk(tenant), &key_sk(id))
             .await?
-            .iter()
-            .map(decode_key)
-            .collect::<Result<Vec<_>>>()?;
-        // Sort keys order by id; the port promises creation time first.
-        keys.sort_by_key(|k| (k.created_at, k.id));
-        Ok(keys)
+            .map(|item| decode_key(&item))
+            .transpose()
     }
 
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<ApiKeyRecord>> {
+        self.decoded_page(
+            "list api keys",
+            tenant_pk(tenant),
+            KEY_PREFIX,
+            page,
+            decode_key,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Millis,
+        only_if_live: bool,
+    ) -> Result<Written> {
         // The lookup copy is keyed by hash, which only the tenant's key item knows.
-        let Some(item) = self
-            .get("revoke api key", tenant_pk(tenant), &key_sk(id))
-            .await?
-        else {
-            return Ok(false);
+        let Some(record) = self.get_api_key(tenant, id).await? else {
+            return Ok(Written::Missing);
         };
-        let record = decode_key(&item)?;
         if record.revoked_at.is_some() {
-            return Ok(true);
+            return Ok(if only_if_live {
+                Written::Stale
+            } else {
+                Written::Done
+            });
         }
         // Both copies in one transaction; `if_not_exists` keeps the first revocation time
-        // when two revocations race.
+        // when two revocations race, and a caller wanting a live key gets none revoked
+        // meanwhile.
+        let condition = if only_if_live {
+            "attribute_exists(#pk) AND attribute_not_exists(#revoked)"
+        } else {
+            "attribute_exists(#pk)"
+        };
         let revoke = |pk: String, sk: String| {
             Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(key(pk, sk)))
                 .update_expression("SET #revoked = if_not_exists(#revoked, :at)")
-                .condition_expression("attribute_exists(#pk)")
+                .condition_expression(condition)
                 .expression_attribute_names("#revoked", "revoked_at")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_values(":at", n(at))
@@ -1120,7 +1286,9 @@ impl TenantStore for DynamoStore {
             revoke(tenant_pk(tenant), key_sk(id))?,
             revoke(key_lookup_pk(&record.hash), KEY_LOOKUP_SK.to_owned())?,
         ];
-        self.transact("revoke api key", steps).await
+        let done = self.transact("revoke api key", steps).await?;
+        self.written_or_why("revoke api key", done, tenant_pk(tenant), &key_sk(id))
+            .await
     }
 
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
@@ -1173,23 +1341,34 @@ impl EndpointStore for DynamoStore {
             .transpose()
     }
 
-    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
+    async fn list_domains(&self, tenant: TenantId, page: &PageQuery) -> Result<Page<Domain>> {
         // Sort keys order by name (UTF-8 bytes), as SQLite's `ORDER BY name`.
-        self.query_prefix("list domains", tenant_pk(tenant), DOMAIN_PREFIX)
-            .await?
-            .iter()
-            .map(decode_domain)
-            .collect()
+        self.decoded_page(
+            "list domains",
+            tenant_pk(tenant),
+            DOMAIN_PREFIX,
+            page,
+            decode_domain,
+        )
+        .await
     }
 
-    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+    async fn delete_domain(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        created_at: Option<Millis>,
+    ) -> Result<Written> {
         let pk = tenant_pk(tenant);
-        if self
+        let Some(stored) = self
             .get("delete domain", pk.clone(), &domain_sk(name))
             .await?
-            .is_none()
-        {
-            return Ok(false);
+        else {
+            return Ok(Written::Missing);
+        };
+        let stored_at: Millis = Fields::new(&stored, "decode domain").n("created_at")?;
+        if created_at.is_some_and(|at| at != stored_at) {
+            return Ok(Written::Stale);
         }
         let mut steps = Vec::new();
         for item in self
@@ -1209,36 +1388,83 @@ impl EndpointStore for DynamoStore {
         }
         // The domain goes last, in the last transaction: if an earlier one fails the
         // domain is still there for a retry to finish the job, and of two concurrent
-        // deletes only the one whose condition holds reports true. Up to 99 endpoints
-        // this is all one transaction.
+        // deletes only the one whose condition holds reports true. Up to 98 endpoints
+        // this is all one transaction. Each transaction also takes its endpoints off the
+        // tenant's count.
         let domain = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(key(pk, domain_sk(name))))
-            .condition_expression("attribute_exists(#pk)")
+            .set_key(Some(key(pk.clone(), domain_sk(name))))
+            .condition_expression("attribute_exists(#pk) AND #created = :created")
             .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#created", "created_at")
+            .expression_attribute_values(":created", n(stored_at))
             .build()
             .map_err(build_error)?;
         steps.push(TransactWriteItem::builder().delete(domain).build());
-        while steps.len() > MAX_TRANSACTION_ITEMS {
-            let rest = steps.split_off(MAX_TRANSACTION_ITEMS);
+        let per_transaction = MAX_TRANSACTION_ITEMS - 1;
+        while steps.len() > per_transaction {
+            let mut chunk = steps;
+            steps = chunk.split_off(per_transaction);
+            let deleted = chunk.len() as i64;
+            chunk.push(self.count_endpoints_step(tenant, -deleted, None)?);
             // Unconditional deletes: only a fault can fail this.
-            self.transact("delete domain endpoints", steps).await?;
-            steps = rest;
+            self.transact("delete domain endpoints", chunk).await?;
         }
-        self.transact("delete domain", steps).await
+        let endpoints = steps.len() as i64 - 1;
+        if endpoints > 0 {
+            steps.push(self.count_endpoints_step(tenant, -endpoints, None)?);
+        }
+        let done = self.transact("delete domain", steps).await?;
+        self.written_or_why("delete domain", done, pk, &domain_sk(name))
+            .await
     }
 
-    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()> {
+        let mut item = endpoint_item(endpoint)?;
+        item.insert("version".into(), n(1));
+        let steps = vec![
+            self.put_new_step(item)?,
+            self.count_endpoints_step(endpoint.tenant, 1, Some(max_per_tenant))?,
+        ];
+        match self.transact_steps("create endpoint", steps).await? {
+            Ok(()) => Ok(()),
+            Err(failed) if failed.contains(&1) => Err(Error::too_many_endpoints(max_per_tenant)),
+            // A fresh ULID does not collide: like a primary key violation in SQLite this
+            // is a fault, not a caller's conflict.
+            Err(_) => Err(Error::backend(
+                "create endpoint",
+                "the endpoint already exists",
+            )),
+        }
+    }
+
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: u64) -> Result<Written> {
         // The tenant is part of the key, so a put can never move an endpoint between
-        // tenants.
-        self.client
+        // tenants; the condition makes it an update of the version read.
+        let mut item = endpoint_item(endpoint)?;
+        item.insert("version".into(), n(expected_version + 1));
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(endpoint_item(endpoint)?))
+            .set_item(Some(item))
+            .condition_expression(format!(
+                "attribute_exists(#pk) AND {}",
+                version_is(expected_version)
+            ))
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(expected_version))
             .send()
-            .await
-            .map_err(|e| sdk_error("put endpoint", e))?;
-        Ok(())
+            .await;
+        let done = written("update endpoint", result)?;
+        self.written_or_why(
+            "update endpoint",
+            done,
+            tenant_pk(endpoint.tenant),
+            &endpoint_sk(endpoint.id),
+        )
+        .await
     }
 
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
@@ -1260,17 +1486,125 @@ impl EndpointStore for DynamoStore {
         Ok(endpoints)
     }
 
-    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
-        let result = self
-            .client
-            .delete_item()
+    async fn list_endpoints_page(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<Endpoint>> {
+        self.decoded_page(
+            "list endpoints",
+            tenant_pk(tenant),
+            ENDPOINT_PREFIX,
+            page,
+            decode_endpoint,
+        )
+        .await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        expected_version: Option<u64>,
+    ) -> Result<Written> {
+        let mut delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(tenant_pk(tenant), endpoint_sk(id))))
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .send()
-            .await;
-        written("delete endpoint", result)
+            .expression_attribute_names("#pk", PK);
+        delete = match expected_version {
+            None => delete.condition_expression("attribute_exists(#pk)"),
+            Some(version) => delete
+                .condition_expression(format!("attribute_exists(#pk) AND {}", version_is(version)))
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":version", n(version)),
+        };
+        let steps = vec![
+            TransactWriteItem::builder()
+                .delete(delete.build().map_err(build_error)?)
+                .build(),
+            self.count_endpoints_step(tenant, -1, None)?,
+        ];
+        let done = self.transact("delete endpoint", steps).await?;
+        self.written_or_why("delete endpoint", done, tenant_pk(tenant), &endpoint_sk(id))
+            .await
+    }
+
+    async fn endpoint_group_version(&self, tenant: TenantId, group: &str) -> Result<u64> {
+        let Some(item) = self
+            .get(
+                "get endpoint group",
+                tenant_pk(tenant),
+                &format!("{GROUP_PREFIX}{group}"),
+            )
+            .await?
+        else {
+            return Ok(0);
+        };
+        Fields::new(&item, "decode endpoint group").n("version")
+    }
+
+    async fn update_endpoint_group(
+        &self,
+        tenant: TenantId,
+        group: &str,
+        expected_version: u64,
+        remove: &[Endpoint],
+        add: &[Endpoint],
+        max_per_tenant: usize,
+    ) -> Result<Written> {
+        let mut guard = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                tenant_pk(tenant),
+                format!("{GROUP_PREFIX}{group}"),
+            )))
+            .update_expression("SET #version = :next")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":next", n(expected_version + 1));
+        guard = if expected_version == 0 {
+            guard
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+        } else {
+            guard
+                .condition_expression("#version = :version")
+                .expression_attribute_values(":version", n(expected_version))
+        };
+        let mut steps = vec![TransactWriteItem::builder()
+            .update(guard.build().map_err(build_error)?)
+            .build()];
+        for e in remove {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(tenant_pk(tenant), endpoint_sk(e.id))))
+                .condition_expression(format!(
+                    "attribute_exists(#pk) AND {}",
+                    version_is(e.version)
+                ))
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":version", n(e.version))
+                .build()
+                .map_err(build_error)?;
+            steps.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        for e in add {
+            let mut item = endpoint_item(e)?;
+            item.insert("version".into(), n(1));
+            steps.push(self.put_new_step(item)?);
+        }
+        let delta = add.len() as i64 - remove.len() as i64;
+        let counted = (delta != 0).then_some(steps.len());
+        if delta != 0 {
+            steps.push(self.count_endpoints_step(tenant, delta, Some(max_per_tenant))?);
+        }
+        match self.transact_steps("update endpoint group", steps).await? {
+            Ok(()) => Ok(Written::Done),
+            Err(failed) if counted.is_some_and(|i| failed.contains(&i)) => {
+                Err(Error::too_many_endpoints(max_per_tenant))
+            }
+            Err(_) => Ok(Written::Stale),
+        }
     }
 
     async fn update_endpoint_health(
@@ -1279,26 +1613,34 @@ impl EndpointStore for DynamoStore {
         id: EndpointId,
         change: &HealthChange,
     ) -> Result<bool> {
+        // Each change moves the version on, so an edit made from a copy read before it is
+        // refused rather than undoing it.
         let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(tenant_pk(tenant), endpoint_sk(id))))
-            .expression_attribute_names("#pk", PK);
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":one", n(1));
         let request = match change {
             HealthChange::Failing { at } => request
-                .update_expression("SET #since = :at")
+                .update_expression(
+                    "SET #since = :at, #version = if_not_exists(#version, :one) + :one",
+                )
                 .condition_expression("attribute_exists(#pk) AND attribute_not_exists(#since)")
                 .expression_attribute_names("#since", "failing_since")
                 .expression_attribute_values(":at", n(at)),
             HealthChange::Recovered => request
-                .update_expression("REMOVE #since")
+                .update_expression(
+                    "SET #version = if_not_exists(#version, :one) + :one REMOVE #since",
+                )
                 .condition_expression("attribute_exists(#pk) AND attribute_exists(#since)")
                 .expression_attribute_names("#since", "failing_since"),
             HealthChange::Disable { reason, at } => request
                 .update_expression(
                     "SET #status = :disabled, #reason = :reason, #disabled_at = :at, \
-                     #updated = :at",
+                     #updated = :at, #version = if_not_exists(#version, :one) + :one",
                 )
                 .condition_expression("attribute_exists(#pk) AND #status = :active")
                 .expression_attribute_names("#status", "status")
@@ -1508,13 +1850,17 @@ impl EventTypeStore for DynamoStore {
             .transpose()
     }
 
-    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
-        // Sort keys order by name (UTF-8 bytes), as SQLite's `ORDER BY name`.
-        self.query_partition("list event types", EVENT_TYPE_PK.to_owned(), None)
-            .await?
-            .iter()
-            .map(decode_event_type)
-            .collect()
+    async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>> {
+        // Sort keys order by name (UTF-8 bytes), as SQLite's `ORDER BY name`. Every sort
+        // key of the partition is a name: no prefix.
+        self.decoded_page(
+            "list event types",
+            EVENT_TYPE_PK.to_owned(),
+            "",
+            page,
+            decode_event_type,
+        )
+        .await
     }
 }
 

@@ -53,6 +53,12 @@ enum Outcome<T> {
     Panicked(Panic),
 }
 
+/// A job's own refusal, carried through the writer as an error so that its savepoint is
+/// rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct Refused(Error);
+
 #[derive(Debug, thiserror::Error)]
 enum DbError {
     #[error("the database thread has stopped")]
@@ -520,6 +526,43 @@ impl Db {
             let _ = writer.send(job);
         }
         async move { settle(context, answer.await.ok()) }
+    }
+
+    /// As [`Db::write`], for a job that may refuse with an [`Error`] of the domain (a
+    /// conflict, a limit): its statements are undone like a failed job's, and the caller
+    /// gets that error as it was made.
+    pub(crate) fn write_checked<T, F>(
+        &self,
+        context: &'static str,
+        f: F,
+    ) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let written = self.write(context, move |conn| {
+            f(conn).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(Refused(e))))
+        });
+        async move {
+            written.await.map_err(|e| match e {
+                Error::Backend { context, source } => match source.downcast::<rusqlite::Error>() {
+                    Ok(inner) => match *inner {
+                        rusqlite::Error::ToSqlConversionFailure(refused) => {
+                            match refused.downcast::<Refused>() {
+                                Ok(refused) => refused.0,
+                                Err(other) => Error::backend(context, other),
+                            }
+                        }
+                        other => Error::backend(context, other),
+                    },
+                    Err(other) => Error::Backend {
+                        context,
+                        source: other,
+                    },
+                },
+                other => other,
+            })
+        }
     }
 
     /// Runs `f` on a read-only connection. It sees every write whose `write` call has

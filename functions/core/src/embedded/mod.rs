@@ -171,6 +171,21 @@ ALTER TABLE endpoints ADD COLUMN rate_limit INTEGER;
 CREATE INDEX IF NOT EXISTS deliveries_failed_by_endpoint
     ON deliveries (tenant, endpoint, message) WHERE status = 'failed';
 "#,
+    // 4: endpoint versions (every write is conditional on the version read), the versions
+    // of endpoint groups (a Mailgun webhook's endpoints), and the key order the paged
+    // listings of endpoints, keys and sub-accounts follow.
+    r#"
+ALTER TABLE endpoints ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE IF NOT EXISTS endpoint_groups (
+    tenant   TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS endpoints_by_tenant_id ON endpoints (tenant, id);
+CREATE INDEX IF NOT EXISTS api_keys_by_tenant_id ON api_keys (tenant, id);
+CREATE INDEX IF NOT EXISTS tenants_by_parent_id ON tenants (parent, id);
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.
@@ -277,14 +292,18 @@ mod tests {
     async fn store_meets_the_contract() {
         let (_dir, path) = temp_db();
         let (store, _queue) = open(&path).expect("open");
-        contract::store_contract(store as Arc<dyn Store>).await;
+        contract::store_contract(store as Arc<dyn Store>, contract::StoreTraits::SERIALIZED).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn store_contract_can_run_twice_on_one_database() {
         let (store, _queue) = open_in_memory().expect("open");
-        contract::store_contract(store.clone() as Arc<dyn Store>).await;
-        contract::store_contract(store as Arc<dyn Store>).await;
+        contract::store_contract(
+            store.clone() as Arc<dyn Store>,
+            contract::StoreTraits::SERIALIZED,
+        )
+        .await;
+        contract::store_contract(store as Arc<dyn Store>, contract::StoreTraits::SERIALIZED).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -661,10 +680,19 @@ mod tests {
         };
         store.create_tenant(&child, &key).await.expect("create");
         assert_eq!(
-            store.list_sub_accounts(parent).await.expect("list"),
+            store
+                .list_sub_accounts(parent, &crate::model::PageQuery::first(10))
+                .await
+                .expect("list")
+                .items,
             vec![child]
         );
-        assert!(store.list_event_types().await.expect("list").is_empty());
+        assert!(store
+            .list_event_types(&crate::model::PageQuery::first(10))
+            .await
+            .expect("list")
+            .items
+            .is_empty());
         drop(store);
 
         let conn = Connection::open(&path).expect("open");
@@ -695,12 +723,14 @@ mod tests {
             .execute_batch("PRAGMA page_size = 4096; CREATE TABLE kept (n INTEGER)")
             .expect("old file");
         let (store, _queue) = open(&old).expect("open an old file");
-        assert!(
-            crate::ports::EventTypeStore::list_event_types(store.as_ref())
-                .await
-                .expect("the schema was made on it")
-                .is_empty()
-        );
+        assert!(crate::ports::EventTypeStore::list_event_types(
+            store.as_ref(),
+            &crate::model::PageQuery::first(10)
+        )
+        .await
+        .expect("the schema was made on it")
+        .items
+        .is_empty());
         drop(store);
         assert_eq!(page_size(&old), 4096);
     }

@@ -18,12 +18,11 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, Tenant,
+    Page, PageQuery, Tenant,
 };
-use crate::ports::{DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore};
-
-/// The largest page `list_messages` returns, whatever the caller asks for.
-const MAX_PAGE: usize = 1000;
+use crate::ports::{
+    DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore, Written, MAX_PAGE,
+};
 
 const OPERATOR_KEY_SETTING: &str = "operator_key_hash";
 
@@ -104,6 +103,51 @@ where
         .transpose()
 }
 
+/// Runs a listing query whose parameters are `(owner, after, limit)` (`?2` is NULL for
+/// the first page) and which selects one row past the page, and cuts the page: the cursor
+/// is the last item's key when another page follows.
+fn paged<T>(
+    conn: &Connection,
+    sql: &str,
+    owner: Option<String>,
+    page: &PageQuery,
+    row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    key: fn(&T) -> String,
+) -> rusqlite::Result<Page<T>> {
+    let limit = page.limit.clamp(1, MAX_PAGE);
+    let mut items = conn
+        .prepare_cached(sql)?
+        .query_map(params![owner, page.after, limit + 1], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more { items.last().map(key) } else { None };
+    Ok(Page { items, next_cursor })
+}
+
+/// What an `UPDATE` or `DELETE` conditional on a version did, told apart by whether the
+/// record exists.
+fn conditional(
+    conn: &Connection,
+    changed: usize,
+    exists_sql: &str,
+    key: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<Written> {
+    if changed > 0 {
+        return Ok(Written::Done);
+    }
+    let exists = conn
+        .prepare_cached(exists_sql)?
+        .query_row(key, |_| Ok(()))
+        .optional()?
+        .is_some();
+    Ok(if exists {
+        Written::Stale
+    } else {
+        Written::Missing
+    })
+}
+
 const TENANT_COLUMNS: &str = "id, name, created_at, parent";
 
 fn tenant_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
@@ -156,7 +200,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
      secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
-     rate_limit";
+     rate_limit, version";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -175,7 +219,90 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         disabled_at: row.get(12)?,
         failing_since: row.get(13)?,
         rate_limit: row.get(14)?,
+        version: row.get(15)?,
     })
+}
+
+/// An endpoint's columns as statement parameters, in [`ENDPOINT_COLUMNS`] order but the
+/// version, which each statement sets itself (`?16`).
+struct EndpointRow {
+    id: String,
+    tenant: String,
+    url: String,
+    description: String,
+    event_types: Option<String>,
+    domain: Option<String>,
+    format: &'static str,
+    secrets: String,
+    status: &'static str,
+    disabled_reason: Option<String>,
+    created_at: Millis,
+    updated_at: Millis,
+    disabled_at: Option<Millis>,
+    failing_since: Option<Millis>,
+    rate_limit: Option<u32>,
+}
+
+impl EndpointRow {
+    fn of(e: &Endpoint) -> Result<Self> {
+        Ok(EndpointRow {
+            id: e.id.to_string(),
+            tenant: e.tenant.to_string(),
+            url: e.url.clone(),
+            description: e.description.clone(),
+            event_types: e
+                .event_types
+                .as_ref()
+                .map(|types| to_json("encode endpoint event types", types))
+                .transpose()?,
+            domain: e.domain.clone(),
+            format: e.format.as_str(),
+            secrets: to_json("encode endpoint secrets", &e.secrets)?,
+            status: e.status.as_str(),
+            disabled_reason: e.disabled_reason.clone(),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            disabled_at: e.disabled_at,
+            failing_since: e.failing_since,
+            rate_limit: e.rate_limit,
+        })
+    }
+
+    /// Inserts it as a new endpoint at version 1, if the tenant has fewer than `max`.
+    fn insert(&self, conn: &Connection, max: usize) -> Result<()> {
+        let count: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM endpoints WHERE tenant = ?1")
+            .and_then(|mut st| st.query_row([&self.tenant], |row| row.get(0)))
+            .map_err(|e| Error::backend("count endpoints", e))?;
+        if count as u64 >= max as u64 {
+            return Err(Error::too_many_endpoints(max));
+        }
+        conn.prepare_cached(&format!(
+            "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)"
+        ))
+        .and_then(|mut st| {
+            st.execute(params![
+                self.id,
+                self.tenant,
+                self.url,
+                self.description,
+                self.event_types,
+                self.domain,
+                self.format,
+                self.secrets,
+                self.status,
+                self.disabled_reason,
+                self.created_at,
+                self.updated_at,
+                self.disabled_at,
+                self.failing_since,
+                self.rate_limit,
+            ])
+        })
+        .map_err(|e| Error::backend("insert endpoint", e))?;
+        Ok(())
+    }
 }
 
 const MESSAGE_COLUMNS: &str =
@@ -306,15 +433,21 @@ impl TenantStore for SqliteStore {
             .await
     }
 
-    async fn list_sub_accounts(&self, parent: TenantId) -> Result<Vec<Tenant>> {
+    async fn list_sub_accounts(&self, parent: TenantId, page: &PageQuery) -> Result<Page<Tenant>> {
+        let page = page.clone();
         self.db
             .read("list sub-accounts", move |conn| {
-                conn.prepare_cached(&format!(
-                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE parent = ?1
-                     ORDER BY created_at, id"
-                ))?
-                .query_map([parent.to_string()], tenant_row)?
-                .collect()
+                paged(
+                    conn,
+                    &format!(
+                        "SELECT {TENANT_COLUMNS} FROM tenants
+                         WHERE parent = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+                    ),
+                    Some(parent.to_string()),
+                    &page,
+                    tenant_row,
+                    |t| t.id.to_string(),
+                )
             })
             .await
     }
@@ -326,30 +459,65 @@ impl TenantStore for SqliteStore {
             .await
     }
 
-    async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRecord>> {
+    async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> Result<Option<ApiKeyRecord>> {
         self.db
-            .read("list api keys", move |conn| {
+            .read("get api key", move |conn| {
                 conn.prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = ?1 ORDER BY created_at, id"
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant = ?1 AND id = ?2"
                 ))?
-                .query_map([tenant.to_string()], key_row)?
-                .collect()
+                .query_row([tenant.to_string(), id.to_string()], key_row)
+                .optional()
             })
             .await
     }
 
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, at: Millis) -> Result<bool> {
+    async fn list_api_keys(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<ApiKeyRecord>> {
+        let page = page.clone();
+        self.db
+            .read("list api keys", move |conn| {
+                paged(
+                    conn,
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys
+                         WHERE tenant = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+                    ),
+                    Some(tenant.to_string()),
+                    &page,
+                    key_row,
+                    |k| k.id.to_string(),
+                )
+            })
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        at: Millis,
+        only_if_live: bool,
+    ) -> Result<Written> {
         self.db
             .write("revoke api key", move |conn| {
-                // Matching an already revoked key still counts as a change, so this is true
-                // whenever the tenant has the key; the first revocation time is kept.
+                let (tenant, id) = (tenant.to_string(), id.to_string());
+                // Matching an already revoked key still counts as a change unless the
+                // caller wants a live one; the first revocation time is kept.
                 let changed = conn
                     .prepare_cached(
                         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3)
-                         WHERE tenant = ?1 AND id = ?2",
+                         WHERE tenant = ?1 AND id = ?2 AND (?4 = 0 OR revoked_at IS NULL)",
                     )?
-                    .execute(params![tenant.to_string(), id.to_string(), at])?;
-                Ok(changed == 1)
+                    .execute(params![tenant, id, at, only_if_live])?;
+                conditional(
+                    conn,
+                    changed,
+                    "SELECT 1 FROM api_keys WHERE tenant = ?1 AND id = ?2",
+                    &[&tenant, &id],
+                )
             })
             .await
     }
@@ -436,80 +604,104 @@ impl EndpointStore for SqliteStore {
             .await
     }
 
-    async fn list_domains(&self, tenant: TenantId) -> Result<Vec<Domain>> {
+    async fn list_domains(&self, tenant: TenantId, page: &PageQuery) -> Result<Page<Domain>> {
+        let page = page.clone();
         self.db
             .read("list domains", move |conn| {
-                conn.prepare_cached(&format!(
-                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant = ?1 ORDER BY name"
-                ))?
-                .query_map([tenant.to_string()], domain_row)?
-                .collect()
+                // The default BINARY collation orders by UTF-8 bytes, as DynamoDB does.
+                paged(
+                    conn,
+                    &format!(
+                        "SELECT {DOMAIN_COLUMNS} FROM domains
+                         WHERE tenant = ?1 AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3"
+                    ),
+                    Some(tenant.to_string()),
+                    &page,
+                    domain_row,
+                    |d| d.name.clone(),
+                )
             })
             .await
     }
 
-    async fn delete_domain(&self, tenant: TenantId, name: &str) -> Result<bool> {
+    async fn delete_domain(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        created_at: Option<Millis>,
+    ) -> Result<Written> {
         let name = name.to_owned();
         self.db
             .write("delete domain", move |conn| {
                 let tenant = tenant.to_string();
                 let deleted = conn
-                    .prepare_cached("DELETE FROM domains WHERE tenant = ?1 AND name = ?2")?
-                    .execute(params![tenant, name])?;
-                if deleted == 0 {
-                    return Ok(false);
+                    .prepare_cached(
+                        "DELETE FROM domains
+                         WHERE tenant = ?1 AND name = ?2 AND (?3 IS NULL OR created_at = ?3)",
+                    )?
+                    .execute(params![tenant, name, created_at])?;
+                let written = conditional(
+                    conn,
+                    deleted,
+                    "SELECT 1 FROM domains WHERE tenant = ?1 AND name = ?2",
+                    &[&tenant, &name],
+                )?;
+                if written == Written::Done {
+                    conn.prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND domain = ?2")?
+                        .execute(params![tenant, name])?;
                 }
-                conn.prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND domain = ?2")?
-                    .execute(params![tenant, name])?;
-                Ok(true)
+                Ok(written)
             })
             .await
     }
 
-    async fn put_endpoint(&self, endpoint: &Endpoint) -> Result<()> {
-        let e = endpoint.clone();
-        let event_types = e
-            .event_types
-            .as_ref()
-            .map(|types| to_json("encode endpoint event types", types))
-            .transpose()?;
-        let secrets = to_json("encode endpoint secrets", &e.secrets)?;
+    async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()> {
+        let row = EndpointRow::of(endpoint)?;
         self.db
-            .write("put endpoint", move |conn| {
-                // The tenant guard on the update keeps a (never expected) id collision from
-                // moving an endpoint to another tenant.
-                conn.prepare_cached(&format!(
-                    "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-                     ON CONFLICT (id) DO UPDATE SET
-                         url = excluded.url, description = excluded.description,
-                         event_types = excluded.event_types, domain = excluded.domain,
-                         format = excluded.format, secrets = excluded.secrets,
-                         status = excluded.status, disabled_reason = excluded.disabled_reason,
-                         created_at = excluded.created_at, updated_at = excluded.updated_at,
-                         disabled_at = excluded.disabled_at,
-                         failing_since = excluded.failing_since,
-                         rate_limit = excluded.rate_limit
-                     WHERE endpoints.tenant = excluded.tenant"
-                ))?
-                .execute(params![
-                    e.id.to_string(),
-                    e.tenant.to_string(),
-                    e.url,
-                    e.description,
-                    event_types,
-                    e.domain,
-                    e.format.as_str(),
-                    secrets,
-                    e.status.as_str(),
-                    e.disabled_reason,
-                    e.created_at,
-                    e.updated_at,
-                    e.disabled_at,
-                    e.failing_since,
-                    e.rate_limit,
-                ])?;
-                Ok(())
+            .write_checked("create endpoint", move |conn| {
+                row.insert(conn, max_per_tenant)
+            })
+            .await
+    }
+
+    async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: u64) -> Result<Written> {
+        let e = EndpointRow::of(endpoint)?;
+        self.db
+            .write("update endpoint", move |conn| {
+                // Every field but the id, tenant and creation time; the tenant guard keeps
+                // a (never expected) id collision from touching another tenant's endpoint.
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE endpoints SET
+                             url = ?3, description = ?4, event_types = ?5, domain = ?6,
+                             format = ?7, secrets = ?8, status = ?9, disabled_reason = ?10,
+                             updated_at = ?11, disabled_at = ?12, failing_since = ?13,
+                             rate_limit = ?14, version = version + 1
+                         WHERE tenant = ?1 AND id = ?2 AND version = ?15",
+                    )?
+                    .execute(params![
+                        e.tenant,
+                        e.id,
+                        e.url,
+                        e.description,
+                        e.event_types,
+                        e.domain,
+                        e.format,
+                        e.secrets,
+                        e.status,
+                        e.disabled_reason,
+                        e.updated_at,
+                        e.disabled_at,
+                        e.failing_since,
+                        e.rate_limit,
+                        expected_version,
+                    ])?;
+                conditional(
+                    conn,
+                    changed,
+                    "SELECT 1 FROM endpoints WHERE tenant = ?1 AND id = ?2",
+                    &[&e.tenant, &e.id],
+                )
             })
             .await
     }
@@ -539,15 +731,131 @@ impl EndpointStore for SqliteStore {
             .await
     }
 
-    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool> {
+    async fn list_endpoints_page(
+        &self,
+        tenant: TenantId,
+        page: &PageQuery,
+    ) -> Result<Page<Endpoint>> {
+        let page = page.clone();
         self.db
-            .write("delete endpoint", move |conn| {
-                let deleted = conn
-                    .prepare_cached("DELETE FROM endpoints WHERE tenant = ?1 AND id = ?2")?
-                    .execute([tenant.to_string(), id.to_string()])?;
-                Ok(deleted == 1)
+            .read("list endpoints", move |conn| {
+                paged(
+                    conn,
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints
+                         WHERE tenant = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3"
+                    ),
+                    Some(tenant.to_string()),
+                    &page,
+                    endpoint_row,
+                    |e| e.id.to_string(),
+                )
             })
             .await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        expected_version: Option<u64>,
+    ) -> Result<Written> {
+        self.db
+            .write("delete endpoint", move |conn| {
+                let (tenant, id) = (tenant.to_string(), id.to_string());
+                let deleted = conn
+                    .prepare_cached(
+                        "DELETE FROM endpoints
+                         WHERE tenant = ?1 AND id = ?2 AND (?3 IS NULL OR version = ?3)",
+                    )?
+                    .execute(params![tenant, id, expected_version])?;
+                conditional(
+                    conn,
+                    deleted,
+                    "SELECT 1 FROM endpoints WHERE tenant = ?1 AND id = ?2",
+                    &[&tenant, &id],
+                )
+            })
+            .await
+    }
+
+    async fn endpoint_group_version(&self, tenant: TenantId, group: &str) -> Result<u64> {
+        let group = group.to_owned();
+        self.db
+            .read("get endpoint group", move |conn| {
+                conn.prepare_cached(
+                    "SELECT version FROM endpoint_groups WHERE tenant = ?1 AND name = ?2",
+                )?
+                .query_row(params![tenant.to_string(), group], |row| row.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+            })
+            .await
+    }
+
+    async fn update_endpoint_group(
+        &self,
+        tenant: TenantId,
+        group: &str,
+        expected_version: u64,
+        remove: &[Endpoint],
+        add: &[Endpoint],
+        max_per_tenant: usize,
+    ) -> Result<Written> {
+        let group = group.to_owned();
+        let remove: Vec<(String, u64)> = remove
+            .iter()
+            .map(|e| (e.id.to_string(), e.version))
+            .collect();
+        let add = add
+            .iter()
+            .map(EndpointRow::of)
+            .collect::<Result<Vec<_>>>()?;
+        self.db
+            .write_checked("update endpoint group", move |conn| {
+                let backend = |e| Error::backend("update endpoint group", e);
+                let tenant = tenant.to_string();
+                let version: u64 = conn
+                    .prepare_cached(
+                        "SELECT version FROM endpoint_groups WHERE tenant = ?1 AND name = ?2",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(params![tenant, group], |row| row.get(0))
+                            .optional()
+                    })
+                    .map_err(backend)?
+                    .unwrap_or_default();
+                if version != expected_version {
+                    return Ok(Written::Stale);
+                }
+                for (id, version) in &remove {
+                    let deleted = conn
+                        .prepare_cached(
+                            "DELETE FROM endpoints WHERE tenant = ?1 AND id = ?2 AND version = ?3",
+                        )
+                        .and_then(|mut st| st.execute(params![tenant, id, version]))
+                        .map_err(backend)?;
+                    if deleted == 0 {
+                        // Nothing of this job is kept: its savepoint is rolled back.
+                        return Err(Error::conflict("stale", "an endpoint changed meanwhile"));
+                    }
+                }
+                for row in &add {
+                    row.insert(conn, max_per_tenant)?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO endpoint_groups (tenant, name, version) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant, name) DO UPDATE SET version = excluded.version",
+                )
+                .and_then(|mut st| st.execute(params![tenant, group, expected_version + 1]))
+                .map_err(backend)?;
+                Ok(Written::Done)
+            })
+            .await
+            .or_else(|e| match e {
+                Error::Conflict { code: "stale", .. } => Ok(Written::Stale),
+                other => Err(other),
+            })
     }
 
     async fn update_endpoint_health(
@@ -563,20 +871,20 @@ impl EndpointStore for SqliteStore {
                 let changed = match change {
                     HealthChange::Failing { at } => conn
                         .prepare_cached(
-                            "UPDATE endpoints SET failing_since = ?3
+                            "UPDATE endpoints SET failing_since = ?3, version = version + 1
                              WHERE tenant = ?1 AND id = ?2 AND failing_since IS NULL",
                         )?
                         .execute(params![tenant, id, at])?,
                     HealthChange::Recovered => conn
                         .prepare_cached(
-                            "UPDATE endpoints SET failing_since = NULL
+                            "UPDATE endpoints SET failing_since = NULL, version = version + 1
                              WHERE tenant = ?1 AND id = ?2 AND failing_since IS NOT NULL",
                         )?
                         .execute(params![tenant, id])?,
                     HealthChange::Disable { reason, at } => conn
                         .prepare_cached(
                             "UPDATE endpoints SET status = 'disabled', disabled_reason = ?3,
-                                 disabled_at = ?4, updated_at = ?4
+                                 disabled_at = ?4, updated_at = ?4, version = version + 1
                              WHERE tenant = ?1 AND id = ?2 AND status = 'active'",
                         )?
                         .execute(params![tenant, id, reason, at])?,
@@ -764,15 +1072,23 @@ impl EventTypeStore for SqliteStore {
             .await
     }
 
-    async fn list_event_types(&self) -> Result<Vec<CustomEventType>> {
+    async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>> {
+        let page = page.clone();
         self.db
-            .read("list event types", |conn| {
+            .read("list event types", move |conn| {
                 // The default BINARY collation orders by UTF-8 bytes, as DynamoDB does.
-                conn.prepare_cached(&format!(
-                    "SELECT {EVENT_TYPE_COLUMNS} FROM event_types ORDER BY name"
-                ))?
-                .query_map([], event_type_row)?
-                .collect()
+                // (`?1` is a placeholder for the owner every other listing has.)
+                paged(
+                    conn,
+                    &format!(
+                        "SELECT {EVENT_TYPE_COLUMNS} FROM event_types
+                         WHERE ?1 IS NULL AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3"
+                    ),
+                    None,
+                    &page,
+                    event_type_row,
+                    |t| t.name.clone(),
+                )
             })
             .await
     }
