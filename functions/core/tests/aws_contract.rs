@@ -446,3 +446,57 @@ async fn dead_letters_carry_the_body_and_the_reason() {
     );
     drop_queues(&client, &queue, &dead_letter_url).await;
 }
+
+/// A table written before endpoints were counted has endpoints and no count: the first
+/// create or delete that needs the count makes it from the endpoints stored, so the limit
+/// holds for them too.
+#[tokio::test]
+async fn a_tenant_without_an_endpoint_count_gets_one_from_its_endpoints() {
+    let (client, store) = store().await;
+    let tenant = TenantId::new();
+    let endpoint = |i: usize| {
+        hookline_core::contract::endpoint_to(
+            tenant,
+            &format!("https://hooks.example.com/{i}"),
+            None,
+        )
+    };
+    let forget_count = || async {
+        client
+            .delete_item()
+            .table_name(store.table())
+            .key("pk", AttributeValue::S(format!("T#{tenant}")))
+            .key("sk", AttributeValue::S("ENDPOINTS".into()))
+            .send()
+            .await
+            .expect("delete the count");
+    };
+    let first: Vec<_> = (0..3).map(endpoint).collect();
+    for e in &first {
+        store.create_endpoint(e, 100).await.expect("create");
+    }
+    forget_count().await;
+    store
+        .create_endpoint(&endpoint(3), 4)
+        .await
+        .expect("the count is made from the three stored: room for a fourth");
+    assert!(
+        store.create_endpoint(&endpoint(4), 4).await.is_err(),
+        "and no fifth"
+    );
+
+    forget_count().await;
+    assert_eq!(
+        store
+            .delete_endpoint(tenant, first[0].id, None)
+            .await
+            .expect("delete"),
+        Written::Done
+    );
+    store
+        .create_endpoint(&endpoint(5), 4)
+        .await
+        .expect("a delete without a count makes it too, then takes one off");
+    assert!(store.create_endpoint(&endpoint(6), 4).await.is_err());
+    drop_table(&client, &store).await;
+}

@@ -36,7 +36,7 @@
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
 //! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at version` (an item written before versions has none: version 1) |
-//! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete (counted from the first create or delete after versions came in) |
+//! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
 //! | message       | `T#<tenant>`     | `MSG#<message>`   | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) first_lease_until?` |
@@ -974,7 +974,8 @@ impl DynamoStore {
     }
 
     /// The transaction step that moves a tenant's endpoint count by `delta`, refused (the
-    /// whole transaction with it) if that would take it past `max`.
+    /// whole transaction with it) if that would take it past `max`, or if the tenant has
+    /// no count yet (see [`DynamoStore::transact_counted`]).
     fn count_endpoints_step(
         &self,
         tenant: TenantId,
@@ -984,20 +985,95 @@ impl DynamoStore {
         let mut update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(tenant_pk(tenant), ENDPOINT_COUNT_SK)))
-            .update_expression("SET #n = if_not_exists(#n, :zero) + :delta")
+            .update_expression("SET #n = #n + :delta")
             .expression_attribute_names("#n", "n")
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":delta", n(delta));
-        if let (Some(max), true) = (max, delta > 0) {
-            // Room for `delta` more: the count is at most `max - delta` now.
-            let room = i64::try_from(max).unwrap_or(i64::MAX) - delta;
-            update = update
-                .condition_expression("attribute_not_exists(#n) OR #n <= :room")
-                .expression_attribute_values(":room", n(room));
-        }
+        update = match (max, delta > 0) {
+            (Some(max), true) => {
+                // Room for `delta` more: the count is at most `max - delta` now.
+                let room = i64::try_from(max).unwrap_or(i64::MAX) - delta;
+                update
+                    .condition_expression("attribute_exists(#n) AND #n <= :room")
+                    .expression_attribute_values(":room", n(room))
+            }
+            _ => update.condition_expression("attribute_exists(#n)"),
+        };
         Ok(TransactWriteItem::builder()
             .update(update.build().map_err(build_error)?)
             .build())
+    }
+
+    /// Runs a transaction holding a step of [`DynamoStore::count_endpoints_step`] at
+    /// `counter_at`. A tenant whose endpoints were stored before they were counted has no
+    /// count: the step then fails, the count is made from the endpoints stored (put only
+    /// if still absent, so concurrent first writers agree on it), and the transaction runs
+    /// once more. Otherwise as [`DynamoStore::transact_steps`].
+    async fn transact_counted(
+        &self,
+        context: &'static str,
+        tenant: TenantId,
+        steps: Vec<TransactWriteItem>,
+        counter_at: usize,
+    ) -> Result<std::result::Result<(), Vec<usize>>> {
+        let outcome = self.transact_steps(context, steps.clone()).await?;
+        match outcome {
+            Err(failed) if failed.contains(&counter_at) => {
+                if self.count_endpoints_if_uncounted(tenant).await? {
+                    self.transact_steps(context, steps).await
+                } else {
+                    Ok(Err(failed))
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Makes the tenant's endpoint count from its stored endpoints if it has none; returns
+    /// whether it had none.
+    async fn count_endpoints_if_uncounted(&self, tenant: TenantId) -> Result<bool> {
+        let context = "count endpoints";
+        if self
+            .get(context, tenant_pk(tenant), ENDPOINT_COUNT_SK)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        let mut count: i64 = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
+                .expression_attribute_values(":prefix", s(ENDPOINT_PREFIX))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(context, e))?;
+            count += i64::from(out.count);
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        // Another writer may have made it meanwhile, from the same endpoints: either is right.
+        self.put_new(
+            context,
+            item(
+                tenant_pk(tenant),
+                ENDPOINT_COUNT_SK,
+                [("n", Some(n(count)))],
+            ),
+        )
+        .await?;
+        Ok(true)
     }
 
     /// The conditional update that writes a delivery's whole state over its record (or
@@ -1405,16 +1481,28 @@ impl EndpointStore for DynamoStore {
         while steps.len() > per_transaction {
             let mut chunk = steps;
             steps = chunk.split_off(per_transaction);
-            let deleted = chunk.len() as i64;
-            chunk.push(self.count_endpoints_step(tenant, -deleted, None)?);
+            let deleted = chunk.len();
+            chunk.push(self.count_endpoints_step(tenant, -(deleted as i64), None)?);
             // Unconditional deletes: only a fault can fail this.
-            self.transact("delete domain endpoints", chunk).await?;
+            if let Err(failed) = self
+                .transact_counted("delete domain endpoints", tenant, chunk, deleted)
+                .await?
+            {
+                return Err(Error::backend(
+                    "delete domain endpoints",
+                    format!("steps {failed:?} refused"),
+                ));
+            }
         }
-        let endpoints = steps.len() as i64 - 1;
-        if endpoints > 0 {
-            steps.push(self.count_endpoints_step(tenant, -endpoints, None)?);
-        }
-        let done = self.transact("delete domain", steps).await?;
+        let endpoints = steps.len() - 1;
+        let done = if endpoints > 0 {
+            steps.push(self.count_endpoints_step(tenant, -(endpoints as i64), None)?);
+            self.transact_counted("delete domain", tenant, steps, endpoints + 1)
+                .await?
+                .is_ok()
+        } else {
+            self.transact("delete domain", steps).await?
+        };
         self.written_or_why("delete domain", done, pk, &domain_sk(name))
             .await
     }
@@ -1426,7 +1514,10 @@ impl EndpointStore for DynamoStore {
             self.put_new_step(item)?,
             self.count_endpoints_step(endpoint.tenant, 1, Some(max_per_tenant))?,
         ];
-        match self.transact_steps("create endpoint", steps).await? {
+        match self
+            .transact_counted("create endpoint", endpoint.tenant, steps, 1)
+            .await?
+        {
             Ok(()) => Ok(()),
             Err(failed) if failed.contains(&1) => Err(Error::too_many_endpoints(max_per_tenant)),
             // A fresh ULID does not collide: like a primary key violation in SQLite this
@@ -1524,7 +1615,10 @@ impl EndpointStore for DynamoStore {
                 .build(),
             self.count_endpoints_step(tenant, -1, None)?,
         ];
-        let done = self.transact("delete endpoint", steps).await?;
+        let done = self
+            .transact_counted("delete endpoint", tenant, steps, 1)
+            .await?
+            .is_ok();
         self.written_or_why("delete endpoint", done, tenant_pk(tenant), &endpoint_sk(id))
             .await
     }
@@ -1598,7 +1692,14 @@ impl EndpointStore for DynamoStore {
         if delta != 0 {
             steps.push(self.count_endpoints_step(tenant, delta, Some(max_per_tenant))?);
         }
-        match self.transact_steps("update endpoint group", steps).await? {
+        let outcome = match counted {
+            Some(at) => {
+                self.transact_counted("update endpoint group", tenant, steps, at)
+                    .await?
+            }
+            None => self.transact_steps("update endpoint group", steps).await?,
+        };
+        match outcome {
             Ok(()) => Ok(Written::Done),
             Err(failed) if counted.is_some_and(|i| failed.contains(&i)) => {
                 Err(Error::too_many_endpoints(max_per_tenant))
