@@ -412,3 +412,96 @@ async fn concurrent_mailgun_creates_never_pass_three_urls() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["webhook"]["urls"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn mailgun_webhooks_take_if_match_on_put_and_delete() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("acme").await;
+    let (status, _) = app
+        .post("/v1/domains", &t.key, json!({"name": "mg.acme.example"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hook = format!("{}/v3/domains/mg.acme.example/webhooks", app.base);
+    let form = |urls: &[&str]| {
+        urls.iter()
+            .map(|u| format!("url={}", u.replace(':', "%3A").replace('/', "%2F")))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let mailgun = |method: Method, url: String, body: Option<String>, tag: Option<&str>| {
+        let mut req = app
+            .client
+            .request(method, url)
+            .basic_auth("api", Some(&t.key));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        if let Some(tag) = tag {
+            req = req.header("if-match", tag);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let etag = resp
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body: Value = resp.json().await.unwrap();
+            (status, body, etag)
+        }
+    };
+    let (status, body, created) = mailgun(
+        Method::POST,
+        hook.clone(),
+        Some(format!(
+            "id=delivered&{}",
+            form(&["https://a.example.com/1"])
+        )),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let created = created.expect("a create carries the webhook's ETag");
+    let (_, _, got) = mailgun(Method::GET, format!("{hook}/delivered"), None, None).await;
+    assert_eq!(got.as_deref(), Some(created.as_str()));
+
+    let (status, _, updated) = mailgun(
+        Method::PUT,
+        format!("{hook}/delivered"),
+        Some(form(&["https://a.example.com/2"])),
+        Some(&created),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let updated = updated.expect("an update carries the new ETag");
+    assert_ne!(updated, created);
+    let (status, body, _) = mailgun(
+        Method::PUT,
+        format!("{hook}/delivered"),
+        Some(form(&["https://a.example.com/3"])),
+        Some(&created),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    assert!(body["message"].is_string(), "Mailgun's error shape: {body}");
+    let (status, _, _) = mailgun(
+        Method::DELETE,
+        format!("{hook}/delivered"),
+        None,
+        Some(&created),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (_, body, _) = mailgun(Method::GET, format!("{hook}/delivered"), None, None).await;
+    assert_eq!(body["webhook"]["urls"], json!(["https://a.example.com/2"]));
+    let (status, _, _) = mailgun(
+        Method::DELETE,
+        format!("{hook}/delivered"),
+        None,
+        Some(&updated),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

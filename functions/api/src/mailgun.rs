@@ -403,7 +403,8 @@ fn new_endpoint(
 
 /// A webhook's endpoints and the version of its group, read together; `change` says
 /// what to remove and add given them (or refuses), and the change is written if neither
-/// moved meanwhile, else read and decided again. Returns the endpoints it replaced.
+/// moved meanwhile, else read and decided again. Returns the endpoints it replaced and
+/// the group's new version.
 async fn change_webhook<F>(
     state: &AppState,
     tenant: TenantId,
@@ -411,7 +412,7 @@ async fn change_webhook<F>(
     name: &str,
     if_match: &IfMatch,
     change: F,
-) -> MailgunResult<Vec<Endpoint>>
+) -> MailgunResult<(Vec<Endpoint>, u64)>
 where
     F: Fn(&[Endpoint]) -> MailgunResult<(Vec<Endpoint>, Vec<String>)>,
 {
@@ -441,7 +442,7 @@ where
             for e in &add {
                 tracing::info!(tenant = %tenant, endpoint = %e.id, webhook = name, "mailgun webhook url added");
             }
-            return Ok(current);
+            return Ok((current, version + 1));
         }
     }
     Err(Error::conflict(
@@ -502,7 +503,8 @@ pub async fn list(
         (MailgunCreateForm = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "Created", body = MailgunChanged),
+        (status = 200, description = "Created", body = MailgunChanged,
+            headers(("ETag" = String, description = "The webhook's revision, for `If-Match`"))),
         (status = 400, description = "Bad form, name or URL, more than 3 URLs, or the name has URLs", body = MailgunErrorBody),
         (status = 401, description = "No valid credentials", body = MailgunErrorBody),
         (status = 403, description = "The operator key", body = MailgunErrorBody),
@@ -516,7 +518,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(domain): Path<String>,
     req: Request,
-) -> MailgunResult<Json<Value>> {
+) -> MailgunResult<Response> {
     let domain = known_domain(&state, tenant, &domain).await?;
     let form = read_form(req).await?;
     let given = form
@@ -527,7 +529,7 @@ pub async fn create(
     let name = canonical(given)
         .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(given)))?;
     let urls = form_urls(&state, &form)?;
-    change_webhook(
+    let (_, version) = change_webhook(
         &state,
         tenant,
         &domain,
@@ -544,10 +546,13 @@ pub async fn create(
         },
     )
     .await?;
-    Ok(Json(json!({
-        "message": "Webhook has been created",
-        "webhook": {"urls": urls},
-    })))
+    Ok(with_etag(
+        &group_revision(version),
+        Json(json!({
+            "message": "Webhook has been created",
+            "webhook": {"urls": urls},
+        })),
+    ))
 }
 
 /// `GET /v3/domains/{domain}/webhooks/{name}`.
@@ -610,7 +615,8 @@ pub async fn get(
         (MailgunUpdateForm = "multipart/form-data"),
     )),
     responses(
-        (status = 200, description = "Updated", body = MailgunChanged),
+        (status = 200, description = "Updated", body = MailgunChanged,
+            headers(("ETag" = String, description = "The webhook's new revision"))),
         (status = 400, description = "Bad form, name, URL or If-Match, or more than 3 URLs", body = MailgunErrorBody),
         (status = 401, description = "No valid credentials", body = MailgunErrorBody),
         (status = 403, description = "The operator key", body = MailgunErrorBody),
@@ -627,13 +633,13 @@ pub async fn update(
     if_match: MailgunIfMatch,
     Path((domain, name)): Path<(String, String)>,
     req: Request,
-) -> MailgunResult<Json<Value>> {
+) -> MailgunResult<Response> {
     let domain = known_domain(&state, tenant, &domain).await?;
     let name = canonical(&name)
         .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(&name)))?;
     let form = read_form(req).await?;
     let urls = form_urls(&state, &form)?;
-    change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
+    let (_, version) = change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
         let remove = current
             .iter()
             .filter(|e| !urls.contains(&e.url))
@@ -647,10 +653,13 @@ pub async fn update(
         Ok((remove, add))
     })
     .await?;
-    Ok(Json(json!({
-        "message": "Webhook has been updated",
-        "webhook": {"urls": urls},
-    })))
+    Ok(with_etag(
+        &group_revision(version),
+        Json(json!({
+            "message": "Webhook has been updated",
+            "webhook": {"urls": urls},
+        })),
+    ))
 }
 
 /// `DELETE /v3/domains/{domain}/webhooks/{name}`: removes every URL, and tells which.
@@ -682,7 +691,7 @@ pub async fn delete(
 ) -> MailgunResult<Json<Value>> {
     let domain = known_domain(&state, tenant, &domain).await?;
     let name = canonical(&name).ok_or_else(|| MailgunError::not_found(unknown_name(&name)))?;
-    let removed = change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
+    let (removed, _) = change_webhook(&state, tenant, &domain, name, &if_match.0, |current| {
         if current.is_empty() {
             return Err(MailgunError::not_found("Webhook not found"));
         }
