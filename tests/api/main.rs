@@ -21,5 +21,6 @@ mod owners;
 mod rate_limit;
 mod replay;
 mod restart;
+mod retention;
 mod standard_webhooks;
 mod verify;
