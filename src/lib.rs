@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use hookline_core::config::CoreConfig;
+use hookline_core::embedded::DEFAULT_RETENTION_DAYS;
 use hookline_core::http::AppState;
 use hookline_core::keys::{KeyHash, PlainKey};
-use hookline_core::ports::{PullQueue, SystemClock, TenantStore};
+use hookline_core::ports::{PullQueue, SharedClock, SystemClock, TenantStore};
 use hookline_core::retry::RetrySchedule;
 use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
 use hookline_deliver::worker::WorkerOptions;
@@ -65,6 +66,15 @@ pub struct LocalConfig {
     /// Endpoints a tenant may have; creating one more answers 409 `too_many_endpoints`.
     #[arg(long, env = "HOOKLINE_MAX_ENDPOINTS", default_value_t = hookline_core::config::DEFAULT_MAX_ENDPOINTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_endpoints: u64,
+    /// Days messages are kept with their deliveries and attempts (at least 1); `off`
+    /// keeps them for ever. A message whose deliveries are not all settled is kept until
+    /// they are. Expired idempotency keys are deleted either way.
+    #[arg(long, env = "HOOKLINE_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS.to_string())]
+    pub retention_days: String,
+    /// For tests and benchmarks: the retention as a duration (e.g. `30s`), in place of
+    /// `HOOKLINE_RETENTION_DAYS` and without its minimum.
+    #[arg(long, env = "HOOKLINE_RETENTION", value_parser = humantime_duration)]
+    pub retention: Option<Duration>,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -72,6 +82,12 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl LocalConfig {
+    /// How long the log is kept; `None`: for ever.
+    pub fn retention(&self) -> anyhow::Result<Option<Duration>> {
+        hookline_core::embedded::parse_retention(&self.retention_days, self.retention)
+            .map_err(anyhow::Error::msg)
+    }
+
     /// Defaults with a data file, for embedding and tests.
     pub fn with_data(data: PathBuf) -> Self {
         let mut cfg = LocalConfig::parse_from(["hookline"]);
@@ -111,6 +127,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
 }
 
 impl Running {
@@ -124,6 +141,7 @@ impl Running {
         if !self.worker.is_finished() {
             let _ = self.worker.await;
         }
+        let _ = self.sweeper.await;
     }
 
     /// Resolves when the server or the worker stops (e.g. after a signal).
@@ -135,9 +153,10 @@ impl Running {
     }
 }
 
-/// Opens the data file, and starts the API and the worker.
+/// Opens the data file, and starts the API, the worker and the retention sweeper.
 pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     let core = Arc::new(cfg.core()?);
+    let retention = cfg.retention()?;
     let (store, queue) = hookline_core::embedded::open(&cfg.data)
         .with_context(|| format!("opening {}", cfg.data.display()))?;
     // One process owns the file: nothing can still be in flight from a previous run.
@@ -166,7 +185,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         })
         .context("building the HTTP client")?,
     );
-    let clock = Arc::new(SystemClock);
+    let clock: SharedClock = Arc::new(SystemClock);
     let state = AppState {
         store: store.clone(),
         queue: queue.clone(),
@@ -176,8 +195,14 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         sender: Some(sender.clone()),
     };
     let deliverer = Arc::new(
-        Deliverer::new(store.clone(), queue.clone(), clock, core.clone(), sender)
-            .with_request_limit(cfg.concurrency as usize),
+        Deliverer::new(
+            store.clone(),
+            queue.clone(),
+            clock.clone(),
+            core.clone(),
+            sender,
+        )
+        .with_request_limit(cfg.concurrency as usize),
     );
 
     let app = router(state);
@@ -209,8 +234,9 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         deliverer,
         pull,
         worker_opts,
-        watch_rx,
+        watch_rx.clone(),
     ));
+    let sweeper = tokio::spawn(store.sweeper(clock, retention).run(watch_rx));
     tracing::info!(%addr, data = %cfg.data.display(), "hookline local mode listening");
     Ok(Running {
         addr,
@@ -218,6 +244,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         shutdown,
         server,
         worker,
+        sweeper,
     })
 }
 

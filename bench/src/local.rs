@@ -1,7 +1,8 @@
 //! Local mode under load: the real binary as a child process on a temporary data file, a
 //! loopback receiver behind N endpoints, and a publisher at a fixed rate or as fast as
 //! the service accepts. Measures acceptance and delivery rates, publish-to-delivery
-//! latency, the service's CPU time and peak memory, and disk bytes per delivery.
+//! latency, the service's CPU time and peak memory, disk bytes per delivery, and the data
+//! file's size through the run (which levels off under a retention).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::procstat;
 use crate::receiver::Receiver;
@@ -81,6 +83,11 @@ pub struct LocalArgs {
     /// The service's log filter (`HOOKLINE_LOG`); its log goes to a file.
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// A retention for the run (`HOOKLINE_RETENTION`, a duration such as `20s`); without
+    /// it the service keeps its default of 30 days, so nothing is deleted during a run.
+    /// With it, the run also waits after the drain for the log to empty.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
     /// Also write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -139,6 +146,24 @@ pub struct LocalResult {
     pub disk_bytes_per_delivery: f64,
     /// CPU used by this benchmark process (publisher and receiver) on the same machine.
     pub bench_cpu_s: f64,
+    /// `HOOKLINE_RETENTION` of the run, if one was set (e.g. `20s`).
+    pub retention: Option<String>,
+    /// The data file and its WAL, once a second from the first publish.
+    pub disk_samples: Vec<DiskSample>,
+    /// The data file's size at a quarter, half, three quarters and the end of publishing.
+    pub db_bytes_by_quarter: [u64; 4],
+    /// With a retention: the messages still in the log after the drain and a wait for the
+    /// sweeper (until none is left, up to the retention and 30 s more).
+    pub messages_left: Option<u64>,
+}
+
+/// The size of the data file and of its WAL at one moment.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DiskSample {
+    /// Seconds since the first publish.
+    pub t_s: f64,
+    pub db_bytes: u64,
+    pub wal_bytes: u64,
 }
 
 /// Runs every rate of `args` in turn.
@@ -172,12 +197,19 @@ struct Service {
 }
 
 impl Service {
-    async fn spawn(binary: &Path, log: &str) -> anyhow::Result<Self> {
+    async fn spawn(binary: &Path, log: &str, retention: Option<Duration>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("hookline.db");
         let port = free_port()?;
         let log_file = std::fs::File::create(dir.path().join("hookline.log"))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(retention) = retention {
+            command.env(
+                "HOOKLINE_RETENTION",
+                humantime::format_duration(retention).to_string(),
+            );
+        }
+        let child = command
             .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
             .env("HOOKLINE_DATA", &data)
             .env("HOOKLINE_OPERATOR_KEY", OPERATOR_KEY)
@@ -223,13 +255,8 @@ impl Service {
     }
 
     fn disk_bytes(&self) -> u64 {
-        let mut total = 0;
-        for suffix in ["", "-wal"] {
-            let mut path = self.data.clone().into_os_string();
-            path.push(suffix);
-            total += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        }
-        total
+        let (db, wal) = file_sizes(&self.data);
+        db + wal
     }
 
     async fn stop(mut self) {
@@ -242,6 +269,60 @@ impl Service {
             .is_err()
         {
             let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The sizes of a data file and of its WAL.
+fn file_sizes(data: &Path) -> (u64, u64) {
+    let size = |suffix: &str| {
+        let mut path = data.to_path_buf().into_os_string();
+        path.push(suffix);
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    };
+    (size(""), size("-wal"))
+}
+
+/// Notes the data file's size once a second until aborted.
+fn sample_disk(data: PathBuf, start: Instant) -> (Arc<Mutex<Vec<DiskSample>>>, JoinHandle<()>) {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let out = samples.clone();
+    let task = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            let (db_bytes, wal_bytes) = file_sizes(&data);
+            out.lock().expect("disk samples").push(DiskSample {
+                t_s: start.elapsed().as_secs_f64(),
+                db_bytes,
+                wal_bytes,
+            });
+        }
+    });
+    (samples, task)
+}
+
+/// The messages in the tenant's log, counted page by page.
+async fn count_messages(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<u64> {
+    let mut count = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/messages?limit=250");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        count += page["data"].as_array().map_or(0, |d| d.len() as u64);
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return Ok(count),
         }
     }
 }
@@ -393,17 +474,19 @@ async fn publish(
 
 async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
     let receiver = Receiver::start(Duration::ZERO).await?;
-    let service = Service::spawn(&args.binary, &args.log).await?;
+    let service = Service::spawn(&args.binary, &args.log, args.retention).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()?;
     let key = setup(&client, &service.base, &receiver.url, args.endpoints).await?;
+    let key_for_count = key.clone();
     let n = args.endpoints as u64;
 
     let duration = Duration::from_secs_f64(args.duration);
     let cpu_before = procstat::cpu_time(service.pid)?;
     let bench_cpu_before = procstat::cpu_time(std::process::id())?;
     let start = Instant::now();
+    let (disk_samples, disk_sampler) = sample_disk(service.data.clone(), start);
     // Delivery counts through the run, to measure the sustained rate.
     let samples = Arc::new(Mutex::new(Vec::<(Instant, u64)>::new()));
     let publishing = tokio::spawn(publish(
@@ -451,6 +534,22 @@ async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
     let bench_cpu = procstat::cpu_time(std::process::id())? - bench_cpu_before;
     let peak_rss = procstat::peak_rss_kib(service.pid)?;
     let disk = service.disk_bytes();
+    let mut messages_left = None;
+    if let Some(retention) = args.retention {
+        // The sweeper runs every tenth of the retention: the log empties within a retention
+        // and a bit after the last delivery.
+        let deadline = Instant::now() + retention + Duration::from_secs(30);
+        loop {
+            let left = count_messages(&client, &service.base, &key_for_count).await?;
+            messages_left = Some(left);
+            if left == 0 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    disk_sampler.abort();
+    let disk_samples = disk_samples.lock().expect("disk samples").clone();
     service.stop().await;
 
     let arrivals = receiver.arrivals();
@@ -494,7 +593,57 @@ async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
         disk_bytes: disk,
         disk_bytes_per_delivery: disk as f64 / delivered.max(1) as f64,
         bench_cpu_s: bench_cpu.as_secs_f64(),
+        retention: args
+            .retention
+            .map(|r| humantime::format_duration(r).to_string()),
+        db_bytes_by_quarter: [1.0, 2.0, 3.0, 4.0]
+            .map(|q| db_bytes_at(&disk_samples, elapsed * q / 4.0)),
+        disk_samples,
+        messages_left,
     })
+}
+
+/// The data file's size at the last sample taken by `t_s`.
+fn db_bytes_at(samples: &[DiskSample], t_s: f64) -> u64 {
+    samples
+        .iter()
+        .take_while(|s| s.t_s <= t_s + 0.5)
+        .last()
+        .map_or(0, |s| s.db_bytes)
+}
+
+/// The data file's size through each run, in MiB.
+pub fn disk_table(results: &[LocalResult]) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut out = String::from(
+        "| rate | endpoints | retention | delivered | data file MiB at ¼ / ½ / ¾ / end of publishing | after the drain | WAL MiB (max) | messages left |\n\
+         | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        let q = r.db_bytes_by_quarter;
+        let last = r.disk_samples.last().map_or(0, |s| s.db_bytes);
+        let wal = r
+            .disk_samples
+            .iter()
+            .map(|s| s.wal_bytes)
+            .max()
+            .unwrap_or(0);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} | {:.1} | {} |\n",
+            r.rate,
+            r.endpoints,
+            r.retention.as_deref().unwrap_or("30 days (default)"),
+            r.deliveries,
+            mib(q[0]),
+            mib(q[1]),
+            mib(q[2]),
+            mib(q[3]),
+            mib(last),
+            mib(wal),
+            r.messages_left.map_or("-".to_string(), |n| n.to_string()),
+        ));
+    }
+    out
 }
 
 /// The results as a table.

@@ -127,6 +127,7 @@ async fn run_local(args: &local::LocalArgs) -> anyhow::Result<()> {
     );
     let results = local::run(args).await?;
     print!("{}", local::table(&results));
+    print!("{}", local::disk_table(&results));
     if let Some(path) = &args.json {
         write_json(path, "local", &results)?;
     }
@@ -237,10 +238,12 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
         concurrency: 4,
         drain: 60.0,
         log: "warn".into(),
+        retention: Some(std::time::Duration::from_secs(1)),
         json: None,
     };
     let local = local::run(&local_args).await?;
     print!("{}", local::table(&local));
+    print!("{}", local::disk_table(&local));
     let lambda_args = lambda::LambdaArgs {
         bin_dir: args.bin_dir.clone(),
         moto: args.moto.clone(),
@@ -283,6 +286,16 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
     check(
         n(&l["disk_bytes_per_delivery"]) > 0.0,
         "local: the data file grew",
+    )?;
+    check(
+        l["disk_samples"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|s| n(&s["db_bytes"]) > 0.0)),
+        "local: the data file's size was sampled through the run",
+    )?;
+    check(
+        n(&l["messages_left"]) == 0.0,
+        "local: a 1 s retention emptied the log of delivered messages",
     )?;
     let m = &doc["smoke"]["lambda"];
     check(

@@ -99,6 +99,53 @@ fn hook(domain: &str, name: &str) -> String {
     format!("/v3/domains/{domain}/webhooks/{name}")
 }
 
+/// The webhook test call's path.
+fn test_path(domain: &str, name: &str) -> String {
+    format!("/v3/domains/{domain}/webhooks/{name}/test")
+}
+
+/// Checks a Mailgun body's signature with `key`, as a Mailgun receiver does.
+fn mailgun_signed_with(body: &Value, key: &str) -> bool {
+    let sig = &body["signature"];
+    let (ts, token) = (
+        sig["timestamp"].as_str().unwrap(),
+        sig["token"].as_str().unwrap(),
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{ts}{token}").as_bytes());
+    sig["signature"].as_str().unwrap() == hex::encode(mac.finalize().into_bytes())
+}
+
+/// The signing secret of the endpoint `/v1` shows for this URL.
+async fn secret_of(app: &TestApp, key: &str, url: &str) -> String {
+    let (_, list) = app.get("/v1/endpoints", key).await;
+    let ep = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == url)
+        .unwrap_or_else(|| panic!("no endpoint for {url}: {list}"));
+    let (_, secret) = app
+        .get(
+            &format!("/v1/endpoints/{}/secret", ep["id"].as_str().unwrap()),
+            key,
+        )
+        .await;
+    secret["key"].as_str().unwrap().to_string()
+}
+
+/// The catalog's sample payload of an event type.
+async fn sample_of(app: &TestApp, key: &str, name: &str) -> Value {
+    let (_, types) = app.get("/v1/event-types", key).await;
+    types["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .map(|t| t["sample"].clone())
+        .unwrap_or_else(|| panic!("{name} is not in the catalog"))
+}
+
 /// An error in Mailgun's shape, with Hookline's machine-readable code beside it.
 fn assert_error(a: &Answer, status: StatusCode, code: &str) {
     assert_eq!(a.status, status, "{}", a.body);
@@ -612,6 +659,7 @@ async fn credentials_are_http_basic_with_the_user_api_and_a_tenant_key() {
         (Method::GET, hook(DOMAIN, "clicked")),
         (Method::PUT, hook(DOMAIN, "clicked")),
         (Method::DELETE, hook(DOMAIN, "clicked")),
+        (Method::PUT, test_path(DOMAIN, "clicked")),
         (Method::GET, hooks("unknown.example")),
     ] {
         let r = send(&app, method, &path, Auth::None, Form::None).await;
@@ -687,6 +735,11 @@ async fn unknown_domains_and_other_tenants_domains_are_not_found() {
                 Form::Urlencoded(vec![("url", url)]),
             ),
             (Method::DELETE, hook(domain, "delivered"), Form::None),
+            (
+                Method::PUT,
+                test_path(domain, "delivered"),
+                Form::Urlencoded(vec![("url", url)]),
+            ),
         ];
         for (method, path, form) in routes {
             let what = format!("{method} {path}");
@@ -819,5 +872,247 @@ async fn a_webhook_made_here_receives_events_of_its_domain_signed_as_mailgun_sig
         sig["signature"].as_str().unwrap(),
         hex::encode(mac.finalize().into_bytes())
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_test_call_sends_the_sample_event_signed_and_answers_what_the_receiver_said() {
+    let app = spawn_app().await;
+    let key = tenant_with_domain(&app, "acme").await;
+    let receiver = Receiver::start(200).await;
+    let (saved, shared, fresh) = (
+        receiver.url("/saved"),
+        receiver.url("/shared"),
+        receiver.url("/fresh"),
+    );
+    for (name, url) in [("delivered", &saved), ("clicked", &shared)] {
+        let r = mg(
+            &app,
+            &key,
+            Method::POST,
+            &hooks(DOMAIN),
+            Form::Urlencoded(vec![("id", name), ("url", url)]),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let before = app.get("/v1/endpoints", &key).await.1;
+
+    // A URL of the webhook itself (named by an alias, sent as mailgun.js sends it): the
+    // receiver gets what deliveries to it will bring, signed with its endpoint's key.
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "deliver"),
+        Form::Multipart(vec![("url", &saved)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"code": 200, "message": "ok"}));
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["event-data"], sample_of(&app, &key, "delivered").await);
+    let saved_key = secret_of(&app, &key, &saved).await;
+    assert!(mailgun_signed_with(&body, &saved_key), "{body}");
+    assert_eq!(body["signature"]["token"].as_str().unwrap().len(), 50);
+    assert_eq!(
+        got[0].header("webhook-signature"),
+        got[0].standard_signature(&saved_key)
+    );
+    assert_eq!(got[0].header("hookline-test"), "true");
+    assert_eq!(got[0].header("content-type"), "application/json");
+
+    // A URL another webhook of the domain has: signed with the key that receiver holds.
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "opened"),
+        Form::Urlencoded(vec![("url", &shared)]),
+    )
+    .await;
+    assert_eq!(r.body, json!({"code": 200, "message": "ok"}));
+    let got = receiver.received();
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(body["event-data"], sample_of(&app, &key, "opened").await);
+    let shared_key = secret_of(&app, &key, &shared).await;
+    assert!(mailgun_signed_with(&body, &shared_key), "{body}");
+
+    // A URL no webhook has: Mailgun's body, signed with a key of its own.
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "temporary_fail"),
+        Form::Urlencoded(vec![("url", &fresh)]),
+    )
+    .await;
+    assert_eq!(r.body, json!({"code": 200, "message": "ok"}));
+    let got = receiver.received();
+    let body: Value = serde_json::from_slice(&got[2].body).unwrap();
+    assert_eq!(
+        body["event-data"],
+        sample_of(&app, &key, "temporary_fail").await
+    );
+    assert!(!mailgun_signed_with(&body, &saved_key));
+    assert!(!mailgun_signed_with(&body, &shared_key));
+    let signature = body["signature"]["signature"].as_str().unwrap();
+    assert_eq!(signature.len(), 64);
+    assert!(signature.chars().all(|c| c.is_ascii_hexdigit()));
+
+    // What the receiver answered, whatever it is, in a 200.
+    receiver.set_status(500);
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "delivered"),
+        Form::Urlencoded(vec![("url", &saved)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"code": 500, "message": "ok"}));
+
+    // No answer at all: code 0 and why.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}/gone")
+    };
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "delivered"),
+        Form::Urlencoded(vec![("url", &closed)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["code"], 0, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no answer (connect)"),
+        "{}",
+        r.body
+    );
+
+    // Tests change nothing.
+    assert_eq!(app.get("/v1/endpoints", &key).await.1, before);
+    let (_, messages) = app.get("/v1/messages", &key).await;
+    assert_eq!(messages["data"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_test_call_refuses_bad_input_in_mailgun_shape_and_sends_nothing() {
+    let app = spawn_app().await;
+    let key = tenant_with_domain(&app, "acme").await;
+    let other = app.create_tenant("other").await.key;
+    let receiver = Receiver::start(200).await;
+    let url = receiver.url("/t");
+    let other_url = receiver.url("/u");
+    let cases: Vec<(&str, Form, StatusCode, &str)> = vec![
+        (
+            "state_change",
+            Form::Urlencoded(vec![("url", &url)]),
+            StatusCode::BAD_REQUEST,
+            "unknown_webhook",
+        ),
+        (
+            "delivered",
+            Form::None,
+            StatusCode::BAD_REQUEST,
+            "missing_url",
+        ),
+        (
+            "delivered",
+            Form::Multipart(vec![("url", " ")]),
+            StatusCode::BAD_REQUEST,
+            "missing_url",
+        ),
+        (
+            "delivered",
+            Form::Urlencoded(vec![("url", &url), ("url", &other_url)]),
+            StatusCode::BAD_REQUEST,
+            "too_many_urls",
+        ),
+        (
+            "delivered",
+            Form::Multipart(vec![("url", "http://10.0.0.1/hook")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_url",
+        ),
+        (
+            "delivered",
+            Form::Urlencoded(vec![("url", "http://169.254.169.254/latest")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_url",
+        ),
+        (
+            "delivered",
+            Form::Urlencoded(vec![("url", "ftp://h.example/")]),
+            StatusCode::BAD_REQUEST,
+            "invalid_url",
+        ),
+    ];
+    for (name, form, status, code) in cases {
+        let r = mg(&app, &key, Method::PUT, &test_path(DOMAIN, name), form).await;
+        assert_error(&r, status, code);
+    }
+    // The policy's reason is told.
+    let r = mg(
+        &app,
+        &key,
+        Method::PUT,
+        &test_path(DOMAIN, "delivered"),
+        Form::Urlencoded(vec![("url", "http://10.0.0.1/hook")]),
+    )
+    .await;
+    assert!(
+        r.body["message"].as_str().unwrap().contains("10.0.0.1"),
+        "{}",
+        r.body
+    );
+    // A domain that is not the caller's.
+    for (k, domain) in [(&key, "unknown.example"), (&other, DOMAIN)] {
+        let r = mg(
+            &app,
+            k,
+            Method::PUT,
+            &test_path(domain, "delivered"),
+            Form::Urlencoded(vec![("url", &url)]),
+        )
+        .await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    }
+    // No credentials, and the operator key.
+    let r = send(
+        &app,
+        Method::PUT,
+        &test_path(DOMAIN, "delivered"),
+        Auth::None,
+        Form::Urlencoded(vec![("url", &url)]),
+    )
+    .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Hookline\"");
+    let r = send(
+        &app,
+        Method::PUT,
+        &test_path(DOMAIN, "delivered"),
+        Auth::Basic("api", OPERATOR_KEY),
+        Form::Urlencoded(vec![("url", &url)]),
+    )
+    .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+
+    assert_eq!(receiver.count(), 0, "nothing was sent");
+    let (_, list) = app.get("/v1/endpoints", &key).await;
+    assert_eq!(list["data"], json!([]), "nothing was stored");
     app.stop().await;
 }

@@ -23,5 +23,6 @@ mod paging;
 mod rate_limit;
 mod replay;
 mod restart;
+mod retention;
 mod standard_webhooks;
 mod verify;

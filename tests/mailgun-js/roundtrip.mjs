@@ -1,8 +1,12 @@
 // Drives Hookline's Mailgun-compatible webhooks API with Mailgun's own Node client,
 // mailgun.js, exactly as a Mailgun user's code would: create, list, get, update, destroy,
-// and requests the API must refuse.
+// the webhook test call, and requests the API must refuse.
 //
-//   node tests/mailgun-js/roundtrip.mjs BASE_URL API_KEY DOMAIN
+//   node tests/mailgun-js/roundtrip.mjs BASE_URL API_KEY DOMAIN RECEIVER_URL
+//
+// RECEIVER_URL is a receiver that answers 200 with the body `ok`; the test call sends to
+// RECEIVER_URL/saved (after saving it as the permanent_fail webhook, so the caller can
+// check the signature with that endpoint's key).
 //
 // Prints "mailgun.js: N passed, N failed" and exits non-zero on any failure.
 // tests/api/mailgun_js.rs runs it against a local Hookline.
@@ -11,9 +15,9 @@ import assert from 'node:assert/strict';
 import FormData from 'form-data';
 import Mailgun from 'mailgun.js';
 
-const [base, key, domain] = process.argv.slice(2);
-if (!base || !key || !domain) {
-  console.error('usage: node roundtrip.mjs BASE_URL API_KEY DOMAIN');
+const [base, key, domain, receiver] = process.argv.slice(2);
+if (!base || !key || !domain || !receiver) {
+  console.error('usage: node roundtrip.mjs BASE_URL API_KEY DOMAIN RECEIVER_URL');
   process.exit(2);
 }
 
@@ -120,9 +124,25 @@ await step('list after destroy shows clicked only', async () => {
   assert.deepEqual(sorted(list.clicked.urls), [hook('c2'), hook('c3')]);
 });
 
+await step('the test call sends a test event and tells what the receiver answered', async () => {
+  const saved = `${receiver.replace(/\/$/, '')}/saved`;
+  const created = await mg.webhooks.create(domain, 'permanent_fail', saved);
+  assert.deepEqual(created.urls, [saved]);
+  // `create` with test = true is the test call, under the alias Mailgun also takes.
+  const res = await mg.webhooks.create(domain, 'bounce', saved, true);
+  assert.deepEqual(res, { code: 200, message: 'ok' });
+});
+
+await step('the test call refuses a bad name, a private address and an unknown domain', async () => {
+  await refused(mg.webhooks.create(domain, 'state_change', hook('t'), true), 400);
+  await refused(mg.webhooks.create(domain, 'delivered', 'http://10.0.0.1/hook', true), 400);
+  await refused(mg.webhooks.create(`nope.${domain}`, 'delivered', hook('t'), true), 404);
+});
+
 await step('a wrong key is unauthorized', async () => {
   const bad = new Mailgun(FormData).client({ username: 'api', key: `${key}-wrong`, url: base });
   await refused(bad.webhooks.list(domain, {}), 401);
+  await refused(bad.webhooks.create(domain, 'delivered', hook('t'), true), 401);
 });
 
 console.log(`mailgun.js: ${passed} passed, ${failed} failed`);

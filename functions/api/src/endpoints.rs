@@ -694,16 +694,16 @@ pub async fn test(
     })))
 }
 
-struct TestSend {
-    webhook_id: String,
-    event_type: String,
-    response: hookline_core::client::Response,
+pub(crate) struct TestSend {
+    pub(crate) webhook_id: String,
+    pub(crate) event_type: String,
+    pub(crate) response: hookline_core::client::Response,
 }
 
 /// Sends the sample payload of an event type (by default the endpoint's first, or the
 /// catalog's first for an endpoint taking every event), signed like a delivery and marked
 /// with `hookline-test: true`.
-async fn send_test(
+pub(crate) async fn send_test(
     state: &AppState,
     endpoint: &Endpoint,
     event_type: Option<&str>,

@@ -82,4 +82,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         // Mailgun's webhooks API over the same endpoints (see `mailgun`).
         .routes(routes!(mailgun::list, mailgun::create))
         .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))
+        .routes(routes!(mailgun::test))
 }

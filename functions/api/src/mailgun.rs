@@ -18,16 +18,16 @@ use base64::Engine;
 use hookline_core::fields::{domain_name, EndpointUrl};
 use hookline_core::http::{identify, with_etag, ApiError, AppState, IfMatch};
 use hookline_core::ids::{EndpointId, TenantId};
-use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
 use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret};
 use hookline_core::Error;
 use serde_json::{json, Map, Value};
 
-use crate::endpoints::IF_MATCH_DOC;
+use crate::endpoints::{send_test, validate_url, IF_MATCH_DOC};
 use crate::openapi::{
-    MailgunChanged, MailgunCreateForm, MailgunErrorBody, MailgunUpdateForm, MailgunWebhook,
-    MailgunWebhookList,
+    MailgunChanged, MailgunCreateForm, MailgunErrorBody, MailgunTestForm, MailgunTestResult,
+    MailgunUpdateForm, MailgunWebhook, MailgunWebhookList,
 };
 
 /// Mailgun's limit of URLs per webhook name and domain.
@@ -704,6 +704,126 @@ pub async fn delete(
         "message": "Webhook has been deleted",
         "webhook": {"urls": urls_of(&removed)},
     })))
+}
+
+/// The one `url` field of a test call, allowed by the URL policy.
+fn test_url(state: &AppState, form: &Form) -> MailgunResult<String> {
+    let mut given: Vec<&str> = form
+        .all("url")
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    given.dedup();
+    match given.as_slice() {
+        [] => Err(MailgunError::bad("missing_url", "url is required")),
+        [url] => Ok(validate_url(&state.config.url_policy, url)?),
+        _ => Err(MailgunError::bad(
+            "too_many_urls",
+            "a test call takes one url",
+        )),
+    }
+}
+
+/// What a test event to `url` for the webhook `name` is sent as: the webhook's own endpoint
+/// for that URL if it has one, so the receiver gets exactly what deliveries will bring.
+/// Otherwise an unsaved endpoint in the webhook's shape, signed with the key of another of
+/// the domain's webhooks at the same URL (the key that receiver already holds), or else
+/// with a key made for this one call.
+fn test_target(
+    tenant: TenantId,
+    domain: &str,
+    name: &str,
+    url: &str,
+    hooks: &[Endpoint],
+    now: Millis,
+) -> Endpoint {
+    if let Some(own) = named(hooks, name).into_iter().find(|e| e.url == url) {
+        return own.clone();
+    }
+    let secrets = hooks
+        .iter()
+        .find(|e| e.url == url)
+        .map(|e| e.secrets.clone())
+        .unwrap_or_else(|| EndpointSecrets::new(Secret::generate()));
+    Endpoint {
+        id: EndpointId::new(),
+        tenant,
+        url: url.to_string(),
+        description: format!("mailgun webhook {name}"),
+        event_types: Some(vec![name.to_string()]),
+        domain: Some(domain.to_string()),
+        format: BodyFormat::Mailgun,
+        secrets,
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit: None,
+        created_at: now,
+        updated_at: now,
+        version: 1,
+    }
+}
+
+/// `PUT /v3/domains/{domain}/webhooks/{name}/test` with the field `url`: sends the sample
+/// event of the webhook's type to the URL, in Mailgun's body format and signed as
+/// deliveries are, and answers Mailgun's `{"code", "message"}` with the receiver's status
+/// and the start of its answer. Nothing is stored.
+#[utoipa::path(
+    put,
+    path = "/v3/domains/{domain}/webhooks/{name}/test",
+    tag = "mailgun",
+    operation_id = "mailgun_test_webhook",
+    params(
+        ("domain" = String, Path, description = "Domain name"),
+        ("name" = String, Path, description = "Webhook name, e.g. `delivered`"),
+    ),
+    request_body(content(
+        (MailgunTestForm = "application/x-www-form-urlencoded"),
+        (MailgunTestForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "What the receiver answered: its status as `code` (0 when it gave none) and the start of its body, or why nothing came back, as `message`", body = MailgunTestResult),
+        (status = 400, description = "Bad form or name, no URL or more than one, or a URL the URL policy refuses", body = MailgunErrorBody),
+        (status = 401, description = "No valid credentials", body = MailgunErrorBody),
+        (status = 403, description = "The operator key", body = MailgunErrorBody),
+        (status = 404, description = "Not one of the caller's domains", body = MailgunErrorBody),
+        (status = 413, description = "Form too large", body = MailgunErrorBody),
+    ),
+    security(("mailgun_basic" = []))
+)]
+pub async fn test(
+    MailgunTenant(tenant): MailgunTenant,
+    State(state): State<AppState>,
+    Path((domain, name)): Path<(String, String)>,
+    req: Request,
+) -> MailgunResult<Json<Value>> {
+    let domain = known_domain(&state, tenant, &domain).await?;
+    let name = canonical(&name)
+        .ok_or_else(|| MailgunError::bad("unknown_webhook", unknown_name(&name)))?;
+    let form = read_form(req).await?;
+    let url = test_url(&state, &form)?;
+    let hooks = webhooks(&state, tenant, &domain).await?;
+    let target = test_target(tenant, &domain, name, &url, &hooks, state.clock.now());
+    let sent = send_test(&state, &target, Some(name)).await?;
+    let r = sent.response;
+    let (code, message) = match (r.status, r.error.as_deref()) {
+        (Some(status), _) => (status, r.excerpt),
+        // The policy refused an address the name resolved to: the URL is as bad as a
+        // private address written out, which is refused above.
+        (None, Some("blocked")) => {
+            return Err(MailgunError::bad(
+                "invalid_url",
+                format!("url refused: {}", r.excerpt),
+            ))
+        }
+        (None, kind) => (
+            0,
+            format!("no answer ({}): {}", kind.unwrap_or("request"), r.excerpt),
+        ),
+    };
+    tracing::info!(tenant = %tenant, webhook = name, code, "mailgun webhook test sent");
+    Ok(Json(json!({ "code": code, "message": message })))
 }
 
 #[cfg(test)]

@@ -222,6 +222,25 @@ pub struct MailgunUpdateForm {
     pub url: Vec<String>,
 }
 
+/// The form field of a Mailgun webhook test: the one `url` the test event goes to.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"url": "http://127.0.0.1:9000/mailgun"}))]
+pub struct MailgunTestForm {
+    #[schema(example = "http://127.0.0.1:9000/mailgun")]
+    pub url: String,
+}
+
+/// The answer to a Mailgun webhook test: what the receiver answered.
+#[derive(Serialize, ToSchema)]
+pub struct MailgunTestResult {
+    /// The receiver's HTTP status; 0 when it gave none (timeout, connection refused, …).
+    #[schema(example = 200)]
+    pub code: u16,
+    /// The start of the receiver's body, or why nothing came back.
+    #[schema(example = "ok")]
+    pub message: String,
+}
+
 /// The body formats of an endpoint (see the README's Delivery section). Only documents the
 /// values; the handlers parse them as text.
 #[allow(dead_code)]

@@ -1,9 +1,11 @@
 //! The embedded adapters of local mode: the storage and queue ports on one SQLite file.
 //! This module owns opening the file and its schema; `db` runs the connections (one writer
-//! committing in groups, a few readers), `store` and `queue` hold the SQL of each port.
+//! committing in groups, a few readers), `store` and `queue` hold the SQL of each port,
+//! `retention` the deleting of what is kept no longer.
 
 mod db;
 mod queue;
+mod retention;
 mod store;
 
 use std::path::Path;
@@ -17,6 +19,7 @@ use crate::error::{BackendContext, Error, Result};
 pub(crate) use db::Db;
 
 pub use queue::SqliteQueue;
+pub use retention::{parse_retention, Sweeper, Swept, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS};
 pub use store::SqliteStore;
 
 /// The schema this code writes, kept in SQLite's `user_version`: version 1 is [`SCHEMA`],
@@ -185,6 +188,12 @@ CREATE TABLE IF NOT EXISTS endpoint_groups (
 CREATE INDEX IF NOT EXISTS endpoints_by_tenant_id ON endpoints (tenant, id);
 CREATE INDEX IF NOT EXISTS api_keys_by_tenant_id ON api_keys (tenant, id);
 CREATE INDEX IF NOT EXISTS tenants_by_parent_id ON tenants (parent, id);
+"#,
+    // 5: retention, which reads messages by the time they were received (producers'
+    // message ids do not carry it) and idempotency keys by expiry.
+    r#"
+CREATE INDEX IF NOT EXISTS messages_by_received ON messages (received_at, id);
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
 ];
 

@@ -28,7 +28,7 @@ const OPERATOR_KEY_SETTING: &str = "operator_key_hash";
 
 /// [`crate::ports::Store`] on the shared SQLite database.
 pub struct SqliteStore {
-    db: Db,
+    pub(super) db: Db,
 }
 
 impl SqliteStore {
