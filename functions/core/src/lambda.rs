@@ -10,8 +10,7 @@ use aws_config::SdkConfig;
 use crate::aws::{DynamoStore, SqsQueue};
 use crate::config::CoreConfig;
 use crate::keys::KeyHash;
-use crate::ports::{Outgoing, Queue};
-use crate::{Error, Result};
+use crate::ports::{NotQueued, Outgoing, Queue, Refusal};
 
 /// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`): a level, or
 /// `target=level` pairs separated by commas (`info,hookline_deliver=debug`). These are
@@ -144,9 +143,13 @@ pub struct NoQueue;
 
 #[async_trait]
 impl Queue for NoQueue {
-    async fn send(&self, _messages: Vec<Outgoing>) -> Result<()> {
-        Err(Error::backend(
-            "queue",
+    async fn send(&self, messages: Vec<Outgoing>) -> std::result::Result<(), NotQueued> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        Err(NotQueued::all(
+            messages.len(),
+            Refusal::Unavailable,
             "this function has no access to the events queue",
         ))
     }
