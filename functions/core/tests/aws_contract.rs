@@ -564,3 +564,16 @@ async fn sqs_out_of_reach_queues_nothing_and_says_so() {
         .all(|u| u.refusal == Refusal::Unavailable));
     assert!((0..15).all(|i| !err.is_queued(i)));
 }
+
+#[tokio::test]
+async fn sqs_reads_the_redrive_policys_receive_count() {
+    let (client, queue, dead_letter_url) = queue().await;
+    assert_eq!(
+        queue.max_receives().await.expect("redrive policy"),
+        Some(hookline_core::aws::sqs::DEFAULT_MAX_RECEIVES)
+    );
+    // The dead-letter queue has no redrive policy of its own.
+    let plain = SqsQueue::new(client.clone(), dead_letter_url.clone());
+    assert_eq!(plain.max_receives().await.expect("no policy"), None);
+    drop_queues(&client, &queue, &dead_letter_url).await;
+}

@@ -62,6 +62,8 @@ pub struct SqsQueue {
     /// The bodies of messages received through this handle, by receipt handle:
     /// `dead_letter` gets only the receipt but must send the body on.
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
+    /// The queue's `maxReceiveCount`, once read (see [`SqsQueue::max_receives`]).
+    max_receives: Arc<tokio::sync::OnceCell<Option<u32>>>,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,7 @@ impl SqsQueue {
             queue_url,
             dead_letter_url: None,
             in_flight: Arc::default(),
+            max_receives: Arc::default(),
         }
     }
 
@@ -90,6 +93,26 @@ impl SqsQueue {
 
     pub fn queue_url(&self) -> &str {
         &self.queue_url
+    }
+
+    /// The receives after which the queue's redrive policy moves a message to its
+    /// dead-letter queue (`maxReceiveCount`); `None` for a queue without one. Read from the
+    /// queue on first use, then kept.
+    pub async fn max_receives(&self) -> Result<Option<u32>> {
+        let read = self.max_receives.get_or_try_init(|| async {
+            let policy = self
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.queue_url)
+                .attribute_names(QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .map_err(|e| sdk_error("read the redrive policy", e))?
+                .attributes
+                .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+            policy.map_or(Ok(None), |p| max_receive_count(&p).map(Some))
+        });
+        read.await.copied()
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<String, InFlight>> {
@@ -105,6 +128,18 @@ impl SqsQueue {
             in_flight.remove(r);
         }
     }
+}
+
+/// The `maxReceiveCount` of a redrive policy, given as a number or as text.
+fn max_receive_count(policy: &str) -> Result<u32> {
+    let bad = |why: &str| Error::backend("read the redrive policy", format!("{why}: {policy}"));
+    let policy: serde_json::Value = serde_json::from_str(policy).map_err(|_| bad("not JSON"))?;
+    let count = &policy["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.trim().parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad("no maxReceiveCount"))
 }
 
 /// Whole seconds, rounded up so a wait is never cut short, and capped at `max`.
@@ -690,6 +725,19 @@ mod tests {
         // A message over the limit on its own goes in no batch; the others keep their order.
         assert_eq!(batches(&[5, MAX_BATCH_BYTES + 1, 7]), vec![vec![0, 2]]);
         assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_max_receive_count_is_read_as_a_number_or_as_text() {
+        let arn = "arn:aws:sqs:us-east-1:123456789012:dlq";
+        let policy = |count: &str| {
+            format!(r#"{{"deadLetterTargetArn": "{arn}", "maxReceiveCount": {count}}}"#)
+        };
+        assert_eq!(max_receive_count(&policy("5")).unwrap(), 5);
+        assert_eq!(max_receive_count(&policy("\"10\"")).unwrap(), 10);
+        assert!(max_receive_count(&policy("\"many\"")).is_err());
+        assert!(max_receive_count(r#"{"deadLetterTargetArn": "x"}"#).is_err());
+        assert!(max_receive_count("not json").is_err());
     }
 
     #[test]
