@@ -294,6 +294,7 @@ impl Aws {
                 .wait_time_seconds(1)
                 .visibility_timeout(300)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await?;
             got.extend(answer.messages.unwrap_or_default());
@@ -313,12 +314,30 @@ impl Aws {
                             .collect()
                     })
                     .unwrap_or_default();
+                // As the event source passes them: the function counts a message's waits
+                // in one.
+                let message_attributes: serde_json::Map<String, Value> = m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(name, v)| {
+                                let value = json!({
+                                    "stringValue": v.string_value(),
+                                    "stringListValues": [],
+                                    "binaryListValues": [],
+                                    "dataType": v.data_type(),
+                                });
+                                (name.clone(), value)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 json!({
                     "messageId": m.message_id(),
                     "receiptHandle": m.receipt_handle(),
                     "body": m.body(),
                     "attributes": attributes,
-                    "messageAttributes": {},
+                    "messageAttributes": message_attributes,
                     "eventSource": "aws:sqs",
                     "eventSourceARN": self.queue_arn,
                     "awsRegion": "us-east-1"

@@ -480,3 +480,41 @@ async fn redirects_are_not_followed() {
     assert_eq!(target.count(), 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ten_events_of_200_kib_in_one_publish_are_queued_and_delivered_whole() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("a").await;
+    let receiver = Receiver::start(200).await;
+    app.create_endpoint(&t.key, json!({"url": receiver.url("/")}))
+        .await;
+    // 2 MB in one request: over what SQS takes in one batch, which local mode shares the
+    // publishing code with.
+    let events: Vec<_> = (0..10)
+        .map(|n| json!({"type": "opened", "payload": {"n": n, "fill": "x".repeat(200 * 1024)}}))
+        .collect();
+    let (status, body) = app
+        .post("/v1/events", &t.key, json!({ "events": events }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{}", body["error"]);
+    let mut ids: Vec<String> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 10);
+    let got = receiver.wait_for(10, WAIT).await;
+    let mut delivered: Vec<String> = got
+        .iter()
+        .map(|r| r.header("webhook-id").to_string())
+        .collect();
+    ids.sort();
+    delivered.sort();
+    assert_eq!(delivered, ids);
+    for r in &got {
+        let payload: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(payload["fill"].as_str().unwrap().len(), 200 * 1024);
+    }
+    app.stop().await;
+}

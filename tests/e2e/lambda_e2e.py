@@ -7,7 +7,11 @@ through the api function, events are published through the ingest function and w
 straight to the queue, and a driver pumps the queue into the deliver function the way the
 SQS event source mapping does: receive, invoke with an SQS event, delete only what the
 function did not report in batchItemFailures. A local receiver checks each delivery with
-the official standardwebhooks library.
+the official standardwebhooks library. Then: ten events of 200 KiB in one publish; a copy
+of an event that waits on the lease of the copy being delivered, which comes back within
+seconds rather than after the queue's visibility timeout (360 s, the template's default);
+and a receiver that hangs, which does not keep the other records of its batch from being
+delivered and deleted.
 
 Needs HOOKLINE_TEST_AWS_ENDPOINT (moto) and cargo-lambda on PATH; scripts/test.sh sets
 both up.
@@ -60,15 +64,36 @@ def free_port():
 
 
 class Receiver(http.server.ThreadingHTTPServer):
+    """Answers 200: at once on /hooks, after SLOW_SECONDS on /slow, and on /hang only once
+    `release` is set (`holding` counts the requests it holds)."""
+
+    SLOW_SECONDS = 3
+
     def __init__(self):
         self.requests = []
+        self.by_path = {"/hooks": [], "/slow": [], "/hang": []}
+        self.release = threading.Event()
+        self.holding = 0
+        self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.server.requests.append((dict(self.headers.items()), body))
+        server = self.server
+        with server.lock:
+            if self.path == "/hooks":
+                server.requests.append((dict(self.headers.items()), body))
+            server.by_path.setdefault(self.path, []).append(self.headers.get("webhook-id"))
+        if self.path == "/slow":
+            time.sleep(Receiver.SLOW_SECONDS)
+        elif self.path == "/hang":
+            with server.lock:
+                server.holding += 1
+            server.release.wait(120)
+            with server.lock:
+                server.holding -= 1
         self.send_response(200)
         self.send_header("content-length", "2")
         self.end_headers()
@@ -114,7 +139,7 @@ def main():
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     queue_url = sqs.create_queue(QueueName=f"hookline-e2e-{suffix}", Attributes={
-        "VisibilityTimeout": "60",
+        "VisibilityTimeout": "360",
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
     })["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
@@ -131,6 +156,8 @@ def main():
         "TABLE_NAME": table, "QUEUE_URL": queue_url, "DLQ_URL": dlq_url,
         "HOOKLINE_OPERATOR_KEY": OPERATOR_KEY, "HOOKLINE_ALLOW_HTTP": "true",
         "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.1/32", "HOOKLINE_RETRY_SCHEDULE": "0s,1s",
+        # A lease is the request timeout and 15 s: a lease wait comes back within 25 s.
+        "HOOKLINE_REQUEST_TIMEOUT": "10s", "HOOKLINE_CONCURRENCY": "16",
     }
     # The binaries of the test run's debug build: scripts/build-test-bins.sh builds them
     # as `cargo test --workspace --all-features` does, so after scripts/test.sh's test run
@@ -184,33 +211,65 @@ def wait_port(port, within=120):
     return False
 
 
+PUMPED = []  # (time, SQS message id, receive count) of every record handed over
+# A warm deliver function reuses a tenant's endpoint list for 5 s: a new endpoint gets the
+# events published after that.
+ENDPOINT_CACHE_SECONDS = 6
+
+
+def receive(sqs, queue_url):
+    """One receive as the event source makes it: up to 10, every attribute."""
+    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                              AttributeNames=["All"], MessageAttributeNames=["All"])
+    return got.get("Messages", [])
+
+
+def invoke(port, sqs, queue_url, queue_arn, messages):
+    """One invocation with `messages` as the SQS event's records; then deletes what the
+    function did not report in batchItemFailures, as the event source does."""
+    for m in messages:
+        PUMPED.append((time.time(), m["MessageId"],
+                       int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))))
+    event = {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": {name: {
+            "stringValue": value.get("StringValue"), "stringListValues": [],
+            "binaryListValues": [], "dataType": value["DataType"],
+        } for name, value in m.get("MessageAttributes", {}).items()},
+        "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
+        "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": "us-east-1",
+    } for m in messages]}
+    url = f"http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"
+    status, response = call("POST", url, body=event)
+    if status != 200:
+        raise SystemExit(f"deliver invocation failed: {status} {response}")
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    done = [m for m in messages if m["MessageId"] not in failed]
+    if done:
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+    return failed
+
+
 def pump(port, sqs, queue_url, queue_arn, until, within=900):
     """Moves messages from the queue into the deliver function like the event source."""
-    invoke = f"http://127.0.0.1:{port}/2015-03-31/functions/_/invocations"
     deadline = time.time() + within
     while time.time() < deadline:
         if until():
             return True
-        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                  AttributeNames=["All"], MessageAttributeNames=["All"])
-        messages = got.get("Messages", [])
-        if not messages:
-            continue
-        event = {"Records": [{
-            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-            "attributes": m.get("Attributes", {}), "messageAttributes": {},
-            "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
-            "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": "us-east-1",
-        } for m in messages]}
-        status, response = call("POST", invoke, body=event)
-        if status != 200:
-            raise SystemExit(f"deliver invocation failed: {status} {response}")
-        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
-        if done:
-            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
+        messages = receive(sqs, queue_url)
+        if messages:
+            invoke(port, sqs, queue_url, queue_arn, messages)
     return until()
+
+
+def queue_counts(sqs, queue_url):
+    """(visible, in flight, delayed) messages of the queue."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed"]
+    got = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return tuple(int(got[n]) for n in names)
 
 
 def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
@@ -267,6 +326,121 @@ def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     status, message = call("GET", f"{api}/v1/messages/{published['id']}", key)
     check("the api function shows the delivery succeeded",
           status == 200 and message["deliveries"][0]["status"] == "succeeded", f"{message}")
+
+    big_publish(ingest, key, receiver, port, sqs, queue_url, queue_arn)
+    lease_wait(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
+    hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
+
+
+def big_publish(ingest, key, receiver, port, sqs, queue_url, queue_arn):
+    """Ten events of 200 KiB, 2 MB in all: over SQS's 1 MiB per batch."""
+    events = [{"type": "delivered", "payload": {"n": n, "fill": "x" * (200 * 1024)}}
+              for n in range(10)]
+    status, published = call("POST", f"{ingest}/v1/events", key, {"events": events})
+    check("ingest function queues ten events of 200 KiB in one publish",
+          status == 202 and len(published["ids"]) == 10, f"{status} {str(published)[:300]}")
+    ids = set(published["ids"])
+
+    def delivered():
+        return ids <= {webhook_id(h) for h, _ in receiver.requests}
+    check("deliver function delivers all ten", pump(port, sqs, queue_url, queue_arn, delivered))
+    sizes = [len(body) for h, body in receiver.requests
+             if webhook_id(h) in ids]
+    check("each arrives whole", len(sizes) == 10 and min(sizes) > 200 * 1024, f"{sizes}")
+
+
+def lease_wait(api, ingest, key, receiver, port, sqs, queue_url, queue_arn):
+    """A duplicate of an event in the same batch as the event: while the event's requests
+    are out (one receiver takes 3 s), the duplicate waits for their lease and comes back
+    when it ends, not after the queue's 360 s visibility timeout."""
+    status, slow = call("POST", f"{api}/v1/endpoints", key, {
+        "url": receiver_base(receiver) + "/slow", "event_types": ["complained"]})
+    check("api function creates a slow endpoint", status == 201, f"{status} {slow}")
+    time.sleep(ENDPOINT_CACHE_SECONDS)
+    status, published = call("POST", f"{ingest}/v1/events", key,
+                             {"type": "complained", "payload": {"lease": True}})
+    check("ingest function accepts the event", status == 202, f"{status} {published}")
+    # SQS hands the same message over twice (at-least-once): a second message with the
+    # same body, the event task ingest queued.
+    queued = sqs.receive_message(QueueUrl=queue_url, VisibilityTimeout=0,
+                                 WaitTimeSeconds=1).get("Messages", [])
+    check("the event is on the queue", len(queued) == 1, f"{queued}")
+    sqs.send_message(QueueUrl=queue_url, MessageBody=queued[0]["Body"])
+    deadline = time.time() + 10
+    batch = []
+    while len(batch) < 2 and time.time() < deadline:
+        batch += receive(sqs, queue_url)
+    check("both copies in one batch", len(batch) == 2, f"{len(batch)}")
+    started, before = time.time(), len(PUMPED) + len(batch)
+    failed = invoke(port, sqs, queue_url, queue_arn, batch)
+    check("the copy that waits on the lease is handed back", len(failed) == 1, f"{failed}")
+    waiting = failed.pop()
+
+    def settled():
+        return queue_counts(sqs, queue_url) == (0, 0, 0)
+    # A bound on failure only: the lease ends within 25 s; the visibility timeout is 360 s.
+    check("the waiting copy comes back within seconds and is done",
+          pump(port, sqs, queue_url, queue_arn, settled, within=120)
+          and time.time() - started < 120)
+    again = [t - started for t, m, _ in PUMPED[before:] if m == waiting]
+    check("it came back once, when the lease ended", len(again) == 1 and again[0] < 60,
+          f"after {again} s")
+    sent = receiver.by_path["/slow"].count(published["id"])
+    hooks = [webhook_id(h) for h, _ in receiver.requests]
+    check("each endpoint got the event once", sent == 1 and hooks.count(published["id"]) == 1,
+          f"/slow {sent}, /hooks {hooks.count(published['id'])}")
+
+
+def hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn):
+    """A batch where one record waits on a receiver that hangs: the others are delivered
+    and deleted from the queue while it is held."""
+    status, hang = call("POST", f"{api}/v1/endpoints", key, {
+        "url": receiver_base(receiver) + "/hang", "event_types": ["clicked"]})
+    check("api function creates an endpoint that hangs", status == 201, f"{status} {hang}")
+    time.sleep(ENDPOINT_CACHE_SECONDS)
+    status, published = call("POST", f"{ingest}/v1/events", key, {"events": [
+        {"type": "clicked", "payload": {"hang": True}},
+        {"type": "opened", "payload": {"n": 1}},
+        {"type": "opened", "payload": {"n": 2}},
+    ]})
+    check("ingest function accepts the batch", status == 202, f"{status} {published}")
+    others = set(published["ids"][1:])
+    deadline = time.time() + 10
+    batch = []
+    while len(batch) < 3 and time.time() < deadline:
+        batch += receive(sqs, queue_url)
+    check("the three in one batch", len(batch) == 3, f"{len(batch)}")
+    result = {}
+    invocation = threading.Thread(
+        target=lambda: result.update(failed=invoke(port, sqs, queue_url, queue_arn, batch)))
+    invocation.start()
+    deadline = time.time() + 8  # within the 10 s request timeout of the hanging request
+    while time.time() < deadline:
+        hooks = {webhook_id(h) for h, _ in receiver.requests}
+        if others <= hooks and queue_counts(sqs, queue_url) == (0, 1, 0):
+            break
+        time.sleep(0.2)
+    hooks = {webhook_id(h) for h, _ in receiver.requests}
+    counts = queue_counts(sqs, queue_url)
+    check("the others are delivered and deleted while the hanging request is held",
+          others <= hooks and counts == (0, 1, 0) and receiver.holding == 1
+          and invocation.is_alive(), f"counts {counts}, holding {receiver.holding}")
+    receiver.release.set()
+    invocation.join(60)
+    check("the invocation ends once the receiver answers",
+          not invocation.is_alive() and result.get("failed") == set(), f"{result}")
+    check("the hanging event is delivered too",
+          published["ids"][0] in receiver.by_path["/hang"]
+          and pump(port, sqs, queue_url, queue_arn,
+                   lambda: queue_counts(sqs, queue_url) == (0, 0, 0), within=60))
+
+
+def receiver_base(receiver):
+    return f"http://127.0.0.1:{receiver.server_address[1]}"
+
+
+def webhook_id(headers):
+    return {k.lower(): v for k, v in headers.items()}.get("webhook-id")
 
 
 if __name__ == "__main__":

@@ -187,6 +187,10 @@ class TemplateTest(unittest.TestCase):
         deliver = self.function_env("DeliverFunction")
         self.assertEqual(deliver["QUEUE_URL"], {"Ref": "EventsQueue"})
         self.assertEqual(deliver["DLQ_URL"], {"Ref": "DeadLetterQueue"})
+        # The bound on requests in flight per invocation, read as local mode reads it.
+        self.assertEqual(deliver["HOOKLINE_CONCURRENCY"], {"Ref": "DeliverRequestLimit"})
+        for name in ("ApiFunction", "IngestFunction"):
+            self.assertNotIn("HOOKLINE_CONCURRENCY", self.function_env(name), name)
         # The api function queues replays.
         self.assertEqual(self.function_env("ApiFunction")["QUEUE_URL"], {"Ref": "EventsQueue"})
 
@@ -233,6 +237,13 @@ class TemplateTest(unittest.TestCase):
         conc = self.params["DeliverMaxConcurrency"]
         self.assertEqual(
             (int(conc["Default"]), int(conc["MinValue"]), int(conc["MaxValue"])), (10, 2, 1000)
+        )
+        # HOOKLINE_CONCURRENCY's range and default (functions/core/src/lambda.rs).
+        limit = self.params["DeliverRequestLimit"]
+        self.assertEqual(limit["Type"], "Number")
+        self.assertEqual(
+            (int(limit["Default"]), int(limit["MinValue"]), int(limit["MaxValue"])),
+            (256, 1, 65536),
         )
         self.assertEqual(int(self.params["DeliverTimeout"]["Default"]), 60)
 
@@ -355,6 +366,31 @@ class TemplateTest(unittest.TestCase):
                     consume |= targets
         self.assertEqual(send, {"EventsQueue", "DeadLetterQueue"})
         self.assertEqual(consume, {"EventsQueue"})
+        # Exactly what the event source and the function use, queue by queue: the event
+        # source receives, deletes and reads attributes; the function sends (retries,
+        # delayed copies, dead letters), deletes handled records early, changes the
+        # visibility of a record that must wait, and reads the redrive policy.
+        by_queue = {}
+        for s in stmts:
+            for r in resources_of(s):
+                queue = referenced_resource(r)
+                if queue in ("EventsQueue", "DeadLetterQueue"):
+                    by_queue.setdefault(queue, set()).update(
+                        a.lower() for a in actions_of(s) if a.lower().startswith("sqs:")
+                    )
+        self.assertEqual(
+            by_queue,
+            {
+                "EventsQueue": {
+                    "sqs:sendmessage",
+                    "sqs:receivemessage",
+                    "sqs:deletemessage",
+                    "sqs:getqueueattributes",
+                    "sqs:changemessagevisibility",
+                },
+                "DeadLetterQueue": {"sqs:sendmessage"},
+            },
+        )
         # SAM attaches AWSLambdaSQSQueueExecutionRole (SQS actions on every queue) to the
         # role it generates for a function with an SQS event, so deliver needs its own role.
         role = self.props("DeliverFunction").get("Role")

@@ -263,8 +263,9 @@ async fn endpoint_active(state: &AppState, tenant: TenantId, id: EndpointId) -> 
 }
 
 /// Reopens each failed delivery and queues its next attempt; returns how many it queued.
-/// One another replay reopened first is left to it. If the queue refuses, the deliveries
-/// reopened here are put back to failed, so a later replay finds them again.
+/// One another replay reopened first is left to it. The deliveries whose tasks the queue
+/// did not take are put back to failed, so a later replay finds them again (and only
+/// them: the others are on their way), and the replay fails.
 async fn reopen(state: &AppState, deliveries: Vec<Delivery>) -> ApiResult<usize> {
     let now = state.clock.now();
     let mut reopened = Vec::new();
@@ -291,12 +292,13 @@ async fn reopen(state: &AppState, deliveries: Vec<Delivery>) -> ApiResult<usize>
         })
         .collect();
     if let Err(e) = state.queue.send(tasks).await {
-        for d in &reopened {
+        for unqueued in &e.unqueued {
+            let d = &reopened[unqueued.index];
             if let Err(undo) = state.store.record_attempt(d, d.attempts, None).await {
                 tracing::error!(message = %d.message, endpoint = %d.endpoint, error = %undo, "replayed delivery left pending");
             }
         }
-        return Err(e.into());
+        return Err(Error::from(e).into());
     }
     Ok(reopened.len())
 }

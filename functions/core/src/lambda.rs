@@ -10,8 +10,7 @@ use aws_config::SdkConfig;
 use crate::aws::{DynamoStore, SqsQueue};
 use crate::config::CoreConfig;
 use crate::keys::KeyHash;
-use crate::ports::{Outgoing, Queue};
-use crate::{Error, Result};
+use crate::ports::{NotQueued, Outgoing, Queue, Refusal};
 
 /// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`): a level, or
 /// `target=level` pairs separated by commas (`info,hookline_deliver=debug`). These are
@@ -73,6 +72,28 @@ fn parse_retention_days(v: &str) -> std::result::Result<u64, String> {
         ));
     }
     Ok(days)
+}
+
+/// Delivery requests in flight at most when `HOOKLINE_CONCURRENCY` is unset: local mode's
+/// default.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+
+/// The most delivery requests one invocation of the deliver function has in flight, from
+/// `HOOKLINE_CONCURRENCY`, as local mode reads it (1 to 65536).
+pub fn request_limit() -> std::result::Result<usize, String> {
+    match required("HOOKLINE_CONCURRENCY") {
+        Err(_) => Ok(DEFAULT_CONCURRENCY),
+        Ok(v) => parse_concurrency(&v),
+    }
+}
+
+fn parse_concurrency(v: &str) -> std::result::Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "HOOKLINE_CONCURRENCY: {v:?} is not a number of requests from 1 to 65536"
+        )),
+    }
 }
 
 impl LambdaEnv {
@@ -144,9 +165,13 @@ pub struct NoQueue;
 
 #[async_trait]
 impl Queue for NoQueue {
-    async fn send(&self, _messages: Vec<Outgoing>) -> Result<()> {
-        Err(Error::backend(
-            "queue",
+    async fn send(&self, messages: Vec<Outgoing>) -> std::result::Result<(), NotQueued> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        Err(NotQueued::all(
+            messages.len(),
+            Refusal::Unavailable,
             "this function has no access to the events queue",
         ))
     }
@@ -159,6 +184,17 @@ impl Queue for NoQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrency_is_a_number_of_requests_from_1_to_65536() {
+        assert_eq!(parse_concurrency("64"), Ok(64));
+        assert_eq!(parse_concurrency(" 1 "), Ok(1));
+        assert_eq!(parse_concurrency("65536"), Ok(65_536));
+        for bad in ["0", "65537", "-1", "many", "", "1.5"] {
+            let err = parse_concurrency(bad).expect_err(bad);
+            assert!(err.starts_with("HOOKLINE_CONCURRENCY"), "{err}");
+        }
+    }
 
     #[test]
     fn retention_must_outlive_the_queue() {

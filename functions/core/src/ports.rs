@@ -272,11 +272,112 @@ pub struct Outgoing {
     pub delay: Duration,
 }
 
+/// Why a message of a [`Queue::send`] is not on the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue refused the message itself (larger than it takes, say): sent again as it
+    /// is, it is refused again.
+    Refused,
+    /// The queue failed or could not be reached: sent again, it may be taken.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The machine-readable code of the refusal, as publishers are told it.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::Refused => "queue_refused",
+            Refusal::Unavailable => "queue_unavailable",
+        }
+    }
+}
+
+/// One message of a [`Queue::send`] that is not on the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unqueued {
+    /// Its position in the messages sent.
+    pub index: usize,
+    pub refusal: Refusal,
+    /// What the queue said, for the log; not for callers of the API.
+    pub detail: String,
+}
+
+/// The answer to a [`Queue::send`] that did not queue every message: which ones are not on
+/// the queue, by position, and why. Every other message of the send is queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotQueued {
+    /// How many messages the send had.
+    pub sent: usize,
+    /// The messages not queued, in the order sent; never empty.
+    pub unqueued: Vec<Unqueued>,
+}
+
+impl NotQueued {
+    /// Every message of a send of `sent` left off the queue for the same reason.
+    pub fn all(sent: usize, refusal: Refusal, detail: impl std::fmt::Display) -> Self {
+        let detail = detail.to_string();
+        NotQueued {
+            sent,
+            unqueued: (0..sent)
+                .map(|index| Unqueued {
+                    index,
+                    refusal,
+                    detail: detail.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the message at `index` of the send is on the queue.
+    pub fn is_queued(&self, index: usize) -> bool {
+        index < self.sent && !self.unqueued.iter().any(|u| u.index == index)
+    }
+
+    /// Why the message at `index` is not on the queue; `None` when it is.
+    pub fn refusal_of(&self, index: usize) -> Option<Refusal> {
+        self.unqueued
+            .iter()
+            .find(|u| u.index == index)
+            .map(|u| u.refusal)
+    }
+}
+
+impl std::fmt::Display for NotQueued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} messages not queued",
+            self.unqueued.len(),
+            self.sent
+        )?;
+        if let Some(first) = self.unqueued.first() {
+            write!(
+                f,
+                ", the first ({}): {}",
+                first.refusal.code(),
+                first.detail
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NotQueued {}
+
+impl From<NotQueued> for crate::Error {
+    fn from(e: NotQueued) -> Self {
+        crate::Error::backend("send to queue", e)
+    }
+}
+
 /// Sending side of the queue (all the Lambda functions need).
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Sends all messages or fails; a failure may have sent some (at-least-once).
-    async fn send(&self, messages: Vec<Outgoing>) -> Result<()>;
+    /// Sends the messages. `Err` names each one that is not on the queue and why; all the
+    /// others are queued. A message whose fate the queue did not tell (its answer was
+    /// lost) counts as not queued: sending it again may queue a second copy
+    /// (at-least-once).
+    async fn send(&self, messages: Vec<Outgoing>) -> Result<(), NotQueued>;
     /// The longest delay the queue supports (SQS: 15 minutes).
     fn max_delay(&self) -> Duration;
     /// `Some(wait)` while the queue holds more work than it takes on: publishers are

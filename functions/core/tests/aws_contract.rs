@@ -1,6 +1,7 @@
 //! The DynamoDB store and SQS queue against moto: the contract suite every adapter passes,
 //! plus what only these adapters do (TTL on idempotency items, capped SQS delays, dead
-//! letters with their reason). Each test makes its own table or queues.
+//! letters with their reason, sends cut to SQS's batch limits and the messages SQS did not
+//! take told apart). Each test makes its own table or queues.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::aws::dynamo::{PK, SK, TTL_ATTRIBUTE};
-use hookline_core::aws::sqs::REASON_ATTRIBUTE;
+use hookline_core::aws::sqs::{Attribute, Attributed, MAX_BATCH_BYTES, REASON_ATTRIBUTE};
 use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
 use hookline_core::contract::{self, QueueTraits};
@@ -16,8 +17,9 @@ use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
     BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
 };
-use hookline_core::ports::Written;
-use hookline_core::ports::{EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Store};
+use hookline_core::ports::{
+    EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal, Store, Written,
+};
 use hookline_core::signing::{EndpointSecrets, Secret};
 use serde_json::value::RawValue;
 use ulid::Ulid;
@@ -499,4 +501,167 @@ async fn a_tenant_without_an_endpoint_count_gets_one_from_its_endpoints() {
         .expect("a delete without a count makes it too, then takes one off");
     assert!(store.create_endpoint(&endpoint(6), 4).await.is_err());
     drop_table(&client, &store).await;
+}
+
+/// Every body on the queue now, deleting them.
+async fn drain_bodies(client: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    loop {
+        let got = client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return bodies;
+        }
+        for m in got {
+            bodies.push(m.body.unwrap_or_default());
+            client
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+fn body_of(tag: usize, len: usize) -> String {
+    let mut body = format!("{tag:02}:");
+    body.push_str(&"x".repeat(len - body.len()));
+    body
+}
+
+#[tokio::test]
+async fn sqs_sends_ten_200_kib_messages_in_batches_under_1_mib() {
+    let (client, queue, dead_letter_url) = queue().await;
+    let bodies: Vec<String> = (0..10).map(|i| body_of(i, 200 * 1024)).collect();
+    queue
+        .send(
+            bodies
+                .iter()
+                .map(|b| Outgoing {
+                    body: b.clone(),
+                    delay: Duration::ZERO,
+                })
+                .collect(),
+        )
+        .await
+        .expect("2 MB in all is sent as two batches of five");
+    let mut got = drain_bodies(&client, queue.queue_url()).await;
+    got.sort();
+    assert_eq!(got, bodies);
+    drop_queues(&client, &queue, &dead_letter_url).await;
+}
+
+#[tokio::test]
+async fn sqs_tells_which_messages_it_did_not_take() {
+    let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+    // A queue that takes messages of at most 1 KiB.
+    let url = client
+        .create_queue()
+        .queue_name(unique("hookline-small"))
+        .attributes(QueueAttributeName::MaximumMessageSize, "1024")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("a queue URL");
+    let queue = SqsQueue::new(client.clone(), url.clone());
+    let outgoing = |body: &str| Outgoing {
+        body: body.to_owned(),
+        delay: Duration::ZERO,
+    };
+    let small = [body_of(0, 100), body_of(2, 200), body_of(3, 300)];
+    let too_big = body_of(1, 2000);
+    let over_sqs_limit = body_of(4, MAX_BATCH_BYTES + 1);
+    let err = queue
+        .send(vec![
+            outgoing(&small[0]),
+            outgoing(&too_big),
+            outgoing(&small[1]),
+            outgoing(&small[2]),
+            outgoing(&over_sqs_limit),
+        ])
+        .await
+        .expect_err("two messages are refused");
+    assert_eq!(err.sent, 5);
+    let refused: Vec<(usize, Refusal)> =
+        err.unqueued.iter().map(|u| (u.index, u.refusal)).collect();
+    assert_eq!(refused, vec![(1, Refusal::Refused), (4, Refusal::Refused)]);
+    assert!(err.is_queued(0) && err.is_queued(2) && err.is_queued(3));
+    assert!(!err.is_queued(1) && !err.is_queued(4));
+    let mut got = drain_bodies(&client, &url).await;
+    got.sort();
+    assert_eq!(got, small.to_vec(), "exactly the others are on the queue");
+
+    // Attributes count towards the size, as SQS counts them.
+    let err = queue
+        .send_with_attributes(vec![Attributed {
+            message: outgoing(&body_of(5, 600 * 1024)),
+            attributes: vec![Attribute::string("note", &"n".repeat(500 * 1024))],
+        }])
+        .await
+        .expect_err("over 1 MiB with its attribute");
+    assert_eq!(err.refusal_of(0), Some(Refusal::Refused));
+    client
+        .delete_queue()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("delete queue");
+}
+
+#[tokio::test]
+async fn sqs_out_of_reach_queues_nothing_and_says_so() {
+    let sdk = sdk_config().await;
+    // A loopback port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("address"));
+    drop(closed);
+    let conf = aws_sdk_sqs::config::Builder::from(&sdk)
+        .endpoint_url(&url)
+        .build();
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::from_conf(conf),
+        format!("{url}/123456789012/nowhere"),
+    );
+    let err = queue
+        .send(
+            (0..15)
+                .map(|i| Outgoing {
+                    body: format!("m{i}"),
+                    delay: Duration::ZERO,
+                })
+                .collect(),
+        )
+        .await
+        .expect_err("nothing can be sent");
+    assert_eq!(err.sent, 15);
+    assert_eq!(err.unqueued.len(), 15);
+    assert!(err
+        .unqueued
+        .iter()
+        .all(|u| u.refusal == Refusal::Unavailable));
+    assert!((0..15).all(|i| !err.is_queued(i)));
+}
+
+#[tokio::test]
+async fn sqs_reads_the_redrive_policys_receive_count() {
+    let (client, queue, dead_letter_url) = queue().await;
+    assert_eq!(
+        queue.max_receives().await.expect("redrive policy"),
+        Some(hookline_core::aws::sqs::DEFAULT_MAX_RECEIVES)
+    );
+    // The dead-letter queue has no redrive policy of its own.
+    let plain = SqsQueue::new(client.clone(), dead_letter_url.clone());
+    assert_eq!(plain.max_receives().await.expect("no policy"), None);
+    drop_queues(&client, &queue, &dead_letter_url).await;
 }

@@ -616,7 +616,9 @@ impl Deliverer {
                 }
             })
             .collect();
-        self.queue.send(outgoing).await
+        // A task the queue did not take fails the step, which comes back and queues them
+        // all again: the copies of those taken are harmless, as each attempt is claimed.
+        Ok(self.queue.send(outgoing).await?)
     }
 }
 

@@ -1,12 +1,13 @@
-//! The deliver Lambda function: SQS batches in, signed deliveries out, and
-//! `batchItemFailures` for what SQS must redeliver.
+//! The deliver Lambda function: SQS batches in, signed deliveries out (at most
+//! `HOOKLINE_CONCURRENCY` requests at once), and `batchItemFailures` for what SQS must
+//! redeliver.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use hookline_core::cache::CachedStore;
-use hookline_core::lambda::{init_tracing, LambdaEnv};
+use hookline_core::lambda::{init_tracing, request_limit, LambdaEnv};
 use hookline_core::ports::SystemClock;
 use hookline_deliver::{sqs, Deliverer};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -22,20 +23,22 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     let env = LambdaEnv::load().await?;
     let store = Arc::new(CachedStore::new(env.store()?).with_endpoints(ENDPOINT_CACHE));
+    let events = env.queue("QUEUE_URL")?;
     let dead_letters = env.queue("DLQ_URL")?;
     let sender = env.sender()?;
     let deliverer = Deliverer::new(
         store,
-        env.queue("QUEUE_URL")?,
+        events.clone(),
         Arc::new(SystemClock),
         env.config.clone(),
         sender,
-    );
+    )
+    .with_request_limit(request_limit()?);
     let deliverer = &deliverer;
-    let dead_letters = dead_letters.as_ref();
+    let (events, dead_letters) = (events.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, lambda_runtime::Error>(
-            sqs::handle_batch(deliverer, dead_letters, event.payload).await,
+            sqs::handle_batch(deliverer, events, dead_letters, event.payload).await,
         )
     }))
     .await

@@ -10,7 +10,8 @@
 //! endpoint that has stopped answering is not read again and again for nothing.
 //!
 //! Kept in this process's memory, like the rate limits: in local mode for the whole
-//! deployment. The deliver function on Lambda has no request limit, so no share either.
+//! deployment, in the deliver function on Lambda for each instance (its request limit,
+//! `HOOKLINE_CONCURRENCY`, bounds one invocation at a time).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

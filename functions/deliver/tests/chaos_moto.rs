@@ -4,12 +4,16 @@
 //! source would, with three more kinds of trouble: the same batch handed to two concurrent
 //! invocations (duplicate receipts), a visibility timeout shorter than some deliveries (the
 //! message comes back while the first invocation still waits on the receiver), and partial
-//! batch failures. Every pair must settle as planned, no request may follow a recorded 2xx,
-//! and the attempt log must match what the receiver saw.
+//! batch failures (records put off while another worker holds their deliveries, by their
+//! visibility, or as delayed copies once they near the redrive policy's receive count).
+//! Every pair must settle as planned, no request may follow a recorded 2xx, and the attempt
+//! log must match what the receiver saw.
 
 mod common;
 #[path = "../../../tests/chaos/faulty.rs"]
 mod faulty;
+#[path = "common/records.rs"]
+mod records;
 #[path = "../../../tests/chaos/verify.rs"]
 mod verify;
 
@@ -18,10 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
 use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
 use hookline_core::contract::{endpoint_to, stored_tenant};
@@ -29,7 +31,8 @@ use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{Delivery, Message};
 use hookline_core::ports::{Clock, Outgoing, Queue, SharedStore, SystemClock};
 use hookline_core::task::{EventTask, Origin, Task};
-use hookline_deliver::{sqs, Deliverer};
+use hookline_deliver::sqs::{self, WAITS_ATTRIBUTE};
+use hookline_deliver::Deliverer;
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -149,36 +152,9 @@ struct Source {
 }
 
 impl Source {
-    /// One receive, as SQS records of a Lambda event.
-    async fn receive(&self, max: i32, visibility: i32) -> Vec<SqsMessage> {
-        let got = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max)
-            .visibility_timeout(visibility)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        got.messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                let mut record = SqsMessage::default();
-                record.message_id = m.message_id;
-                record.receipt_handle = m.receipt_handle;
-                record.body = m.body;
-                record.attributes = m
-                    .attributes
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v))
-                    .collect();
-                record
-            })
-            .collect()
+    /// One receive of up to 10, as SQS records of a Lambda event.
+    async fn receive(&self, visibility: i32) -> Vec<SqsMessage> {
+        records::receive(&self.sqs, &self.url, visibility).await
     }
 
     /// Messages in the queue: visible, in flight or delayed.
@@ -237,13 +213,7 @@ impl Source {
     }
 }
 
-fn event_of(records: Vec<SqsMessage>) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    event.records = records;
-    event
-}
-
-fn failures(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> HashSet<String> {
+fn failures(response: &SqsBatchResponse) -> HashSet<String> {
     response
         .batch_item_failures
         .iter()
@@ -260,22 +230,49 @@ struct PumpStats {
     overlaps: AtomicUsize,
     /// Records an invocation reported as failed.
     failed_records: AtomicUsize,
+    /// Records that were delayed copies of a message put off.
+    copies: AtomicUsize,
+}
+
+/// The deliver function: its handler with the queues it is given.
+struct Function {
+    deliverer: Arc<Deliverer>,
+    events: Arc<SqsQueue>,
+    dead_letters: Arc<SqsQueue>,
+}
+
+impl Function {
+    async fn invoke(&self, records: &[SqsMessage]) -> SqsBatchResponse {
+        sqs::handle_batch(
+            &self.deliverer,
+            &self.events,
+            &self.dead_letters,
+            records::event_of(records.to_vec()),
+        )
+        .await
+    }
 }
 
 async fn pump(
     source: Arc<Source>,
-    deliverer: Arc<Deliverer>,
-    dead_letters: Arc<SqsQueue>,
+    function: Arc<Function>,
     in_flight: Arc<Mutex<HashMap<String, usize>>>,
     stats: Arc<PumpStats>,
     last_busy: Arc<Mutex<Instant>>,
     stop: Arc<AtomicBool>,
 ) {
     while !stop.load(Ordering::SeqCst) {
-        let records = source.receive(10, VISIBILITY_SECS).await;
+        let records = source.receive(VISIBILITY_SECS).await;
         if records.is_empty() {
             continue;
         }
+        stats.copies.fetch_add(
+            records
+                .iter()
+                .filter(|r| r.message_attributes.contains_key(WAITS_ATTRIBUTE))
+                .count(),
+            Ordering::SeqCst,
+        );
         *last_busy.lock().unwrap() = Instant::now();
         let ids: Vec<String> = records
             .iter()
@@ -294,16 +291,10 @@ async fn pump(
         let batch = stats.batches.fetch_add(1, Ordering::SeqCst);
         let responses = if batch % DUPLICATE_EVERY == 0 {
             stats.duplicated.fetch_add(1, Ordering::SeqCst);
-            let (one, two) = tokio::join!(
-                sqs::handle_batch(&deliverer, dead_letters.as_ref(), event_of(records.clone())),
-                sqs::handle_batch(&deliverer, dead_letters.as_ref(), event_of(records.clone())),
-            );
+            let (one, two) = tokio::join!(function.invoke(&records), function.invoke(&records));
             vec![one, two]
         } else {
-            vec![
-                sqs::handle_batch(&deliverer, dead_letters.as_ref(), event_of(records.clone()))
-                    .await,
-            ]
+            vec![function.invoke(&records).await]
         };
         for response in &responses {
             let failed = failures(response);
@@ -364,7 +355,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
 
     // A batch of ten, three of whose messages another worker stored (its lease on their
     // first attempts over) and one of whose deliveries it holds right now: the response
-    // names exactly those three records.
+    // names exactly those three records (put off by their visibility).
     let mut first = Vec::new();
     for i in 0..10 {
         let (id, out) = event_task(tenant, i);
@@ -408,7 +399,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
     while records.len() < 10 {
         assert!(Instant::now() < deadline, "the first batch never arrived");
         // Hidden long enough that nothing comes back while this batch is handled.
-        records.extend(source.receive(10, 10).await);
+        records.extend(source.receive(10).await);
     }
     let id_of_record: HashMap<String, MessageId> = records
         .iter()
@@ -418,8 +409,12 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
             (r.message_id.clone().unwrap(), id)
         })
         .collect();
-    let response =
-        sqs::handle_batch(&deliverer, dead_letters.as_ref(), event_of(records.clone())).await;
+    let function = Arc::new(Function {
+        deliverer: deliverer.clone(),
+        events: queue.clone(),
+        dead_letters: dead_letters.clone(),
+    });
+    let response = function.invoke(&records).await;
     let failed = failures(&response);
     let expected: HashSet<String> = id_of_record
         .iter()
@@ -448,8 +443,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
         .map(|_| {
             tokio::spawn(pump(
                 source.clone(),
-                deliverer.clone(),
-                dead_letters.clone(),
+                function.clone(),
                 in_flight.clone(),
                 stats.clone(),
                 last_busy.clone(),
@@ -588,7 +582,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
     println!(
         "chaos on moto: {} pairs ({} to succeed, {} to fail), {} requests, {} batches, {} \
          handed to two invocations, {} records received while still in hand, {} records \
-         reported failed; timeouts on answered requests {}, requests after a 2xx that timed \
+         reported failed, {} delayed copies; timeouts on answered requests {}, requests after a 2xx that timed \
          out {}",
         tally.pairs,
         tally.succeeded,
@@ -598,6 +592,7 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
         stats.duplicated.load(Ordering::SeqCst),
         stats.overlaps.load(Ordering::SeqCst),
         stats.failed_records.load(Ordering::SeqCst),
+        stats.copies.load(Ordering::SeqCst),
         tally.timeouts_answered,
         tally.after_success_timeout,
     );

@@ -1,15 +1,17 @@
 //! Ingestion: `POST /v1/events`. Validates every envelope, binds idempotency keys, and puts
-//! the events on the queue; answers 202 once they are queued. Nothing is queued when any
-//! event of a request is invalid. An event may name an owner (the publisher or one of its
+//! the events on the queue; answers 202 once they are all queued, or 503 naming the events
+//! that were queued and those that were not, and why. Nothing is queued when any event of
+//! a request is invalid. An event may name an owner (the publisher or one of its
 //! sub-accounts): it is then the owner's event, queued with its publisher beside it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hookline_core::envelope::{Publish, Validated};
-use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, RawBody};
+use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, ErrorDetail, RawBody};
 use hookline_core::ids::MessageId;
-use hookline_core::ports::Outgoing;
+use hookline_core::ports::{Outgoing, Refusal};
 use hookline_core::task::{EventTask, Task};
 use hookline_core::{Error, Result};
 use serde::Serialize;
@@ -95,6 +97,107 @@ pub enum Accepted {
     Many(AcceptedMany),
 }
 
+/// What became of one event of a publish that did not queue them all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventFate {
+    /// The event's position in the request (0 for a single event).
+    pub index: usize,
+    pub queued: bool,
+    /// The message id: of the queued event, or of one not queued whose idempotency key is
+    /// bound to it (published again with that key, the event is queued under this id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "msg_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
+    pub id: Option<String>,
+    /// Why it was not queued: `queue_unavailable` (publish it again) or `queue_refused`
+    /// (the queue refuses the event as it is; publishing it unchanged fails again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "queue_unavailable")]
+    pub code: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
+}
+
+/// A 503 answer: the error, and with `not_queued` the fate of every event of the request,
+/// in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublishRefused {
+    pub error: ErrorDetail,
+    /// Only with `not_queued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<EventFate>>,
+}
+
+/// What became of one event given to [`accept`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// On the queue under this id (or stored already, for an idempotency key bound before).
+    Queued(MessageId),
+    /// Not on the queue. `id`: the message id its idempotency key stays bound to, if it
+    /// has one; the event published again with that key is queued under it (see
+    /// [`accept`]).
+    NotQueued {
+        id: Option<MessageId>,
+        refusal: Refusal,
+    },
+}
+
+impl Fate {
+    fn describe(&self, index: usize) -> EventFate {
+        match self {
+            Fate::Queued(id) => EventFate {
+                index,
+                queued: true,
+                id: Some(id.to_string()),
+                code: None,
+                message: None,
+            },
+            Fate::NotQueued { id, refusal } => EventFate {
+                index,
+                queued: false,
+                id: id.map(|id| id.to_string()),
+                code: Some(refusal.code()),
+                message: Some(match refusal {
+                    Refusal::Unavailable => {
+                        "the queue did not take the event; publish it again (with its \
+                         idempotency key it keeps its message id)"
+                    }
+                    Refusal::Refused => {
+                        "the queue refuses the event as it is (larger than the queue \
+                         takes); publishing it again unchanged fails again"
+                    }
+                }),
+            },
+        }
+    }
+}
+
+/// The answer to a publish of which some events, or all, were not queued.
+fn not_queued(fates: &[Fate]) -> Response {
+    let missing = fates
+        .iter()
+        .filter(|f| matches!(f, Fate::NotQueued { .. }))
+        .count();
+    let body = PublishRefused {
+        error: ErrorDetail {
+            code: "not_queued".to_owned(),
+            message: format!(
+                "{missing} of {} events were not queued; `events` tells which, publish \
+                 those again",
+                fates.len()
+            ),
+            receiver: None,
+        },
+        events: Some(
+            fates
+                .iter()
+                .enumerate()
+                .map(|(i, f)| f.describe(i))
+                .collect(),
+        ),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
 #[utoipa::path(
     post,
     path = "/v1/events",
@@ -108,8 +211,8 @@ pub enum Accepted {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "`owner` is neither the caller nor one of its sub-accounts", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
-        (status = 503, description = "Too many events wait for delivery (local mode, `HOOKLINE_MAX_WAITING`): nothing was queued; retry after the `Retry-After` seconds", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait before publishing again"))),
+        (status = 503, description = "Not every event was queued. Code `not_queued`: the queue did not take some events (or any); `events` gives the fate of each, in order: `queued` with its `id`, or not with a `code` (`queue_unavailable`: publish it again; `queue_refused`: the queue refuses it as it is) and a `message`. Publish again only those not queued; with their idempotency keys they keep their ids, and a key bound to an event already queued never queues it twice. Code `overloaded`: too many events wait for delivery (local mode, `HOOKLINE_MAX_WAITING`); nothing was queued, retry after the `Retry-After` seconds", body = PublishRefused,
+            headers(("Retry-After" = u64, description = "With `overloaded`: seconds to wait before publishing again"))),
     ),
     security(("tenant_key" = []))
 )]
@@ -117,7 +220,7 @@ async fn publish(
     State(state): State<AppState>,
     caller: Caller,
     RawBody(body): RawBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let tenant = caller.tenant()?;
     if let Some(retry_after) = state.queue.push_back() {
         return Err(Error::Overloaded { retry_after }.into());
@@ -132,26 +235,39 @@ async fn publish(
             .map_err(|e| if single { e } else { at_index(i, e) })?;
         events.push(valid);
     }
-    let ids = accept(&state, events).await?;
-    let body = if single {
+    let fates = accept(&state, events).await?;
+    let mut ids = Vec::with_capacity(fates.len());
+    for fate in &fates {
+        match fate {
+            Fate::Queued(id) => ids.push(*id),
+            Fate::NotQueued { .. } => return Ok(not_queued(&fates)),
+        }
+    }
+    let body: Value = if single {
         json!({ "id": ids[0] })
     } else {
         json!({ "ids": ids })
     };
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Queues validated events and returns their message ids, in order.
+/// Queues validated events and tells what became of each, in order.
 ///
 /// Idempotency keys are the publisher's: a key binds once per publisher, whichever tenant
 /// owns the event. An event whose key is already bound gets the bound id back. If that
-/// message is not stored yet (still queued, or the first request died between binding the
-/// key and queueing), it is queued again under the same id; the worker stores a message
-/// once and settles each delivery once, so the repeat cannot be delivered twice.
-pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<MessageId>> {
+/// message is not stored yet (still queued, or not queued: the first request died between
+/// binding the key and queueing, or the queue did not take it), it is queued again under
+/// the same id; the worker stores a message once and settles each delivery once, so the
+/// repeat cannot be delivered twice. So a key stays bound to an event that was not queued,
+/// and publishing the event again with it queues it under that id.
+///
+/// Fails, with nothing queued, when storage fails; the queue's answer is told per event.
+pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate>> {
     let now = state.clock.now();
-    let mut ids = Vec::with_capacity(events.len());
+    let mut fates = Vec::with_capacity(events.len());
     let mut outgoing = Vec::with_capacity(events.len());
+    // The position in `fates` of each message in `outgoing`, and whether a key binds it.
+    let mut sent_for = Vec::with_capacity(events.len());
     for valid in events {
         let (event, route) = valid.into_parts();
         let mut id = MessageId::new();
@@ -168,7 +284,7 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Mess
                     .await?
                     .is_some()
                 {
-                    ids.push(first);
+                    fates.push(Fate::Queued(first));
                     continue;
                 }
             }
@@ -184,16 +300,30 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Mess
             true,
         )
         .with_owner(route.owner());
+        let keyed = task.idempotency_key.is_some();
         outgoing.push(Outgoing {
             body: Task::Event(task).to_body(),
             delay: std::time::Duration::ZERO,
         });
-        ids.push(id);
+        sent_for.push((fates.len(), keyed));
+        fates.push(Fate::Queued(id));
     }
-    if !outgoing.is_empty() {
-        state.queue.send(outgoing).await?;
+    if outgoing.is_empty() {
+        return Ok(fates);
     }
-    Ok(ids)
+    if let Err(not_queued) = state.queue.send(outgoing).await {
+        tracing::error!(error = %not_queued, "publish not fully queued");
+        for unqueued in &not_queued.unqueued {
+            let (at, keyed) = sent_for[unqueued.index];
+            if let Fate::Queued(id) = fates[at] {
+                fates[at] = Fate::NotQueued {
+                    id: keyed.then_some(id),
+                    refusal: unqueued.refusal,
+                };
+            }
+        }
+    }
+    Ok(fates)
 }
 
 fn at_index(i: usize, e: Error) -> Error {
@@ -204,5 +334,70 @@ fn at_index(i: usize, e: Error) -> Error {
         },
         Error::TooLarge(message) => Error::TooLarge(format!("events[{i}]: {message}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_documents_each_events_fate_when_not_all_are_queued() {
+        let doc = serde_json::to_value(routes().into_openapi()).unwrap();
+        let refused = &doc["paths"]["/v1/events"]["post"]["responses"]["503"];
+        assert!(refused["description"]
+            .as_str()
+            .unwrap()
+            .contains("not_queued"));
+        assert_eq!(
+            refused["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/PublishRefused"
+        );
+        let schemas = &doc["components"]["schemas"];
+        let body = &schemas["PublishRefused"];
+        assert_eq!(body["required"], json!(["error"]), "{body}");
+        assert!(body["properties"]["events"].is_object(), "{body}");
+        let fate = &schemas["EventFate"];
+        let mut required: Vec<&str> = fate["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        required.sort();
+        assert_eq!(required, ["index", "queued"], "{fate}");
+        for field in ["id", "code", "message"] {
+            assert!(fate["properties"][field].is_object(), "{fate}");
+        }
+    }
+
+    #[test]
+    fn the_answer_names_every_event_and_keeps_the_error_shape() {
+        let id = MessageId::new();
+        let fates = [
+            Fate::Queued(id),
+            Fate::NotQueued {
+                id: None,
+                refusal: Refusal::Unavailable,
+            },
+            Fate::NotQueued {
+                id: Some(id),
+                refusal: Refusal::Refused,
+            },
+        ];
+        let described: Vec<Value> = fates
+            .iter()
+            .enumerate()
+            .map(|(i, f)| serde_json::to_value(f.describe(i)).unwrap())
+            .collect();
+        assert_eq!(
+            described[0],
+            json!({"index": 0, "queued": true, "id": id.to_string()})
+        );
+        assert_eq!(described[1]["code"], "queue_unavailable");
+        assert!(described[1].get("id").is_none());
+        assert_eq!(described[2]["code"], "queue_refused");
+        assert_eq!(described[2]["id"], id.to_string());
+        assert_eq!(not_queued(&fates).status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

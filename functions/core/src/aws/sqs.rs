@@ -1,7 +1,8 @@
-//! [`Queue`] and [`PullQueue`] on SQS: batched sends with per-message delays, long-polled
-//! receives, acks by receipt handle, releases by changing visibility, and dead letters
-//! sent to the dead-letter queue with their reason. SQS counts in whole seconds, so
-//! delays and visibility timeouts round up.
+//! [`Queue`] and [`PullQueue`] on SQS: batched sends with per-message delays (batches cut by
+//! count and by size, and each message's fate told), long-polled receives, acks by receipt
+//! handle, releases by changing visibility, and dead letters sent to the dead-letter queue
+//! with their reason. SQS counts in whole seconds, so delays and visibility timeouts round
+//! up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,9 +15,12 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
+
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{Outgoing, PullQueue, Queue, Received};
+use crate::ports::{NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, Unqueued};
 
 /// SQS's longest delivery delay.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -24,6 +28,18 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 /// SQS's largest batch, for sends, receives and deletes alike.
 const MAX_BATCH: usize = 10;
+/// SQS's largest message, and largest batch of messages in total: 1 MiB, counted as
+/// [`message_size`] counts.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The error codes with which SQS refuses a send for what a message is (its size or
+/// content) rather than for the state of the queue: sending the same message again is
+/// refused again. Matched on the last dotted part, as the query-compatible codes
+/// (`AWS.SimpleQueueService.BatchRequestTooLong`) carry a prefix.
+const MESSAGE_REFUSALS: [&str; 3] = [
+    "BatchRequestTooLong",
+    "InvalidMessageContents",
+    "InvalidParameterValue",
+];
 /// How long a receive waits for a message when the queue is empty. Short, so a local
 /// worker notices shutdown quickly; long enough not to poll in a tight loop.
 const RECEIVE_WAIT_SECONDS: i32 = 1;
@@ -46,6 +62,8 @@ pub struct SqsQueue {
     /// The bodies of messages received through this handle, by receipt handle:
     /// `dead_letter` gets only the receipt but must send the body on.
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
+    /// The queue's `maxReceiveCount`, once read (see [`SqsQueue::max_receives`]).
+    max_receives: Arc<tokio::sync::OnceCell<Option<u32>>>,
 }
 
 #[derive(Debug)]
@@ -62,6 +80,7 @@ impl SqsQueue {
             queue_url,
             dead_letter_url: None,
             in_flight: Arc::default(),
+            max_receives: Arc::default(),
         }
     }
 
@@ -74,6 +93,26 @@ impl SqsQueue {
 
     pub fn queue_url(&self) -> &str {
         &self.queue_url
+    }
+
+    /// The receives after which the queue's redrive policy moves a message to its
+    /// dead-letter queue (`maxReceiveCount`); `None` for a queue without one. Read from the
+    /// queue on first use, then kept.
+    pub async fn max_receives(&self) -> Result<Option<u32>> {
+        let read = self.max_receives.get_or_try_init(|| async {
+            let policy = self
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.queue_url)
+                .attribute_names(QueueAttributeName::RedrivePolicy)
+                .send()
+                .await
+                .map_err(|e| sdk_error("read the redrive policy", e))?
+                .attributes
+                .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+            policy.map_or(Ok(None), |p| max_receive_count(&p).map(Some))
+        });
+        read.await.copied()
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashMap<String, InFlight>> {
@@ -89,6 +128,18 @@ impl SqsQueue {
             in_flight.remove(r);
         }
     }
+}
+
+/// The `maxReceiveCount` of a redrive policy, given as a number or as text.
+fn max_receive_count(policy: &str) -> Result<u32> {
+    let bad = |why: &str| Error::backend("read the redrive policy", format!("{why}: {policy}"));
+    let policy: serde_json::Value = serde_json::from_str(policy).map_err(|_| bad("not JSON"))?;
+    let count = &policy["maxReceiveCount"];
+    count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|s| s.trim().parse().ok()))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad("no maxReceiveCount"))
 }
 
 /// Whole seconds, rounded up so a wait is never cut short, and capped at `max`.
@@ -109,45 +160,271 @@ fn delay_seconds(delay: Duration) -> i32 {
 /// a message still in the queue comes back when its visibility ends.
 const RECEIPT_HANDLE_IS_INVALID: &str = "ReceiptHandleIsInvalid";
 
-#[async_trait]
-impl Queue for SqsQueue {
-    async fn send(&self, messages: Vec<Outgoing>) -> Result<()> {
-        for chunk in messages.chunks(MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(&m.body)
-                        .delay_seconds(delay_seconds(m.delay))
-                        .build()
-                        .map_err(|e| Error::backend("build an SQS request", e))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let out = self
-                .client
-                .send_message_batch()
-                .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| sdk_error("send to queue", e))?;
-            // A batch call succeeds even when some of its messages were refused.
-            if let Some(first) = out.failed().first() {
-                return Err(Error::backend(
-                    "send to queue",
-                    format!(
-                        "{} of {} messages refused, the first with {}: {}",
-                        out.failed().len(),
-                        chunk.len(),
-                        first.code(),
-                        first.message().unwrap_or("no message"),
-                    ),
-                ));
+/// A message attribute, carried by SQS beside the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    /// `String` or `Number`, with or without a custom label (`Number.count`).
+    pub data_type: String,
+    /// The value as text, numbers included.
+    pub value: String,
+}
+
+impl Attribute {
+    pub fn string(name: &str, value: &str) -> Self {
+        Attribute {
+            name: name.to_owned(),
+            data_type: "String".to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    pub fn number(name: &str, value: u64) -> Self {
+        Attribute {
+            name: name.to_owned(),
+            data_type: "Number".to_owned(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// A message with its attributes, for [`SqsQueue::send_with_attributes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributed {
+    pub message: Outgoing,
+    pub attributes: Vec<Attribute>,
+}
+
+/// The size SQS counts for a message against its limits: the body, and each attribute's
+/// name, data type and value, in bytes of UTF-8.
+pub fn message_size(body: &str, attributes: &[Attribute]) -> usize {
+    body.len()
+        + attributes
+            .iter()
+            .map(|a| a.name.len() + a.data_type.len() + a.value.len())
+            .sum::<usize>()
+}
+
+/// Cuts messages of these sizes into the batches SQS takes, in order: at most
+/// [`MAX_BATCH`] messages and [`MAX_BATCH_BYTES`] in all in each. A message over that on
+/// its own is in no batch: SQS refuses it whatever it is sent with.
+fn batches(sizes: &[usize]) -> Vec<Vec<usize>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<usize> = Vec::new();
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        if size > MAX_BATCH_BYTES {
+            continue;
+        }
+        if batch.len() == MAX_BATCH || bytes + size > MAX_BATCH_BYTES {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        batch.push(i);
+        bytes += size;
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// Why a whole `SendMessageBatch` call failed.
+enum BatchFailure {
+    /// SQS refused the batch for what one of its messages is.
+    Refused(String),
+    /// SQS answered with another error: the queue is there but did not take the batch.
+    Failed(String),
+    /// No answer (timeout, connection, unreadable answer): the batch may or may not be
+    /// queued, and SQS is likely out of reach for the batches after it too.
+    Unreachable(String),
+}
+
+impl BatchFailure {
+    /// What the failure means for the message at `index`.
+    fn of(&self, index: usize) -> Unqueued {
+        let (refusal, detail) = match self {
+            BatchFailure::Refused(d) => (Refusal::Refused, d),
+            BatchFailure::Failed(d) | BatchFailure::Unreachable(d) => (Refusal::Unavailable, d),
+        };
+        Unqueued {
+            index,
+            refusal,
+            detail: detail.clone(),
+        }
+    }
+}
+
+fn batch_failure<R: std::fmt::Debug>(
+    e: SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError, R>,
+) -> BatchFailure {
+    match e.as_service_error() {
+        Some(refusal) => {
+            let code = refusal.code().unwrap_or("unknown error");
+            let detail = format!("{code}: {}", refusal.message().unwrap_or("no message"));
+            let last = code.rsplit('.').next().unwrap_or(code);
+            if MESSAGE_REFUSALS.contains(&last) {
+                BatchFailure::Refused(detail)
+            } else {
+                BatchFailure::Failed(detail)
             }
         }
-        Ok(())
+        None => BatchFailure::Unreachable(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()),
+    }
+}
+
+impl SqsQueue {
+    /// [`Queue::send`] with attributes on the messages. Batches are cut by count and by
+    /// size as SQS counts it; a batch SQS refuses for one of its messages is sent again one
+    /// message at a time, so that only that message is left off. Once SQS does not answer,
+    /// the batches after are not tried and count as not queued.
+    pub async fn send_with_attributes(
+        &self,
+        messages: Vec<Attributed>,
+    ) -> std::result::Result<(), NotQueued> {
+        let sent = messages.len();
+        let sizes: Vec<usize> = messages
+            .iter()
+            .map(|m| message_size(&m.message.body, &m.attributes))
+            .collect();
+        let mut unqueued: Vec<Unqueued> = sizes
+            .iter()
+            .enumerate()
+            .filter(|(_, size)| **size > MAX_BATCH_BYTES)
+            .map(|(index, size)| Unqueued {
+                index,
+                refusal: Refusal::Refused,
+                detail: format!("{size} bytes, over SQS's limit of {MAX_BATCH_BYTES}"),
+            })
+            .collect();
+        let mut unreachable: Option<String> = None;
+        for batch in batches(&sizes) {
+            if let Some(why) = &unreachable {
+                unqueued.extend(batch.iter().map(|&index| Unqueued {
+                    index,
+                    refusal: Refusal::Unavailable,
+                    detail: format!("not sent after an earlier batch failed: {why}"),
+                }));
+                continue;
+            }
+            let failure = match self.send_batch(&messages, &batch).await {
+                Ok(refused) => {
+                    unqueued.extend(refused);
+                    continue;
+                }
+                Err(failure) => failure,
+            };
+            if matches!(failure, BatchFailure::Refused(_)) && batch.len() > 1 {
+                tracing::debug!("batch refused for one of its messages; sending them one by one");
+                for &index in &batch {
+                    match self.send_batch(&messages, &[index]).await {
+                        Ok(refused) => unqueued.extend(refused),
+                        Err(failure) => {
+                            if let BatchFailure::Unreachable(why) = &failure {
+                                unreachable = Some(why.clone());
+                            }
+                            unqueued.push(failure.of(index));
+                        }
+                    }
+                }
+                continue;
+            }
+            if let BatchFailure::Unreachable(why) = &failure {
+                unreachable = Some(why.clone());
+            }
+            unqueued.extend(batch.iter().map(|&index| failure.of(index)));
+        }
+        if unqueued.is_empty() {
+            return Ok(());
+        }
+        unqueued.sort_by_key(|u| u.index);
+        Err(NotQueued { sent, unqueued })
+    }
+
+    /// One `SendMessageBatch` of the messages at `batch`; on an answer, the ones SQS did
+    /// not take.
+    async fn send_batch(
+        &self,
+        messages: &[Attributed],
+        batch: &[usize],
+    ) -> std::result::Result<Vec<Unqueued>, BatchFailure> {
+        let mut entries = Vec::with_capacity(batch.len());
+        for (n, &index) in batch.iter().enumerate() {
+            let m = &messages[index];
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(n.to_string())
+                .message_body(&m.message.body)
+                .delay_seconds(delay_seconds(m.message.delay));
+            for a in &m.attributes {
+                let value = MessageAttributeValue::builder()
+                    .data_type(&a.data_type)
+                    .string_value(&a.value)
+                    .build()
+                    .map_err(|e| BatchFailure::Refused(format!("invalid attribute: {e}")))?;
+                entry = entry.message_attributes(&a.name, value);
+            }
+            entries.push(
+                entry
+                    .build()
+                    .map_err(|e| BatchFailure::Refused(format!("invalid message: {e}")))?,
+            );
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(batch_failure)?;
+        Ok(not_taken(&out, batch))
+    }
+}
+
+/// The messages of a batch SQS did not take: those it names as failed, and any it says
+/// nothing about. The batch call succeeds even when some of its messages were refused.
+fn not_taken(out: &SendMessageBatchOutput, batch: &[usize]) -> Vec<Unqueued> {
+    batch
+        .iter()
+        .enumerate()
+        .filter_map(|(n, &index)| {
+            let id = n.to_string();
+            if let Some(f) = out.failed().iter().find(|f| f.id() == id) {
+                let refusal = if f.sender_fault() {
+                    Refusal::Refused
+                } else {
+                    Refusal::Unavailable
+                };
+                let detail = format!("{}: {}", f.code(), f.message().unwrap_or("no message"));
+                return Some(Unqueued {
+                    index,
+                    refusal,
+                    detail,
+                });
+            }
+            if out.successful().iter().any(|s| s.id() == id) {
+                return None;
+            }
+            Some(Unqueued {
+                index,
+                refusal: Refusal::Unavailable,
+                detail: "SQS's answer did not name the message".to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, messages: Vec<Outgoing>) -> std::result::Result<(), NotQueued> {
+        let messages = messages
+            .into_iter()
+            .map(|message| Attributed {
+                message,
+                attributes: Vec::new(),
+            })
+            .collect();
+        self.send_with_attributes(messages).await
     }
 
     fn max_delay(&self) -> Duration {
@@ -409,6 +686,58 @@ mod tests {
         assert_eq!(delay_seconds(Duration::from_secs(900)), 900);
         assert_eq!(delay_seconds(Duration::from_secs(20 * 60)), 900);
         assert_eq!(delay_seconds(Duration::MAX), 900);
+    }
+
+    #[test]
+    fn message_size_counts_the_body_and_every_part_of_each_attribute_in_bytes() {
+        assert_eq!(message_size("", &[]), 0);
+        // UTF-8 bytes, not characters.
+        assert_eq!(message_size("h\u{e9}llo", &[]), 6);
+        let attributes = [
+            Attribute::number("hookline-waits", 3),
+            Attribute::string("reason", "gone \u{2013} 410"),
+        ];
+        assert_eq!(
+            message_size("{}", &attributes),
+            2 + ("hookline-waits".len() + "Number".len() + 1)
+                + ("reason".len() + "String".len() + "gone \u{2013} 410".len())
+        );
+        assert_eq!("gone \u{2013} 410".len(), 12);
+    }
+
+    #[test]
+    fn batches_are_cut_by_count_and_by_total_size() {
+        // Ten 200 KiB messages: five fit in 1 MiB, six do not.
+        let sizes = vec![200 * 1024; 10];
+        assert_eq!(
+            batches(&sizes),
+            vec![vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9]]
+        );
+        // Small messages: ten to a batch.
+        let lens: Vec<usize> = batches(&[100; 25]).iter().map(Vec::len).collect();
+        assert_eq!(lens, vec![10, 10, 5]);
+        // Exactly 1 MiB in all fits; one byte more starts the next batch.
+        assert_eq!(
+            batches(&[MAX_BATCH_BYTES - 1, 1, 1]),
+            vec![vec![0, 1], vec![2]]
+        );
+        assert_eq!(batches(&[MAX_BATCH_BYTES, 1]), vec![vec![0], vec![1]]);
+        // A message over the limit on its own goes in no batch; the others keep their order.
+        assert_eq!(batches(&[5, MAX_BATCH_BYTES + 1, 7]), vec![vec![0, 2]]);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_max_receive_count_is_read_as_a_number_or_as_text() {
+        let arn = "arn:aws:sqs:us-east-1:123456789012:dlq";
+        let policy = |count: &str| {
+            format!(r#"{{"deadLetterTargetArn": "{arn}", "maxReceiveCount": {count}}}"#)
+        };
+        assert_eq!(max_receive_count(&policy("5")).unwrap(), 5);
+        assert_eq!(max_receive_count(&policy("\"10\"")).unwrap(), 10);
+        assert!(max_receive_count(&policy("\"many\"")).is_err());
+        assert!(max_receive_count(r#"{"deadLetterTargetArn": "x"}"#).is_err());
+        assert!(max_receive_count("not json").is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use super::{duration_ms, Db};
 use crate::error::{Error, Result};
 use crate::model::Millis;
-use crate::ports::{Outgoing, PullQueue, Queue, Received, SharedClock, SystemClock};
+use crate::ports::{
+    NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, SharedClock, SystemClock,
+};
 
 /// SQS's longest delivery delay; kept locally so long waits take the re-enqueue path.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -245,10 +247,11 @@ fn move_to_dead_letters(
 
 #[async_trait]
 impl Queue for SqliteQueue {
-    async fn send(&self, messages: Vec<Outgoing>) -> Result<()> {
+    async fn send(&self, messages: Vec<Outgoing>) -> std::result::Result<(), NotQueued> {
         if messages.is_empty() {
             return Ok(());
         }
+        let sent = messages.len();
         let now = self.clock.now();
         let waiting = Arc::clone(&self.waiting);
         self.db
@@ -265,7 +268,9 @@ impl Queue for SqliteQueue {
                 waiting.add(now_due);
                 Ok(())
             })
-            .await?;
+            .await
+            // One transaction: either every message is stored or none is.
+            .map_err(|e| NotQueued::all(sent, Refusal::Unavailable, e))?;
         self.ready.notify_waiters();
         Ok(())
     }
