@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use hookline_core::config::CoreConfig;
-use hookline_core::embedded::DEFAULT_RETENTION_DAYS;
+use hookline_core::config::{names, CoreConfig, RetentionFloor, Settings};
 use hookline_core::http::AppState;
 use hookline_core::keys::{KeyHash, PlainKey};
 use hookline_core::ports::{PullQueue, SharedClock, SystemClock, TenantStore};
-use hookline_core::retry::RetrySchedule;
-use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
+use hookline_core::urlpolicy::SystemResolver;
 use hookline_deliver::worker::WorkerOptions;
 use hookline_deliver::{Deliverer, Sender, SenderOptions};
 use tokio::net::TcpListener;
@@ -38,56 +36,50 @@ pub struct LocalConfig {
     /// The operator key. When unset, one is generated on first start and printed once.
     #[arg(long, env = "HOOKLINE_OPERATOR_KEY", hide_env_values = true)]
     pub operator_key: Option<String>,
-    /// Accept `http://` endpoint URLs.
-    #[arg(long, env = "HOOKLINE_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
-    pub allow_http: bool,
+    // The settings a Lambda function reads too are kept as given and parsed by
+    // `hookline_core::config::Settings`, so both shapes apply one set of rules; clap only
+    // gathers them from flags or the environment. Defaults are the core's.
+    /// Accept `http://` endpoint URLs (`true`/`false`; default false).
+    #[arg(long, env = "HOOKLINE_ALLOW_HTTP")]
+    pub allow_http: Option<String>,
     /// Comma-separated CIDRs exempt from the private-address block.
-    #[arg(long, env = "HOOKLINE_ALLOWED_NETWORKS", default_value = "")]
-    pub allowed_networks: String,
-    /// Comma-separated delays before each try, e.g. `0s,5s,5m`.
-    #[arg(long, env = "HOOKLINE_RETRY_SCHEDULE", default_value = hookline_core::retry::DEFAULT_SCHEDULE)]
-    pub retry_schedule: String,
-    /// Timeout of one delivery request.
-    #[arg(long, env = "HOOKLINE_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime_duration)]
-    pub request_timeout: Duration,
-    /// Disable an endpoint whose attempts have all failed for this long (e.g. `5d`);
+    #[arg(long, env = "HOOKLINE_ALLOWED_NETWORKS")]
+    pub allowed_networks: Option<String>,
+    /// Comma-separated delays before each try (default `0s,5s,5m,30m,2h,5h,10h,10h`).
+    #[arg(long, env = "HOOKLINE_RETRY_SCHEDULE")]
+    pub retry_schedule: Option<String>,
+    /// Timeout of one delivery request (default `15s`).
+    #[arg(long, env = "HOOKLINE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<String>,
+    /// Disable an endpoint whose attempts have all failed for this long (default `5d`);
     /// `off` or `0` never does.
-    #[arg(long, env = "HOOKLINE_DISABLE_AFTER", default_value = "5d")]
-    pub disable_after: String,
-    /// Delivery requests in flight at most; the worker also takes up to this many messages
-    /// at once. Each request holds a connection and its buffers (about 40 KiB): lower it
-    /// to bound memory, raise it for many slow receivers.
-    #[arg(long, env = "HOOKLINE_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
-    pub concurrency: u32,
+    #[arg(long, env = "HOOKLINE_DISABLE_AFTER")]
+    pub disable_after: Option<String>,
+    /// Delivery requests in flight at most, 1 to 65536 (default 256); the worker also takes
+    /// up to this many messages at once. Each request holds a connection and its buffers
+    /// (about 40 KiB): lower it to bound memory, raise it for many slow receivers.
+    #[arg(long, env = "HOOKLINE_CONCURRENCY")]
+    pub concurrency: Option<String>,
+    /// Endpoints a tenant may have (default 1000); creating one more answers 409
+    /// `too_many_endpoints`.
+    #[arg(long, env = "HOOKLINE_MAX_ENDPOINTS")]
+    pub max_endpoints: Option<String>,
+    /// Days messages are kept with their deliveries and attempts (default 30, at least 1);
+    /// `off` keeps them for ever. A message whose deliveries are not all settled is kept
+    /// until they are. Expired idempotency keys are deleted either way.
+    #[arg(long, env = "HOOKLINE_RETENTION_DAYS")]
+    pub retention_days: Option<String>,
+    /// For tests and benchmarks: the retention as a duration (e.g. `30s`), in place of
+    /// `HOOKLINE_RETENTION_DAYS` and without its minimum.
+    #[arg(long, env = "HOOKLINE_RETENTION")]
+    pub retention: Option<String>,
     /// Events waiting for the worker above which publishing answers 503 with
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
     pub max_waiting: usize,
-    /// Endpoints a tenant may have; creating one more answers 409 `too_many_endpoints`.
-    #[arg(long, env = "HOOKLINE_MAX_ENDPOINTS", default_value_t = hookline_core::config::DEFAULT_MAX_ENDPOINTS as u64, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_endpoints: u64,
-    /// Days messages are kept with their deliveries and attempts (at least 1); `off`
-    /// keeps them for ever. A message whose deliveries are not all settled is kept until
-    /// they are. Expired idempotency keys are deleted either way.
-    #[arg(long, env = "HOOKLINE_RETENTION_DAYS", default_value_t = DEFAULT_RETENTION_DAYS.to_string())]
-    pub retention_days: String,
-    /// For tests and benchmarks: the retention as a duration (e.g. `30s`), in place of
-    /// `HOOKLINE_RETENTION_DAYS` and without its minimum.
-    #[arg(long, env = "HOOKLINE_RETENTION", value_parser = humantime_duration)]
-    pub retention: Option<Duration>,
-}
-
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| e.to_string())
 }
 
 impl LocalConfig {
-    /// How long the log is kept; `None`: for ever.
-    pub fn retention(&self) -> anyhow::Result<Option<Duration>> {
-        hookline_core::embedded::parse_retention(&self.retention_days, self.retention)
-            .map_err(anyhow::Error::msg)
-    }
-
     /// Defaults with a data file, for embedding and tests.
     pub fn with_data(data: PathBuf) -> Self {
         let mut cfg = LocalConfig::parse_from(["hookline"]);
@@ -95,27 +87,30 @@ impl LocalConfig {
         cfg
     }
 
+    /// The settings local mode shares with the Lambda functions, parsed by their one
+    /// parser; the embedded queue allows a retention down to a day.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let given = |name: &str| {
+            match name {
+                names::ALLOW_HTTP => &self.allow_http,
+                names::ALLOWED_NETWORKS => &self.allowed_networks,
+                names::RETRY_SCHEDULE => &self.retry_schedule,
+                names::REQUEST_TIMEOUT => &self.request_timeout,
+                names::DISABLE_AFTER => &self.disable_after,
+                names::CONCURRENCY => &self.concurrency,
+                names::MAX_ENDPOINTS => &self.max_endpoints,
+                names::RETENTION_DAYS => &self.retention_days,
+                names::RETENTION => &self.retention,
+                _ => &None,
+            }
+            .clone()
+        };
+        Settings::parse(&given, RetentionFloor::EMBEDDED).map_err(anyhow::Error::msg)
+    }
+
+    /// The core settings of [`LocalConfig::settings`].
     pub fn core(&self) -> anyhow::Result<CoreConfig> {
-        let networks = UrlPolicy::parse_networks(&self.allowed_networks)
-            .map_err(anyhow::Error::msg)
-            .context("HOOKLINE_ALLOWED_NETWORKS")?;
-        let retry: RetrySchedule = self
-            .retry_schedule
-            .parse()
-            .context("HOOKLINE_RETRY_SCHEDULE")?;
-        Ok(CoreConfig {
-            url_policy: Arc::new(UrlPolicy {
-                allow_http: self.allow_http,
-                allowed_networks: networks,
-            }),
-            retry,
-            request_timeout: self.request_timeout,
-            disable_after: hookline_core::config::parse_disable_after(&self.disable_after)
-                .map_err(anyhow::Error::msg)
-                .context("HOOKLINE_DISABLE_AFTER")?,
-            max_endpoints: usize::try_from(self.max_endpoints).unwrap_or(usize::MAX),
-            ..CoreConfig::default()
-        })
+        Ok(self.settings()?.core)
     }
 }
 
@@ -155,8 +150,9 @@ impl Running {
 
 /// Opens the data file, and starts the API, the worker and the retention sweeper.
 pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
-    let core = Arc::new(cfg.core()?);
-    let retention = cfg.retention()?;
+    let settings = cfg.settings()?;
+    let core = Arc::new(settings.core.clone());
+    let retention = settings.retention;
     let (store, queue) = hookline_core::embedded::open(&cfg.data)
         .with_context(|| format!("opening {}", cfg.data.display()))?;
     // One process owns the file: nothing can still be in flight from a previous run.
@@ -202,7 +198,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
             core.clone(),
             sender,
         )
-        .with_request_limit(cfg.concurrency as usize),
+        .with_request_limit(settings.concurrency),
     );
 
     let app = router(state);
@@ -226,7 +222,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     });
     let worker_opts = WorkerOptions {
         visibility: (core.lease() * 2).max(Duration::from_secs(60)),
-        concurrency: cfg.concurrency as usize,
+        concurrency: settings.concurrency,
         ..WorkerOptions::default()
     };
     let pull: Arc<dyn PullQueue> = queue;
@@ -252,4 +248,65 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
 pub fn router(state: AppState) -> axum::Router {
     let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
     hookline_core::http::with_fallbacks(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Local mode takes the shared settings as flags (or their environment variables) and
+    /// hands them to the parser the Lambda functions use: the same values give the same
+    /// settings, and the same bad value the same refusal.
+    #[test]
+    fn local_mode_reads_the_shared_settings_as_a_function_does() {
+        let given = [
+            (names::ALLOW_HTTP, "--allow-http", "true"),
+            (
+                names::ALLOWED_NETWORKS,
+                "--allowed-networks",
+                "127.0.0.1/32",
+            ),
+            (names::RETRY_SCHEDULE, "--retry-schedule", "0s,2s"),
+            (names::REQUEST_TIMEOUT, "--request-timeout", "3s"),
+            (names::DISABLE_AFTER, "--disable-after", "1h"),
+            (names::CONCURRENCY, "--concurrency", "12"),
+            (names::MAX_ENDPOINTS, "--max-endpoints", "40"),
+            (names::RETENTION_DAYS, "--retention-days", "20"),
+        ];
+        let mut args = vec!["hookline".to_string()];
+        for (_, flag, value) in given {
+            args.push(format!("{flag}={value}"));
+        }
+        let local = LocalConfig::try_parse_from(&args)
+            .expect("flags parse")
+            .settings()
+            .expect("valid settings");
+        let lookup = |name: &str| {
+            given
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .map(|(_, _, v)| v.to_string())
+        };
+        let function = Settings::parse(&lookup, RetentionFloor::EMBEDDED).expect("valid");
+        assert_eq!(format!("{local:?}"), format!("{function:?}"));
+        assert_eq!(local.concurrency, 12);
+
+        for (name, flag, bad) in [
+            (names::ALLOW_HTTP, "--allow-http", "sometimes"),
+            (names::CONCURRENCY, "--concurrency", "0"),
+            (names::RETENTION_DAYS, "--retention-days", "soon"),
+        ] {
+            let local = LocalConfig::try_parse_from(["hookline", &format!("{flag}={bad}")])
+                .expect("clap takes any text")
+                .settings()
+                .expect_err(name)
+                .to_string();
+            let function = Settings::parse(
+                &|n: &str| (n == name).then(|| bad.to_string()),
+                RetentionFloor::EMBEDDED,
+            )
+            .expect_err(name);
+            assert_eq!(local, function, "{name}");
+        }
+    }
 }

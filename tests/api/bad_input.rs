@@ -187,7 +187,7 @@ async fn bad_endpoints_are_refused() {
 
 #[tokio::test]
 async fn http_urls_are_refused_unless_allowed() {
-    let app = crate::helpers::spawn_with(|cfg| cfg.allow_http = false).await;
+    let app = crate::helpers::spawn_with(|cfg| cfg.allow_http = Some("false".into())).await;
     let t = app.create_tenant("a").await;
     let (status, resp) = app
         .post(

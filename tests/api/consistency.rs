@@ -337,7 +337,7 @@ async fn domains_and_keys_take_if_match_on_delete() {
 
 #[tokio::test]
 async fn a_tenant_stops_at_its_endpoint_limit() {
-    let app = spawn_with(|cfg| cfg.max_endpoints = 3).await;
+    let app = spawn_with(|cfg| cfg.max_endpoints = Some("3".into())).await;
     let t = app.create_tenant("acme").await;
     for i in 0..3 {
         app.create_endpoint(&t.key, json!({"url": format!("http://127.0.0.1:9/{i}")}))

@@ -434,7 +434,7 @@ async fn after_rotation_both_secrets_sign_during_the_grace_period() {
 
 #[tokio::test]
 async fn a_deleted_endpoint_gets_no_retries() {
-    let app = spawn_with(|cfg| cfg.retry_schedule = "0s,1s,1s".into()).await;
+    let app = spawn_with(|cfg| cfg.retry_schedule = Some("0s,1s,1s".into())).await;
     let t = app.create_tenant("a").await;
     let receiver = Receiver::start(500).await;
     let ep = app

@@ -45,8 +45,8 @@ fn event(n: usize) -> Value {
 #[tokio::test]
 async fn an_endpoint_failing_for_the_period_is_disabled_then_re_enabled() {
     let app = spawn_with(|cfg| {
-        cfg.retry_schedule = "0s,300ms,300ms,300ms,300ms,300ms,300ms,300ms".into();
-        cfg.disable_after = "1s".into();
+        cfg.retry_schedule = Some("0s,300ms,300ms,300ms,300ms,300ms,300ms,300ms".into());
+        cfg.disable_after = Some("1s".into());
     })
     .await;
     let receiver = Receiver::start(500).await;
@@ -134,8 +134,8 @@ async fn a_success_in_between_starts_the_clock_again() {
     // Three tries 400 ms apart: one message's failures span 0.8 s, under the 1 s period,
     // while two messages' failures back to back span more than it.
     let app = spawn_with(|cfg| {
-        cfg.retry_schedule = "0s,400ms,400ms".into();
-        cfg.disable_after = "1s".into();
+        cfg.retry_schedule = Some("0s,400ms,400ms".into());
+        cfg.disable_after = Some("1s".into());
     })
     .await;
     // The first message fails twice, then succeeds; everything after fails.

@@ -21,10 +21,10 @@ pub fn test_config(dir: &tempfile::TempDir) -> LocalConfig {
     let mut cfg = LocalConfig::with_data(dir.path().join("hookline.db"));
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.operator_key = Some(OPERATOR_KEY.into());
-    cfg.allow_http = true;
-    cfg.allowed_networks = "127.0.0.1/32".into();
-    cfg.retry_schedule = "0s,200ms,200ms".into();
-    cfg.request_timeout = Duration::from_secs(5);
+    cfg.allow_http = Some("true".into());
+    cfg.allowed_networks = Some("127.0.0.1/32".into());
+    cfg.retry_schedule = Some("0s,200ms,200ms".into());
+    cfg.request_timeout = Some("5s".into());
     cfg
 }
 

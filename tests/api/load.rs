@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn publishing_is_turned_away_while_too_many_events_wait_and_resumes_after() {
     // One message at a time: while the receiver holds it, the rest wait in the queue.
     let app = spawn_with(|cfg| {
-        cfg.concurrency = 1;
+        cfg.concurrency = Some("1".into());
         cfg.max_waiting = 1;
     })
     .await;
@@ -82,7 +82,7 @@ async fn publishing_is_turned_away_while_too_many_events_wait_and_resumes_after(
 
 #[tokio::test]
 async fn requests_in_flight_stay_within_the_limit_whatever_the_fan_out() {
-    let app = spawn_with(|cfg| cfg.concurrency = 3).await;
+    let app = spawn_with(|cfg| cfg.concurrency = Some("3".into())).await;
     let receiver = Receiver::start(200).await;
     receiver.hold();
     let t = app.create_tenant("a").await;
@@ -112,7 +112,7 @@ async fn requests_in_flight_stay_within_the_limit_whatever_the_fan_out() {
 #[tokio::test]
 async fn an_endpoint_that_stops_answering_cannot_stall_the_others() {
     // Four request slots; no endpoint may hold more than half of them.
-    let app = spawn_with(|cfg| cfg.concurrency = 4).await;
+    let app = spawn_with(|cfg| cfg.concurrency = Some("4".into())).await;
     let stuck = Receiver::start(200).await;
     let fast = Receiver::start(200).await;
     stuck.hold();

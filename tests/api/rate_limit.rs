@@ -15,7 +15,7 @@ const EVENTS: usize = 20;
 
 #[tokio::test]
 async fn a_limited_endpoint_gets_its_messages_at_its_rate_without_holding_up_others() {
-    let app = spawn_with(|cfg| cfg.retry_schedule = "0s".into()).await;
+    let app = spawn_with(|cfg| cfg.retry_schedule = Some("0s".into())).await;
     let limited = Receiver::start(200).await;
     let unlimited = Receiver::start(200).await;
     let tenant = app.create_tenant("Rates").await;

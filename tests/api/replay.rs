@@ -12,7 +12,7 @@ use crate::receiver::Receiver;
 
 /// One try only, so a failure is final at once.
 async fn app() -> TestApp {
-    spawn_with(|cfg| cfg.retry_schedule = "0s".into()).await
+    spawn_with(|cfg| cfg.retry_schedule = Some("0s".into())).await
 }
 
 async fn publish_settled(app: &TestApp, tenant: &Tenant, n: usize) -> Value {

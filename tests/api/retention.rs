@@ -27,9 +27,9 @@ async fn wait_gone(app: &TestApp, key: &str, id: &str, within: Duration) {
 async fn settled_messages_leave_the_log_after_the_retention_and_pending_ones_stay() {
     let retention = Duration::from_millis(500);
     let app = spawn_with(|cfg| {
-        cfg.retention = Some(retention);
+        cfg.retention = Some(format!("{}ms", retention.as_millis()));
         // The held request must stay unanswered, not time out, while the test looks.
-        cfg.request_timeout = Duration::from_secs(60);
+        cfg.request_timeout = Some("60s".into());
     })
     .await;
     let t = app.create_tenant("acme").await;

@@ -22,7 +22,7 @@ pub fn parse_disable_after(s: &str) -> Result<Option<Duration>, String> {
     if s.eq_ignore_ascii_case("off") || s == "0" {
         return Ok(None);
     }
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    let d = parse_duration(s)?;
     Ok((!d.is_zero()).then_some(d))
 }
 
@@ -67,61 +67,274 @@ impl CoreConfig {
     }
 }
 
-/// Reads a variable, treating an empty value as unset.
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+/// The `HOOKLINE_*` settings both shapes read: local mode from its flags or environment,
+/// a Lambda function from its environment. Each is parsed here, by one rule, whoever
+/// reads it.
+pub mod names {
+    pub const RETRY_SCHEDULE: &str = "HOOKLINE_RETRY_SCHEDULE";
+    pub const ALLOW_HTTP: &str = "HOOKLINE_ALLOW_HTTP";
+    pub const ALLOWED_NETWORKS: &str = "HOOKLINE_ALLOWED_NETWORKS";
+    pub const REQUEST_TIMEOUT: &str = "HOOKLINE_REQUEST_TIMEOUT";
+    pub const DISABLE_AFTER: &str = "HOOKLINE_DISABLE_AFTER";
+    pub const MAX_ENDPOINTS: &str = "HOOKLINE_MAX_ENDPOINTS";
+    pub const CONCURRENCY: &str = "HOOKLINE_CONCURRENCY";
+    pub const RETENTION_DAYS: &str = "HOOKLINE_RETENTION_DAYS";
+    pub const RETENTION: &str = "HOOKLINE_RETENTION";
 }
 
-impl CoreConfig {
-    /// The settings of a Lambda function, from the `HOOKLINE_*` variables the template sets:
-    /// `HOOKLINE_RETRY_SCHEDULE`, `HOOKLINE_ALLOW_HTTP`, `HOOKLINE_ALLOWED_NETWORKS`,
-    /// `HOOKLINE_REQUEST_TIMEOUT`, `HOOKLINE_DISABLE_AFTER`. Unset ones keep their defaults.
-    pub fn from_env() -> Result<Self, String> {
-        let mut cfg = CoreConfig::default();
-        if let Some(s) = var("HOOKLINE_RETRY_SCHEDULE") {
-            cfg.retry = s
-                .parse()
-                .map_err(|e| format!("HOOKLINE_RETRY_SCHEDULE: {e}"))?;
+/// Delivery requests in flight at most, by default.
+pub const DEFAULT_CONCURRENCY: usize = 256;
+/// The most `HOOKLINE_CONCURRENCY` may be.
+pub const MAX_CONCURRENCY: usize = 65_536;
+/// How long the log is kept by default (the template's default too).
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// The shortest retention a deployment's queue allows, in days: the log must outlive every
+/// copy of an event the queue may still hand over, or that copy would find its message
+/// gone and be delivered again, and it must cover the idempotency window (a day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionFloor(pub u64);
+
+impl RetentionFloor {
+    /// SQS keeps a message up to 14 days.
+    pub const SQS: RetentionFloor = RetentionFloor(15);
+    /// The embedded queue keeps a message until it is handled, and local mode's retention
+    /// keeps every message a queued task names: only the idempotency window is left.
+    pub const EMBEDDED: RetentionFloor = RetentionFloor(1);
+}
+
+/// Everything the `HOOKLINE_*` settings decide that both shapes share.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub core: CoreConfig,
+    /// Delivery requests in flight at most: local mode's worker, or one invocation of the
+    /// deliver function.
+    pub concurrency: usize,
+    /// How long messages, deliveries and attempts are kept; `None`: for ever.
+    pub retention: Option<Duration>,
+}
+
+impl Settings {
+    /// Parses the settings `get` gives by name (unset or blank: the default). Errors name
+    /// the setting.
+    pub fn parse(
+        get: &dyn Fn(&str) -> Option<String>,
+        floor: RetentionFloor,
+    ) -> Result<Settings, String> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let named = |name: &str, e: String| format!("{name}: {e}");
+        let mut core = CoreConfig::default();
+        if let Some(s) = get(names::RETRY_SCHEDULE) {
+            core.retry = s.parse().map_err(|e: crate::retry::InvalidSchedule| {
+                named(names::RETRY_SCHEDULE, e.to_string())
+            })?;
         }
-        let allow_http = match var("HOOKLINE_ALLOW_HTTP").as_deref() {
-            None | Some("false") | Some("0") => false,
-            Some("true") | Some("1") => true,
-            Some(other) => return Err(format!("HOOKLINE_ALLOW_HTTP: {other:?} is not true/false")),
+        let allow_http = match get(names::ALLOW_HTTP) {
+            None => false,
+            Some(s) => parse_bool(&s).map_err(|e| named(names::ALLOW_HTTP, e))?,
         };
-        let networks = match var("HOOKLINE_ALLOWED_NETWORKS") {
-            Some(s) => UrlPolicy::parse_networks(&s)
-                .map_err(|e| format!("HOOKLINE_ALLOWED_NETWORKS: {e}"))?,
+        let allowed_networks = match get(names::ALLOWED_NETWORKS) {
             None => Vec::new(),
+            Some(s) => {
+                UrlPolicy::parse_networks(&s).map_err(|e| named(names::ALLOWED_NETWORKS, e))?
+            }
         };
-        cfg.url_policy = Arc::new(UrlPolicy {
+        core.url_policy = Arc::new(UrlPolicy {
             allow_http,
-            allowed_networks: networks,
+            allowed_networks,
         });
-        if let Some(s) = var("HOOKLINE_REQUEST_TIMEOUT") {
-            cfg.request_timeout = humantime::parse_duration(&s)
-                .map_err(|e| format!("HOOKLINE_REQUEST_TIMEOUT: {e}"))?;
+        if let Some(s) = get(names::REQUEST_TIMEOUT) {
+            core.request_timeout = parse_duration(&s)
+                .and_then(|d| {
+                    (!d.is_zero())
+                        .then_some(d)
+                        .ok_or_else(|| "must be longer than 0".to_string())
+                })
+                .map_err(|e| named(names::REQUEST_TIMEOUT, e))?;
         }
-        if let Some(s) = var("HOOKLINE_MAX_ENDPOINTS") {
-            cfg.max_endpoints = s
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    format!("HOOKLINE_MAX_ENDPOINTS: {s:?} is not a whole number of at least 1")
-                })?;
+        if let Some(s) = get(names::DISABLE_AFTER) {
+            core.disable_after =
+                parse_disable_after(&s).map_err(|e| named(names::DISABLE_AFTER, e))?;
         }
-        if let Some(s) = var("HOOKLINE_DISABLE_AFTER") {
-            cfg.disable_after =
-                parse_disable_after(&s).map_err(|e| format!("HOOKLINE_DISABLE_AFTER: {e}"))?;
+        if let Some(s) = get(names::MAX_ENDPOINTS) {
+            core.max_endpoints =
+                parse_count(&s, 1, usize::MAX).map_err(|e| named(names::MAX_ENDPOINTS, e))?;
         }
-        Ok(cfg)
+        let concurrency = match get(names::CONCURRENCY) {
+            None => DEFAULT_CONCURRENCY,
+            Some(s) => {
+                parse_count(&s, 1, MAX_CONCURRENCY).map_err(|e| named(names::CONCURRENCY, e))?
+            }
+        };
+        let retention = parse_retention(
+            get(names::RETENTION_DAYS).as_deref(),
+            get(names::RETENTION).as_deref(),
+            floor,
+        )?;
+        Ok(Settings {
+            core,
+            concurrency,
+            retention,
+        })
     }
+
+    /// The settings from the process's environment.
+    pub fn from_env(floor: RetentionFloor) -> Result<Settings, String> {
+        Settings::parse(&|name| std::env::var(name).ok(), floor)
+    }
+}
+
+/// `true`/`false` (also `1`/`0`), in any case.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// A duration such as `15s`, `500ms` or `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A whole number from `min` to `max`.
+fn parse_count(s: &str, min: usize, max: usize) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            if max == usize::MAX {
+                format!("{s:?} is not a whole number of at least {min}")
+            } else {
+                format!("{s:?} is not a whole number from {min} to {max}")
+            }
+        })
+}
+
+/// The retention: `days` (`HOOKLINE_RETENTION_DAYS`: a whole number of days, at least the
+/// floor, or `off` to keep the log for ever; [`DEFAULT_RETENTION_DAYS`] when unset), unless
+/// `exact` (`HOOKLINE_RETENTION`, for tests and benchmarks: a duration that takes the
+/// place of the days, without their floor) is given.
+pub fn parse_retention(
+    days: Option<&str>,
+    exact: Option<&str>,
+    floor: RetentionFloor,
+) -> Result<Option<Duration>, String> {
+    if let Some(exact) = exact {
+        let d = parse_duration(exact).map_err(|e| format!("{}: {e}", names::RETENTION))?;
+        if d.is_zero() {
+            return Err(format!(
+                "{}: must be longer than 0 ({}=off keeps everything)",
+                names::RETENTION,
+                names::RETENTION_DAYS
+            ));
+        }
+        return Ok(Some(d));
+    }
+    let days = days.map(str::trim).unwrap_or_default();
+    if days.is_empty() {
+        return Ok(Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400)));
+    }
+    if days.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let n: u64 = days.parse().map_err(|_| {
+        format!(
+            "{}: {days:?} is neither a number of days nor `off`",
+            names::RETENTION_DAYS
+        )
+    })?;
+    if n < floor.0 {
+        return Err(format!(
+            "{}: at least {} here: shorter, a copy of an event the queue still holds could \
+             find its message gone and be delivered again (`off` keeps everything)",
+            names::RETENTION_DAYS,
+            floor.0
+        ));
+    }
+    Ok(Some(Duration::from_secs(n.saturating_mul(86_400))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_parser_reads_every_shared_setting() {
+        let given = std::collections::HashMap::from([
+            (names::RETRY_SCHEDULE, "0s,1s"),
+            (names::ALLOW_HTTP, "TRUE"),
+            (names::ALLOWED_NETWORKS, "127.0.0.1/32"),
+            (names::REQUEST_TIMEOUT, "2s"),
+            (names::DISABLE_AFTER, "off"),
+            (names::MAX_ENDPOINTS, "7"),
+            (names::CONCURRENCY, "9"),
+            (names::RETENTION_DAYS, "20"),
+        ]);
+        let get = |name: &str| given.get(name).map(|v| v.to_string());
+        let s = Settings::parse(&get, RetentionFloor::SQS).expect("valid");
+        assert_eq!(s.core.retry.attempts(), 2);
+        assert!(s.core.url_policy.allow_http);
+        assert_eq!(s.core.url_policy.allowed_networks.len(), 1);
+        assert_eq!(s.core.request_timeout, Duration::from_secs(2));
+        assert_eq!(s.core.disable_after, None);
+        assert_eq!(s.core.max_endpoints, 7);
+        assert_eq!(s.concurrency, 9);
+        assert_eq!(s.retention, Some(Duration::from_secs(20 * 86_400)));
+
+        let defaults =
+            Settings::parse(&|_| Some("  ".into()), RetentionFloor::SQS).expect("blank is unset");
+        assert_eq!(defaults.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(defaults.core.max_endpoints, DEFAULT_MAX_ENDPOINTS);
+        assert_eq!(
+            defaults.retention,
+            Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400))
+        );
+        assert!(!defaults.core.url_policy.allow_http);
+    }
+
+    #[test]
+    fn a_bad_setting_is_refused_with_its_name() {
+        for (name, bad) in [
+            (names::RETRY_SCHEDULE, "soon"),
+            (names::ALLOW_HTTP, "maybe"),
+            (names::ALLOWED_NETWORKS, "10.0.0.0/99"),
+            (names::REQUEST_TIMEOUT, "0s"),
+            (names::DISABLE_AFTER, "later"),
+            (names::MAX_ENDPOINTS, "0"),
+            (names::CONCURRENCY, "65537"),
+            (names::RETENTION_DAYS, "2d"),
+            (names::RETENTION, "0s"),
+        ] {
+            let get = |n: &str| (n == name).then(|| bad.to_string());
+            let e = Settings::parse(&get, RetentionFloor::EMBEDDED).expect_err(name);
+            assert!(e.starts_with(name), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_retention_floor_is_the_queues() {
+        let day = Duration::from_secs(86_400);
+        let days = |d: &str, floor| parse_retention(Some(d), None, floor);
+        assert_eq!(days("1", RetentionFloor::EMBEDDED), Ok(Some(day)));
+        assert!(
+            days("14", RetentionFloor::SQS).is_err(),
+            "SQS keeps a message 14 days"
+        );
+        assert_eq!(days(" 15 ", RetentionFloor::SQS), Ok(Some(15 * day)));
+        assert_eq!(days("OFF", RetentionFloor::SQS), Ok(None));
+        for bad in ["0", "-1", "1.5", "2d"] {
+            assert!(days(bad, RetentionFloor::EMBEDDED).is_err(), "{bad}");
+        }
+        let exact = parse_retention(Some("off"), Some("5s"), RetentionFloor::SQS);
+        assert_eq!(
+            exact,
+            Ok(Some(Duration::from_secs(5))),
+            "exact, for tests, has no floor"
+        );
+    }
 
     #[test]
     fn disable_after_reads_durations_and_off() {

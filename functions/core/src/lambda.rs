@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 
 use crate::aws::{DynamoStore, SqsQueue};
-use crate::config::CoreConfig;
+use crate::config::{CoreConfig, RetentionFloor, Settings};
 use crate::keys::KeyHash;
 use crate::ports::{NotQueued, Outgoing, Queue, Refusal};
 
@@ -39,6 +39,7 @@ pub fn init_tracing() {
 pub struct LambdaEnv {
     pub sdk: SdkConfig,
     pub config: Arc<CoreConfig>,
+    pub settings: Settings,
 }
 
 /// A required variable, or an error naming it.
@@ -49,70 +50,32 @@ pub fn required(name: &str) -> std::result::Result<String, String> {
         .ok_or_else(|| format!("{name} must be set"))
 }
 
-/// The shortest log retention accepted: longer than SQS keeps a message (14 days), so a late
-/// copy of an event still finds its stored message and is not delivered a second time.
-pub const MIN_RETENTION_DAYS: u64 = 15;
-
-fn retention_days() -> std::result::Result<Option<u64>, String> {
-    match required("HOOKLINE_RETENTION_DAYS") {
-        Err(_) => Ok(None),
-        Ok(v) => parse_retention_days(&v).map(Some),
-    }
-}
-
-fn parse_retention_days(v: &str) -> std::result::Result<u64, String> {
-    let days = v
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| format!("HOOKLINE_RETENTION_DAYS: {v:?} is not a number of days"))?;
-    if days < MIN_RETENTION_DAYS {
-        return Err(format!(
-            "HOOKLINE_RETENTION_DAYS: {days} is shorter than SQS keeps a message; \
-             at least {MIN_RETENTION_DAYS}"
-        ));
-    }
-    Ok(days)
-}
-
-/// Delivery requests in flight at most when `HOOKLINE_CONCURRENCY` is unset: local mode's
-/// default.
-pub const DEFAULT_CONCURRENCY: usize = 256;
-
-/// The most delivery requests one invocation of the deliver function has in flight, from
-/// `HOOKLINE_CONCURRENCY`, as local mode reads it (1 to 65536).
-pub fn request_limit() -> std::result::Result<usize, String> {
-    match required("HOOKLINE_CONCURRENCY") {
-        Err(_) => Ok(DEFAULT_CONCURRENCY),
-        Ok(v) => parse_concurrency(&v),
-    }
-}
-
-fn parse_concurrency(v: &str) -> std::result::Result<usize, String> {
-    match v.trim().parse::<usize>() {
-        Ok(n) if (1..=65_536).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "HOOKLINE_CONCURRENCY: {v:?} is not a number of requests from 1 to 65536"
-        )),
-    }
-}
-
 impl LambdaEnv {
+    /// The SDK configuration and the `HOOKLINE_*` settings, read by the same parser as
+    /// local mode's ([`Settings`]); the log's retention must outlive what SQS keeps.
     pub async fn load() -> std::result::Result<Self, String> {
+        let settings = Settings::from_env(RetentionFloor::SQS)?;
         Ok(LambdaEnv {
             sdk: crate::aws::sdk_config().await,
-            config: Arc::new(CoreConfig::from_env()?),
+            config: Arc::new(settings.core.clone()),
+            settings,
         })
     }
 
-    /// The table named by `TABLE_NAME`, keeping the log for `HOOKLINE_RETENTION_DAYS`
-    /// (unset: for ever).
+    /// The table named by `TABLE_NAME`, keeping the log for the settings' retention.
     pub fn store(&self) -> std::result::Result<Arc<DynamoStore>, String> {
         let client = aws_sdk_dynamodb::Client::new(&self.sdk);
         let store = DynamoStore::new(client, required("TABLE_NAME")?);
-        Ok(Arc::new(match retention_days()? {
-            Some(days) => store.with_retention(std::time::Duration::from_secs(days * 86_400)),
+        Ok(Arc::new(match self.settings.retention {
+            Some(keep) => store.with_retention(keep),
             None => store,
         }))
+    }
+
+    /// The most delivery requests one invocation of the deliver function has in flight
+    /// (`HOOKLINE_CONCURRENCY`, as local mode reads it).
+    pub fn request_limit(&self) -> usize {
+        self.settings.concurrency
     }
 
     /// The queue whose URL is in the variable `var` (`QUEUE_URL`, `DLQ_URL`).
@@ -178,31 +141,5 @@ impl Queue for NoQueue {
 
     fn max_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn concurrency_is_a_number_of_requests_from_1_to_65536() {
-        assert_eq!(parse_concurrency("64"), Ok(64));
-        assert_eq!(parse_concurrency(" 1 "), Ok(1));
-        assert_eq!(parse_concurrency("65536"), Ok(65_536));
-        for bad in ["0", "65537", "-1", "many", "", "1.5"] {
-            let err = parse_concurrency(bad).expect_err(bad);
-            assert!(err.starts_with("HOOKLINE_CONCURRENCY"), "{err}");
-        }
-    }
-
-    #[test]
-    fn retention_must_outlive_the_queue() {
-        assert_eq!(parse_retention_days(" 30 "), Ok(30));
-        assert_eq!(parse_retention_days("15"), Ok(MIN_RETENTION_DAYS));
-        for bad in ["14", "1", "0", "-3", "thirty", ""] {
-            let err = parse_retention_days(bad).expect_err(bad);
-            assert!(err.starts_with("HOOKLINE_RETENTION_DAYS"), "{err}");
-        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use hookline_core::cache::CachedStore;
-use hookline_core::lambda::{init_tracing, request_limit, LambdaEnv};
+use hookline_core::lambda::{init_tracing, LambdaEnv};
 use hookline_core::ports::SystemClock;
 use hookline_deliver::{sqs, Deliverer};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -33,7 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         env.config.clone(),
         sender,
     )
-    .with_request_limit(request_limit()?);
+    .with_request_limit(env.request_limit());
     let deliverer = &deliverer;
     let (events, dead_letters) = (events.as_ref(), dead_letters.as_ref());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

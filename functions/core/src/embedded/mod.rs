@@ -19,7 +19,7 @@ use crate::error::{BackendContext, Error, Result};
 pub(crate) use db::Db;
 
 pub use queue::SqliteQueue;
-pub use retention::{parse_retention, Sweeper, Swept, DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS};
+pub use retention::{Sweeper, Swept};
 pub use store::SqliteStore;
 
 /// The schema this code writes, kept in SQLite's `user_version`: version 1 is [`SCHEMA`],

@@ -48,41 +48,6 @@ const BATCH_PAUSE: Duration = Duration::from_millis(5);
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long local mode keeps the log unless told otherwise: as the template's default on AWS.
-pub const DEFAULT_RETENTION_DAYS: u64 = 30;
-
-/// The shortest retention in days: the idempotency window (24 hours), so a message stays
-/// as long as a repeated publish with its key can be answered with its id.
-pub const MIN_RETENTION_DAYS: u64 = 1;
-
-/// Local mode's retention from `HOOKLINE_RETENTION_DAYS` (`days`: a whole number of days,
-/// at least [`MIN_RETENTION_DAYS`], or `off` to keep the log for ever) and
-/// `HOOKLINE_RETENTION` (`exact`, for tests and benchmarks: a duration that takes the
-/// place of the days, without their minimum).
-pub fn parse_retention(days: &str, exact: Option<Duration>) -> Result<Option<Duration>, String> {
-    if let Some(exact) = exact {
-        if exact.is_zero() {
-            return Err("HOOKLINE_RETENTION: must be longer than 0 \
-                        (HOOKLINE_RETENTION_DAYS=off keeps everything)"
-                .into());
-        }
-        return Ok(Some(exact));
-    }
-    let days = days.trim();
-    if days.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    let n: u64 = days.parse().map_err(|_| {
-        format!("HOOKLINE_RETENTION_DAYS: {days:?} is neither a number of days nor `off`")
-    })?;
-    if n < MIN_RETENTION_DAYS {
-        return Err(format!(
-            "HOOKLINE_RETENTION_DAYS: at least {MIN_RETENTION_DAYS} (`off` keeps everything)"
-        ));
-    }
-    Ok(Some(Duration::from_secs(n.saturating_mul(86_400))))
-}
-
 /// What one sweep deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
@@ -741,26 +706,6 @@ mod tests {
             assert_eq!(queued.named, HashSet::from([id.to_string()]));
             assert_eq!(queued.envelopes_since, Some(7));
         }
-    }
-
-    #[test]
-    fn the_retention_is_days_or_off_or_for_tests_a_duration() {
-        let day = Duration::from_secs(86_400);
-        assert_eq!(
-            parse_retention(&DEFAULT_RETENTION_DAYS.to_string(), None),
-            Ok(Some(30 * day))
-        );
-        assert_eq!(parse_retention(" 1 ", None), Ok(Some(day)));
-        assert_eq!(parse_retention("OFF", None), Ok(None));
-        for bad in ["0", "-1", "1.5", "2d", ""] {
-            let e = parse_retention(bad, None).expect_err(bad);
-            assert!(e.starts_with("HOOKLINE_RETENTION_DAYS"), "{e}");
-        }
-        let exact = Duration::from_secs(5);
-        assert_eq!(parse_retention("off", Some(exact)), Ok(Some(exact)));
-        assert_eq!(parse_retention("30", Some(exact)), Ok(Some(exact)));
-        let e = parse_retention("30", Some(Duration::ZERO)).expect_err("zero");
-        assert!(e.starts_with("HOOKLINE_RETENTION:"), "{e}");
     }
 
     #[test]
