@@ -108,6 +108,9 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 
 /// DynamoDB's limit on the items of one `TransactWriteItems` (moto enforces it too).
 const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Rounds a domain delete makes before giving up on endpoints that keep changing: enough
+/// for 98 times this many endpoints.
+const MAX_DOMAIN_ROUNDS: usize = 200;
 /// How long [`create_table`] waits for a new table to become active.
 const TABLE_CREATION_PATIENCE: Duration = Duration::from_secs(300);
 
@@ -1446,65 +1449,76 @@ impl EndpointStore for DynamoStore {
         if created_at.is_some_and(|at| at != stored_at) {
             return Ok(Written::Stale);
         }
-        let mut steps = Vec::new();
-        for item in self
-            .query_prefix("delete domain", pk.clone(), ENDPOINT_PREFIX)
-            .await?
-        {
-            let f = Fields::new(&item, "decode endpoint");
-            if f.opt_s("domain")? != Some(name) {
-                continue;
-            }
-            let delete = Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(pk.clone(), f.s(SK)?)))
-                .build()
-                .map_err(build_error)?;
-            steps.push(TransactWriteItem::builder().delete(delete).build());
-        }
-        // The domain goes last, in the last transaction: if an earlier one fails the
-        // domain is still there for a retry to finish the job, and of two concurrent
-        // deletes only the one whose condition holds reports true. Up to 98 endpoints
-        // this is all one transaction. Each transaction also takes its endpoints off the
-        // tenant's count.
-        let domain = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(pk.clone(), domain_sk(name))))
-            .condition_expression("attribute_exists(#pk) AND #created = :created")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#created", "created_at")
-            .expression_attribute_values(":created", n(stored_at))
-            .build()
-            .map_err(build_error)?;
-        steps.push(TransactWriteItem::builder().delete(domain).build());
-        let per_transaction = MAX_TRANSACTION_ITEMS - 1;
-        while steps.len() > per_transaction {
-            let mut chunk = steps;
-            steps = chunk.split_off(per_transaction);
-            let deleted = chunk.len();
-            chunk.push(self.count_endpoints_step(tenant, -(deleted as i64), None)?);
-            // Unconditional deletes: only a fault can fail this.
-            if let Err(failed) = self
-                .transact_counted("delete domain endpoints", tenant, chunk, deleted)
+        // Each round deletes up to a transaction's worth of the domain's endpoints, each
+        // only if it still exists, and takes them off the tenant's count; the round that
+        // finds no more than fit deletes the domain too, last, so a failure before leaves
+        // it there for a retry to finish the job. A round refused because an endpoint went
+        // meanwhile (or a round applied twice) reads the endpoints again: the count never
+        // loses what it should not.
+        let per_round = MAX_TRANSACTION_ITEMS - 2;
+        for _ in 0..MAX_DOMAIN_ROUNDS {
+            let mut scoped = Vec::new();
+            for item in self
+                .query_prefix("delete domain", pk.clone(), ENDPOINT_PREFIX)
                 .await?
             {
-                return Err(Error::backend(
-                    "delete domain endpoints",
-                    format!("steps {failed:?} refused"),
-                ));
+                let f = Fields::new(&item, "decode endpoint");
+                if f.opt_s("domain")? == Some(name) {
+                    scoped.push(f.string(SK)?);
+                }
+            }
+            let last = scoped.len() <= per_round;
+            scoped.truncate(per_round);
+            let mut steps = Vec::with_capacity(scoped.len() + 2);
+            for sk in &scoped {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone(), sk.clone())))
+                    .condition_expression("attribute_exists(#pk)")
+                    .expression_attribute_names("#pk", PK)
+                    .build()
+                    .map_err(build_error)?;
+                steps.push(TransactWriteItem::builder().delete(delete).build());
+            }
+            let counter_at = steps.len();
+            if !scoped.is_empty() {
+                steps.push(self.count_endpoints_step(tenant, -(scoped.len() as i64), None)?);
+            }
+            let domain_at = steps.len();
+            if last {
+                let domain = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone(), domain_sk(name))))
+                    .condition_expression("attribute_exists(#pk) AND #created = :created")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_names("#created", "created_at")
+                    .expression_attribute_values(":created", n(stored_at))
+                    .build()
+                    .map_err(build_error)?;
+                steps.push(TransactWriteItem::builder().delete(domain).build());
+            }
+            let outcome = if scoped.is_empty() {
+                self.transact_steps("delete domain", steps).await?
+            } else {
+                self.transact_counted("delete domain", tenant, steps, counter_at)
+                    .await?
+            };
+            match outcome {
+                Ok(()) if last => return Ok(Written::Done),
+                Ok(()) => {}
+                Err(failed) if last && failed.contains(&domain_at) => {
+                    // Deleted or made again meanwhile: the domain as it is now says which.
+                    return self
+                        .written_or_why("delete domain", false, pk, &domain_sk(name))
+                        .await;
+                }
+                Err(_) => {}
             }
         }
-        let endpoints = steps.len() - 1;
-        let done = if endpoints > 0 {
-            steps.push(self.count_endpoints_step(tenant, -(endpoints as i64), None)?);
-            self.transact_counted("delete domain", tenant, steps, endpoints + 1)
-                .await?
-                .is_ok()
-        } else {
-            self.transact("delete domain", steps).await?
-        };
-        self.written_or_why("delete domain", done, pk, &domain_sk(name))
-            .await
+        Err(Error::backend(
+            "delete domain",
+            "the domain's endpoints kept changing under the delete",
+        ))
     }
 
     async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()> {
