@@ -18,6 +18,7 @@ mod logs;
 mod mailgun_api;
 mod mailgun_js;
 mod owners;
+mod panics;
 mod rate_limit;
 mod replay;
 mod restart;
