@@ -13,9 +13,11 @@ fmt:
 lint:
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-# The three Lambda bootstraps (needs cargo-lambda and ziglang, e.g. from .venv).
+# The three Lambda bootstraps into .aws-sam, for deploy. README.md ("On AWS") lists what
+# sam build needs; cargo-lambda and ziglang are taken from .venv.
 build:
-	sam build --config-file infra/samconfig.toml
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(CURDIR)/.venv/bin:$$PATH" sam build --config-file infra/samconfig.toml
 
 deploy:
 	sam deploy --guided --config-file infra/samconfig.toml

@@ -1,21 +1,19 @@
 #!/usr/bin/env bash
 # Checks the SAM template offline: cfn-lint, `sam validate --lint` and the wiring tests in
 # tests/template. Tools come from tests/template/requirements.txt, installed into their own
-# venv (.venv-template: aws-sam-cli pins many packages, so it stays apart from .venv).
+# venv (.venv-template) by scripts/template-tools.sh.
 # Prints one line per step; a failing step's full output is printed and the script exits 1.
 # No AWS account or credentials are needed (dummy ones are set so nothing looks for real ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=.venv-template
-req=tests/template/requirements.txt
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 export SAM_CLI_TELEMETRY=0
 export AWS_ACCESS_KEY_ID=hookline-check AWS_SECRET_ACCESS_KEY=hookline-check
 unset AWS_PROFILE AWS_SESSION_TOKEN
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # step NAME COMMAND...: runs COMMAND with its output kept aside; prints it only on failure.
 step() {
@@ -31,21 +29,7 @@ step() {
   fi
 }
 
-# (Runs as a condition of `if`, where `set -e` is off: every command checks its own status.)
-install_tools() {
-  if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv" || return 1
-  fi
-  # Skip pip when the venv already holds exactly these requirements.
-  local want
-  want=$(sha256sum "$req" | cut -d' ' -f1) || return 1
-  if [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
-    "$venv/bin/python" -m pip install --quiet -r "$req" || return 1
-    echo "$want" >"$venv/.requirements.sha256"
-  fi
-}
-
-step "tools ($venv)" install_tools
+step "tools ($venv)" ./scripts/template-tools.sh
 step "cfn-lint" "$venv/bin/cfn-lint" -- template.yaml
 step "sam validate --lint" "$venv/bin/sam" validate --lint --region us-east-1 --template-file template.yaml
 step "unittest tests/template" "$venv/bin/python" -m unittest discover -s tests/template -v

@@ -2,78 +2,84 @@
 # The whole test suite, from a fresh clone: installs the tools the tests use (Python
 # packages into .venv: moto, standardwebhooks, cargo-lambda, …), starts moto_server on a
 # free loopback port for DynamoDB and SQS, checks formatting and lints, runs every test,
-# the end-to-end run of the Lambda binaries and the template checks, and stops moto.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# the end-to-end run of the Lambda binaries, the arm64 build that `sam build` makes and the
+# template checks, and stops moto. Every stage runs whatever the ones before it did; the
+# last line counts all of them (scripts/stages.sh), and the exit status is 1 if any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 # A from-scratch run gains nothing from incremental compilation: it only writes
 # gigabytes of incremental state for the workspace's crates.
 export CARGO_INCREMENTAL=0
 mkdir -p target
-summary="$root/target/test-summary.txt"
-: > "$summary"
+# shellcheck source=scripts/stages.sh
+. scripts/stages.sh
+stages_begin "$root/target/test-summary.txt"
 
-echo "==> Python test tools (.venv)"
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+python_tools() {
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv || return 1
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+}
+stage "python test tools (.venv)" - python_tools
 export PATH="$root/.venv/bin:$PATH"
 export HOOKLINE_TEST_PYTHON="$root/.venv/bin/python"
 
-echo "==> Node test tools (tests/mailgun-js)"
-npm ci --prefix tests/mailgun-js --no-audit --no-fund --silent
+stage "node test tools (tests/mailgun-js)" - \
+  npm ci --prefix tests/mailgun-js --no-audit --no-fund --silent
 
-echo "==> moto_server (DynamoDB, SQS) on loopback"
-moto_port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$moto_port" > target/moto.log 2>&1 &
+# moto_server (DynamoDB, SQS) on a free loopback port, for the whole run.
+moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$moto_port" >target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if python -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $moto_port)))"; then
-    break
-  fi
-  sleep 0.2
-done
+moto_listening() {
+  for _ in $(seq 1 100); do
+    if python3 -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $moto_port)))"; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  cat target/moto.log
+  return 1
+}
+stage "moto_server" - moto_listening
 export HOOKLINE_TEST_AWS_ENDPOINT="http://127.0.0.1:$moto_port"
 
-echo "==> cargo fmt --check"
-cargo fmt --all -- --check
+# The stage and summary logic of this script, on stand-in stages.
+stage "test command's stages (tests/scripts)" unittest_counts \
+  python3 -m unittest discover -s tests/scripts -v
 
-echo "==> cargo clippy"
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+stage "cargo fmt --check" - cargo fmt --all -- --check
 
-echo "==> cargo test"
-cargo test --workspace --all-features --locked 2>&1 | tee target/cargo-test.log
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p, f, i }' target/cargo-test.log >> "$summary"
+stage "cargo clippy" - cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-echo "==> schemathesis: local mode against its own /openapi.json"
-st_status=0
-./scripts/schemathesis.sh 2>&1 | tee target/schemathesis.log || st_status=$?
-awk '/^schemathesis:/ { print $2, $4, 0 }' target/schemathesis.log >> "$summary"
-[ "$st_status" -eq 0 ]
+# Local mode with the release profile's panic strategy, for tests/api/panics.rs (which
+# builds it too; built here first so that the test run does not compete with a build).
+stage "local mode, release panic strategy" - \
+  cargo build --locked --profile panic-check --bin hookline --features fault-injection
 
-echo "==> fuzz smoke: each cargo-fuzz target for a few seconds on its committed corpus"
-fuzz_status=0
-FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz-smoke.sh 2>&1 | tee target/fuzz.log || fuzz_status=$?
-awk '/^fuzz: .* passed$/ { p++ } /^fuzz: .* failed$/ { f++ } END { print p + 0, f + 0, 0 }' target/fuzz.log >> "$summary"
-[ "$fuzz_status" -eq 0 ]
+# Every test binary runs even after one fails, so the counts cover them all.
+stage "cargo test" cargo_test_counts \
+  cargo test --workspace --all-features --locked --no-fail-fast
 
-echo "==> benchmark smoke: every measurement path of hookline-bench at tiny scale"
-bench_status=0
-./scripts/bench-smoke.sh 2>&1 | tee target/bench.log || bench_status=$?
-awk '/^bench: smoke passed$/ { p++ } /^bench: smoke failed$/ { f++ } END { print p + 0, f + 0, 0 }' target/bench.log >> "$summary"
-[ "$bench_status" -eq 0 ]
+# Local mode against its own /openapi.json.
+stage "schemathesis" "summary_line schemathesis" ./scripts/schemathesis.sh
 
-echo "==> end to end: the Lambda binaries under cargo lambda watch, against moto"
-e2e_status=0
-python tests/e2e/lambda_e2e.py | tee target/e2e.log || e2e_status=$?
-awk '/^e2e:/ { print $2, $4, 0 }' target/e2e.log >> "$summary"
-[ "$e2e_status" -eq 0 ]
+# Each cargo-fuzz target for a few seconds on its committed corpus.
+stage "fuzz smoke" fuzz_counts env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz-smoke.sh
 
-echo "==> template: cfn-lint, sam validate --lint, wiring tests"
-./scripts/check-template.sh 2>&1 | tee target/template.log
-awk '/^template:/ { print $2, $4, 0 }' target/template.log >> "$summary"
+# Every measurement path of hookline-bench at tiny scale.
+stage "benchmark smoke" bench_counts ./scripts/bench-smoke.sh
 
-# One closing line for the whole run.
-awk '{ p += $1; f += $2; s += $3 } END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' "$summary"
+# The Lambda binaries under cargo lambda watch, against moto.
+stage "end to end" "summary_line e2e" python tests/e2e/lambda_e2e.py
+
+# The three bootstraps as `sam build` makes them: release profile, arm64, default features.
+stage "arm64 Lambda build" "summary_line lambda-build" ./scripts/build-lambdas.sh
+
+# cfn-lint, sam validate --lint, wiring tests.
+stage "template" "summary_line template" ./scripts/check-template.sh
+
+stages_end

@@ -1,6 +1,9 @@
 //! Local mode: the api and ingest routers, the delivery worker and embedded SQLite storage
 //! and queue, in one process. `cargo run` starts it; tests start it on port 0.
 
+#[cfg(feature = "fault-injection")]
+mod fault;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,7 +204,10 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         .with_request_limit(settings.concurrency),
     );
 
-    let app = router(state);
+    let routes = routes(state);
+    #[cfg(feature = "fault-injection")]
+    let routes = routes.merge(fault::router(store.clone(), queue.clone()));
+    let app = hookline_core::http::with_fallbacks(routes);
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -244,10 +250,14 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// The whole local API: the api routes, publishing, and JSON fallbacks.
+/// The whole local API: the api routes, publishing, and the JSON answers for unknown
+/// routes and panicking handlers.
 pub fn router(state: AppState) -> axum::Router {
-    let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
-    hookline_core::http::with_fallbacks(routes)
+    hookline_core::http::with_fallbacks(routes(state))
+}
+
+fn routes(state: AppState) -> axum::Router {
+    hookline_api::router(state.clone()).merge(hookline_ingest::router(state))
 }
 
 #[cfg(test)]

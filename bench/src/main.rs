@@ -3,7 +3,8 @@
 //! - `local`: the release binary under load (throughput, latency, CPU, memory, disk);
 //! - `lambda`: the function bootstraps under a runtime API emulator on moto (size, init,
 //!   memory, batch time, AWS calls per delivery);
-//! - `sizes`: the bootstraps as `cargo lambda build --release` makes them for Lambda;
+//! - `sizes`: the bootstraps as `sam build` makes them for Lambda (`cargo lambda build
+//!   --release` in each function's folder);
 //! - `smoke`: every path at tiny scale, checking that the numbers are sane.
 
 mod emulator;
@@ -170,11 +171,13 @@ async fn run_sizes(args: &SizesArgs) -> anyhow::Result<()> {
     let target = if args.arm64 { "arm64" } else { "x86_64" };
     let mut sizes = Vec::new();
     for f in ["api", "ingest", "deliver"] {
+        // From the function's folder, as `sam build` runs it: functions/.cargo/config.toml
+        // (the functions' panic strategy) applies only there.
         let mut command = tokio::process::Command::new("cargo");
         command
             .env("PATH", &path)
-            .args(["lambda", "build", "--release", "--manifest-path"])
-            .arg(format!("functions/{f}/Cargo.toml"));
+            .current_dir(format!("functions/{f}"))
+            .args(["lambda", "build", "--release"]);
         if args.arm64 {
             command.arg("--arm64");
         } else {

@@ -20,6 +20,7 @@ mod mailgun_api;
 mod mailgun_js;
 mod owners;
 mod paging;
+mod panics;
 mod rate_limit;
 mod replay;
 mod restart;

@@ -1,7 +1,8 @@
 //! The HTTP edge shared by the api and ingest routers: their state, error bodies
-//! (`{"error": {"code", "message"}}`), JSON bodies read with a size cap, and callers
-//! identified by their API key.
+//! (`{"error": {"code", "message"}}`), JSON bodies read with a size cap, callers
+//! identified by their API key, and the answers for unknown routes and panicking handlers.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -16,12 +17,13 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::ToSchema;
 
 use crate::client::Sender;
 use crate::config::CoreConfig;
 use crate::envelope::json_error;
-use crate::error::Error;
+use crate::error::{panic_message, Error};
 use crate::ids::{ApiKeyId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{Millis, PageQuery};
@@ -265,11 +267,14 @@ where
     }
 }
 
-/// Adds the JSON 404/405 answers; apply once to the final, merged router.
+/// Adds the JSON 404/405 answers, and a JSON 500 for a handler that panics (local mode
+/// and the Lambda functions alike keep serving); apply once to the final, merged router,
+/// as the layer covers only the routes added before it.
 pub fn with_fallbacks(router: axum::Router) -> axum::Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(panicked))
 }
 
 /// JSON 404 for unknown routes.
@@ -281,6 +286,17 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> Response {
     let body = json!({"error": {"code": "method_not_allowed", "message": "method not allowed"}});
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// The answer to a request whose handler panicked: what the panic said goes to the log,
+/// the caller gets a bare 500 like any internal error.
+fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!(
+        panic = panic_message(panic.as_ref()),
+        "request handler panicked"
+    );
+    let body = json!({"error": {"code": "internal_error", "message": "internal error"}});
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }
 
 /// Formats a timestamp as RFC 3339 with milliseconds, in UTC.
@@ -453,4 +469,45 @@ pub fn page_body<T: Serialize>(
         data.push(value);
     }
     json!({ "data": data, "next_cursor": next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn call(app: &axum::Router, path: &str) -> (StatusCode, Bytes) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, body)
+    }
+
+    async fn panics() -> &'static str {
+        panic!("secret internals")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_a_bare_json_500_and_the_router_serves_on() {
+        let app = with_fallbacks(
+            axum::Router::new()
+                .route("/panics", get(panics))
+                .route("/works", get(|| async { "works" })),
+        );
+        let (status, body) = call(&app, "/panics").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": {"code": "internal_error", "message": "internal error"}})
+        );
+        let (status, body) = call(&app, "/works").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"works");
+    }
 }

@@ -26,11 +26,14 @@ pub mod share;
 pub mod sqs;
 pub mod worker;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::FutureExt;
 use hookline_core::config::CoreConfig;
+use hookline_core::error::panic_message;
 use hookline_core::ids::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange, Message, Millis,
@@ -64,7 +67,12 @@ enum Step {
     Busy(Duration),
 }
 
-/// Wait before handling a task again after a storage or queue fault.
+/// A queue message that makes the handler panic, for the tests that a panic costs one
+/// task only. Only in builds with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+pub const PANICKING_TASK: &str = "hookline-fault-injection: panic";
+
+/// Wait before handling a task again after a storage or queue fault (or a panic).
 const FAULT_BACKOFF: Duration = Duration::from_secs(5);
 /// Wait before looking again at a delivery whose previous attempt is not recorded yet.
 const PREDECESSOR_WAIT: Duration = Duration::from_secs(1);
@@ -135,8 +143,30 @@ impl Deliverer {
         Arc::clone(&limits.permits).acquire_many_owned(n).await.ok()
     }
 
-    /// Handles one queue message.
+    /// Handles one queue message. A panic while handling it fails this message alone: it
+    /// is retried like a message whose storage failed, and dead-lettered by the queue
+    /// after its maximum receives if it keeps panicking.
     pub async fn handle(&self, body: &str, origin: Origin) -> Disposition {
+        match AssertUnwindSafe(self.handle_task(body, origin))
+            .catch_unwind()
+            .await
+        {
+            Ok(disposition) => disposition,
+            Err(panic) => {
+                tracing::error!(
+                    panic = panic_message(panic.as_ref()),
+                    "delivery task panicked; will retry"
+                );
+                Disposition::Retry(FAULT_BACKOFF)
+            }
+        }
+    }
+
+    async fn handle_task(&self, body: &str, origin: Origin) -> Disposition {
+        #[cfg(feature = "fault-injection")]
+        if body == PANICKING_TASK {
+            panic!("injected panic in a delivery task");
+        }
         let task = match Task::parse(body, origin) {
             Ok(t) => t,
             Err(reason) => {

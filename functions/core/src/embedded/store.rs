@@ -50,6 +50,17 @@ impl SqliteStore {
             })
             .await
     }
+
+    /// A write whose job panics on the writer thread. The panic comes back in the caller,
+    /// and the writer goes on with the next job.
+    #[cfg(feature = "fault-injection")]
+    pub async fn panicking_write(&self) -> Result<()> {
+        self.db
+            .write("fault injection", |_| -> rusqlite::Result<()> {
+                panic!("injected panic in a database write")
+            })
+            .await
+    }
 }
 
 // ---- row decoding ----------------------------------------------------------------------
