@@ -179,7 +179,10 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
             .with_request_limit(cfg.concurrency as usize),
     );
 
-    let routes = routes(state);
+    // The api routes and publishing (and, in a fault-injection build, the routes that panic
+    // on purpose), then the JSON answers for unknown routes and panicking handlers, which
+    // cover only the routes added before them.
+    let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
     #[cfg(feature = "fault-injection")]
     let routes = routes.merge(fault::router(store.clone(), queue.clone()));
     let app = hookline_core::http::with_fallbacks(routes);
@@ -221,14 +224,4 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         server,
         worker,
     })
-}
-
-/// The whole local API: the api routes, publishing, and the JSON answers for unknown
-/// routes and panicking handlers.
-pub fn router(state: AppState) -> axum::Router {
-    hookline_core::http::with_fallbacks(routes(state))
-}
-
-fn routes(state: AppState) -> axum::Router {
-    hookline_api::router(state.clone()).merge(hookline_ingest::router(state))
 }
