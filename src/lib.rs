@@ -204,7 +204,10 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         .with_request_limit(settings.concurrency),
     );
 
-    let routes = routes(state);
+    // The api routes and publishing (and, in a fault-injection build, the routes that panic
+    // on purpose), then the JSON answers for unknown routes and panicking handlers, which
+    // cover only the routes added before them.
+    let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
     #[cfg(feature = "fault-injection")]
     let routes = routes.merge(fault::router(store.clone(), queue.clone()));
     let app = hookline_core::http::with_fallbacks(routes);
@@ -248,16 +251,6 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         worker,
         sweeper,
     })
-}
-
-/// The whole local API: the api routes, publishing, and the JSON answers for unknown
-/// routes and panicking handlers.
-pub fn router(state: AppState) -> axum::Router {
-    hookline_core::http::with_fallbacks(routes(state))
-}
-
-fn routes(state: AppState) -> axum::Router {
-    hookline_api::router(state.clone()).merge(hookline_ingest::router(state))
 }
 
 #[cfg(test)]

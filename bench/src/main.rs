@@ -178,6 +178,19 @@ async fn run_sizes(args: &SizesArgs) -> anyhow::Result<()> {
             .env("PATH", &path)
             .current_dir(format!("functions/{f}"))
             .args(["lambda", "build", "--release"]);
+        // Without what `cargo run` set for this package: a build script that watches one
+        // of those variables (ring's watches CARGO_MANIFEST_DIR) would see it change, and
+        // this build and the next `sam build` would each rebuild much of the tree.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&name.as_ref())
+            {
+                command.env_remove(name.as_ref());
+            }
+        }
         if args.arm64 {
             command.arg("--arm64");
         } else {

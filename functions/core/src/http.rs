@@ -267,9 +267,9 @@ where
     }
 }
 
-/// Adds the JSON 404/405 answers, and a JSON 500 for a handler that panics (local mode
-/// and the Lambda functions alike keep serving); apply once to the final, merged router,
-/// as the layer covers only the routes added before it.
+/// Adds the JSON 404/405 answers, and a JSON 500 for a handler that panics where panics
+/// unwind (local mode's release build; the Lambda functions abort). Apply once to the
+/// final, merged router: the layer covers only the routes added before it.
 pub fn with_fallbacks(router: axum::Router) -> axum::Router {
     router
         .fallback(not_found)
