@@ -768,6 +768,15 @@ class TemplateTest(unittest.TestCase):
         names = set(re.findall(r"\$\{([^}]*)\}", text))
         return json.loads(re.sub(r"\$\{([^}]*)\}", r"<\1>", text)), names
 
+    def test_dashboard_name_is_unique_to_the_stack_and_region(self):
+        # Dashboard names are global to an account.
+        [dashboard] = [
+            v["Properties"] for v in self.res.values() if v["Type"] == "AWS::CloudWatch::Dashboard"
+        ]
+        name = dashboard["DashboardName"]["Fn::Sub"]
+        self.assertIn("${AWS::StackName}", name)
+        self.assertIn("${AWS::Region}", name)
+
     def test_dashboard_references_real_resources(self):
         _, names = self.dashboard_body()
         attributes = {

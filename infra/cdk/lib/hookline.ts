@@ -336,7 +336,8 @@ export class Hookline extends Construct {
 
     this.alarms = this.createAlarms(namespace, { queueAge, failurePercent, api5xxPercent }, props.alarmTopic);
     this.dashboard = new cloudwatch.CfnDashboard(this, 'Dashboard', {
-      dashboardName: `${Aws.STACK_NAME}-hookline`,
+      // Dashboard names are global to the account.
+      dashboardName: `${Aws.STACK_NAME}-${Aws.REGION}`,
       dashboardBody: Stack.of(this).toJsonString(
         dashboardBody({
           namespace,
