@@ -2,9 +2,10 @@
 # The whole test suite, from a fresh clone: installs the tools the tests use (Python
 # packages into .venv: moto, standardwebhooks, cargo-lambda, …), starts moto_server on a
 # free loopback port for DynamoDB and SQS, checks formatting and lints, runs every test,
-# the end-to-end run of the Lambda binaries, the arm64 build that `sam build` makes and the
-# template checks, and stops moto. Every stage runs whatever the ones before it did; the
-# last line counts all of them (scripts/stages.sh), and the exit status is 1 if any failed.
+# the end-to-end run of the Lambda binaries, the arm64 build that `sam build` makes, the
+# template checks and the CDK construct's, and stops moto. Every stage runs whatever the
+# ones before it did; the last line counts all of them (scripts/stages.sh), and the exit
+# status is 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -81,5 +82,9 @@ stage "arm64 Lambda build" "summary_line lambda-build" ./scripts/build-lambdas.s
 
 # cfn-lint, sam validate --lint, wiring tests.
 stage "template" "summary_line template" ./scripts/check-template.sh
+
+# The CDK construct: npm ci, its tests (with the parity with template.yaml), cdk synth
+# without building the functions, cfn-lint on the synthesized template.
+stage "cdk" "summary_line cdk" ./scripts/check-cdk.sh
 
 stages_end

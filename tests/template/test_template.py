@@ -5,7 +5,10 @@ after cfn-lint and `sam validate --lint`). Needs PyYAML; the translated-template
 needs aws-sam-translator (both in tests/template/requirements.txt).
 """
 
+import ast
 import copy
+import json
+import operator
 import os
 import re
 import unittest
@@ -23,6 +26,22 @@ FUNCTIONS = {
 
 # SQS's upper bound for a queue's visibility timeout, in seconds.
 SQS_MAX_VISIBILITY = 43200
+
+# The metrics contract of the functions' embedded metrics: each name and its dimensions.
+OUTCOMES = ("2xx", "4xx", "5xx", "timeout", "connect", "tls", "url_policy", "rate_limited")
+CONTRACT_LABELS = {
+    "events_accepted": {"source"},
+    "events_refused": {"reason"},
+    "events_dead_lettered": {"reason"},
+    "delivery_attempts": {"outcome"},
+    "attempt_duration": {"outcome"},
+    "delivery_latency": set(),
+    "retries_scheduled": set(),
+    "deliveries_exhausted": set(),
+    "endpoints_disabled": set(),
+    "api_requests": {"route", "status"},
+    "api_request_duration": {"route"},
+}
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -46,6 +65,46 @@ def _construct_tag(loader, tag_suffix, node):
 
 
 CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def _math(node, queries, values, case):
+    """Evaluates a CloudWatch metric-math expression for one period; None is no data."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return case.evaluate(queries, node.id, values)
+    if isinstance(node, ast.List):
+        return [_math(e, queries, values, case) for e in node.elts]
+    if isinstance(node, ast.BinOp):
+        left = _math(node.left, queries, values, case)
+        right = _math(node.right, queries, values, case)
+        if left is None or right is None:
+            return None
+        ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+        ops[ast.Div] = operator.truediv
+        return ops[type(node.op)](left, right)
+    if isinstance(node, ast.Compare):
+        [op], [right] = node.ops, node.comparators
+        left = _math(node.left, queries, values, case)
+        right = _math(right, queries, values, case)
+        if left is None or right is None:
+            return None
+        ops = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.Lt: operator.lt, ast.LtE: operator.le}
+        return ops[type(op)](left, right)
+    if isinstance(node, ast.Call):
+        args = [_math(a, queries, values, case) for a in node.args]
+        fn = node.func.id
+        if fn == "FILL":
+            return args[1] if args[0] is None else args[0]
+        if fn == "SUM":
+            present = [v for v in args[0] if v is not None]
+            return sum(present) if present else None
+        if fn == "IF":
+            cond, then, other = args
+            if cond is None:
+                return None
+            return then if cond else other
+    raise AssertionError(f"metric math not understood here: {ast.dump(node)}")
 
 
 def load_template():
@@ -427,11 +486,8 @@ class TemplateTest(unittest.TestCase):
                     if isinstance(r, dict) and "Fn::Sub" in r:
                         self.assertEqual(r["Fn::Sub"], "${Table.Arn}/index/*", name)
 
-    @unittest.skipUnless(
-        __import__("importlib").util.find_spec("samtranslator"), "aws-sam-translator not installed"
-    )
-    def test_translated_roles_grant_no_broad_table_or_queue_access(self):
-        """What SAM generates (roles, event-source policies) keeps to the same rule."""
+    def translated(self):
+        """The template as SAM translates it (what CloudFormation deploys)."""
         from samtranslator.translator.transform import transform
 
         template = copy.deepcopy(self.t)
@@ -450,10 +506,39 @@ class TemplateTest(unittest.TestCase):
         old = os.environ.get("AWS_DEFAULT_REGION")
         os.environ["AWS_DEFAULT_REGION"] = old or "us-east-1"
         try:
-            out = transform(template, {}, Policies())
+            return transform(template, {}, Policies())
         finally:
             if old is None:
                 del os.environ["AWS_DEFAULT_REGION"]
+
+    @unittest.skipUnless(
+        __import__("importlib").util.find_spec("samtranslator"), "aws-sam-translator not installed"
+    )
+    def test_translated_functions_log_to_their_groups_and_name_the_namespace(self):
+        out = self.translated()
+        functions = {
+            k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::Lambda::Function"
+        }
+        self.assertEqual(set(functions), set(FUNCTIONS))
+        for name, f in functions.items():
+            p = f["Properties"]
+            self.assertEqual(
+                p["LoggingConfig"],
+                {"LogGroup": {"Ref": name.replace("Function", "LogGroup")}},
+                name,
+            )
+            self.assertEqual(
+                p["Environment"]["Variables"]["HOOKLINE_METRICS_NAMESPACE"],
+                {"Ref": "MetricsNamespace"},
+                name,
+            )
+
+    @unittest.skipUnless(
+        __import__("importlib").util.find_spec("samtranslator"), "aws-sam-translator not installed"
+    )
+    def test_translated_roles_grant_no_broad_table_or_queue_access(self):
+        """What SAM generates (roles, event-source policies) keeps to the same rule."""
+        out = self.translated()
         roles = {k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::IAM::Role"}
         self.assertEqual(len(roles), 3, sorted(roles))
         for role_id, role in roles.items():
@@ -466,40 +551,331 @@ class TemplateTest(unittest.TestCase):
                         if a.lower().startswith(("sqs:", "dynamodb:")):
                             self.assertNotIn("*", resources_of(s), f"{role_id}: {a}")
 
-    # --- alarms and outputs ----------------------------------------------------------------
+    # --- metrics, logs, alarms and dashboard ------------------------------------------------
 
     def alarms(self):
         return [v["Properties"] for v in self.res.values() if v["Type"] == "AWS::CloudWatch::Alarm"]
 
-    def test_dead_letter_queue_depth_alarm(self):
-        found = [
+    def alarm_ids(self):
+        return sorted(k for k, v in self.res.items() if v["Type"] == "AWS::CloudWatch::Alarm")
+
+    def single_metric_alarms(self, namespace, metric, dimension):
+        """Alarms on one metric (not metric math) that carry the given dimension."""
+        return [
             a
             for a in self.alarms()
-            if a.get("Namespace") == "AWS/SQS"
-            and a.get("MetricName") == "ApproximateNumberOfMessagesVisible"
-            and {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
-            in a.get("Dimensions", [])
+            if a.get("Namespace") == namespace
+            and a.get("MetricName") == metric
+            and dimension in a.get("Dimensions", [])
         ]
+
+    def queries(self, logical_id):
+        """A metric-math alarm's queries by id, and the id of the one it watches."""
+        queries = {q["Id"]: q for q in self.props(logical_id)["Metrics"]}
+        watched = [i for i, q in queries.items() if q.get("ReturnData", True)]
+        self.assertEqual(len(watched), 1, f"{logical_id}: one query returns data")
+        for i, q in queries.items():
+            self.assertRegex(i, r"^[a-z][A-Za-z0-9_]*$", f"{logical_id}: id {i}")
+            if "Expression" in q:
+                for name in re.findall(r"\b[a-z][A-Za-z0-9_]*\b", q["Expression"]):
+                    self.assertIn(name, queries, f"{logical_id}: {q['Expression']}")
+        return queries, watched[0]
+
+    def evaluate(self, queries, query_id, values):
+        """One period of a metric-math alarm: `values` maps metric query ids to their sums (a
+        missing id has no data point), as CloudWatch evaluates IF, FILL, SUM and arithmetic."""
+        q = queries[query_id]
+        if "MetricStat" in q:
+            return values.get(query_id)
+        return _math(ast.parse(q["Expression"], mode="eval").body, queries, values, self)
+
+    def test_metrics_namespace_reaches_every_function(self):
+        ns = self.params["MetricsNamespace"]
+        self.assertEqual(ns["Default"], "Hookline")
+        pattern = re.compile(ns["AllowedPattern"])
+        self.assertRegex(ns["Default"], pattern)
+        # The namespace is written into the dashboard's JSON unescaped.
+        for bad in ('a"b', "a\\b", "", "x" * 256):
+            self.assertIsNone(pattern.match(bad), bad)
+        for name in FUNCTIONS:
+            self.assertEqual(
+                self.function_env(name)["HOOKLINE_METRICS_NAMESPACE"], {"Ref": "MetricsNamespace"}
+            )
+
+    def test_each_function_logs_to_its_own_group_with_the_retention_parameter(self):
+        retention = self.params["LogRetentionDays"]
+        self.assertEqual(int(retention["Default"]), 30)
+        # The values CloudWatch Logs accepts for RetentionInDays.
+        valid = {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827}
+        valid |= {2192, 2557, 2922, 3288, 3653}
+        self.assertTrue({int(v) for v in retention["AllowedValues"]} <= valid)
+        self.assertIn(int(retention["Default"]), {int(v) for v in retention["AllowedValues"]})
+        groups = set()
+        for name in FUNCTIONS:
+            group = referenced_resource(self.props(name)["LoggingConfig"]["LogGroup"])
+            self.assertEqual(self.res[group]["Type"], "AWS::Logs::LogGroup", name)
+            self.assertEqual(
+                self.props(group)["RetentionInDays"], {"Ref": "LogRetentionDays"}, name
+            )
+            groups.add(group)
+        self.assertEqual(len(groups), len(FUNCTIONS), "one log group per function")
+        all_groups = {k for k, v in self.res.items() if v["Type"] == "AWS::Logs::LogGroup"}
+        self.assertEqual(all_groups, groups)
+
+    def test_every_alarm_notifies_the_optional_topic(self):
+        self.assertEqual(self.params["AlarmTopicArn"]["Default"], "")
+        self.assertEqual(
+            self.t["Conditions"]["HasAlarmTopic"],
+            {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
+        )
+        wiring = {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+        self.assertEqual(len(self.alarm_ids()), 10, self.alarm_ids())
+        for alarm_id in self.alarm_ids():
+            a = self.props(alarm_id)
+            self.assertEqual(a.get("AlarmActions"), wiring, alarm_id)
+            self.assertEqual(a.get("OKActions"), wiring, alarm_id)
+            # No traffic is not an incident.
+            self.assertEqual(a.get("TreatMissingData"), "notBreaching", alarm_id)
+
+    def test_dead_letter_queue_depth_alarm(self):
+        found = self.single_metric_alarms(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}},
+        )
         self.assertEqual(len(found), 1)
         a = found[0]
+        self.assertEqual(len(a["Dimensions"]), 1)
+        self.assertEqual(a["Statistic"], "Maximum")
         self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
         self.assertEqual(float(a["Threshold"]), 0)
 
-    def test_error_alarm_for_each_function(self):
+    def test_events_queue_age_alarm(self):
+        found = self.single_metric_alarms(
+            "AWS/SQS",
+            "ApproximateAgeOfOldestMessage",
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}},
+        )
+        self.assertEqual(len(found), 1)
+        a = found[0]
+        self.assertEqual(len(a["Dimensions"]), 1)
+        self.assertEqual(a["Statistic"], "Maximum")
+        self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
+        self.assertEqual(a["Threshold"], {"Ref": "QueueAgeAlarmSeconds"})
+        param = self.params["QueueAgeAlarmSeconds"]
+        self.assertEqual(int(param["Default"]), 1800)
+        # A retry waits on the queue for up to SQS's longest delay, 15 minutes, so a lower
+        # threshold would fire on a healthy queue.
+        self.assertGreater(int(param["MinValue"]), 900)
+
+    def test_error_and_throttle_alarms_for_each_function(self):
+        for metric in ("Errors", "Throttles"):
+            for name in FUNCTIONS:
+                found = self.single_metric_alarms(
+                    "AWS/Lambda", metric, {"Name": "FunctionName", "Value": {"Ref": name}}
+                )
+                self.assertEqual(len(found), 1, f"{name} {metric}")
+                a = found[0]
+                self.assertEqual(len(a["Dimensions"]), 1, f"{name} {metric}")
+                self.assertEqual(a["Statistic"], "Sum", f"{name} {metric}")
+                self.assertEqual(int(a["Period"]), 300, f"{name} {metric}")
+                self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold", name)
+                self.assertEqual(float(a["Threshold"]), 0, f"{name} {metric}")
+
+    def test_api_5xx_rate_alarm(self):
+        # API Gateway v2 publishes per stage; SAM's HTTP API has only the $default stage.
+        self.assertIn(self.props("HttpApi").get("StageName", "$default"), ("$default",))
+        queries, watched = self.queries("Api5xxRateAlarm")
+        stats = {i: q["MetricStat"] for i, q in queries.items() if "MetricStat" in q}
+        self.assertEqual(
+            sorted(s["Metric"]["MetricName"] for s in stats.values()), ["5xx", "Count"]
+        )
+        for i, s in stats.items():
+            self.assertEqual(s["Metric"]["Namespace"], "AWS/ApiGateway", i)
+            self.assertEqual(
+                s["Metric"]["Dimensions"],
+                [
+                    {"Name": "ApiId", "Value": {"Ref": "HttpApi"}},
+                    {"Name": "Stage", "Value": "$default"},
+                ],
+                i,
+            )
+            self.assertEqual(s["Stat"], "Sum", i)
+            self.assertEqual(int(s["Period"]), 300, i)
+        errors = next(i for i, s in stats.items() if s["Metric"]["MetricName"] == "5xx")
+        requests = next(i for i, s in stats.items() if s["Metric"]["MetricName"] == "Count")
+        a = self.props("Api5xxRateAlarm")
+        self.assertEqual(a["Threshold"], {"Ref": "Api5xxAlarmPercent"})
+        self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
+        self.assertEqual(int(self.params["Api5xxAlarmPercent"]["Default"]), 5)
+
+        def rate(values):
+            return self.evaluate(queries, watched, values)
+
+        self.assertEqual(rate({requests: 200, errors: 20}), 10)
+        self.assertEqual(rate({requests: 200}), 0)
+        # Too few requests to judge.
+        self.assertEqual(rate({requests: 4, errors: 4}), 0)
+        self.assertIsNone(rate({}))
+
+    def test_delivery_failure_rate_alarm(self):
+        queries, watched = self.queries("DeliveryFailureRateAlarm")
+        by_outcome = {}
+        for i, q in queries.items():
+            if "MetricStat" not in q:
+                continue
+            s = q["MetricStat"]
+            # The metrics contract: delivery_attempts, one dimension set, `outcome`.
+            self.assertEqual(s["Metric"]["Namespace"], {"Ref": "MetricsNamespace"}, i)
+            self.assertEqual(s["Metric"]["MetricName"], "delivery_attempts", i)
+            [dim] = s["Metric"]["Dimensions"]
+            self.assertEqual(dim["Name"], "outcome", i)
+            self.assertIn(dim["Value"], OUTCOMES, i)
+            self.assertEqual(s["Stat"], "Sum", i)
+            self.assertEqual(int(s["Period"]), 300, i)
+            by_outcome[dim["Value"]] = i
+        # Every outcome of a request that was made; rate_limited made none.
+        self.assertEqual(set(by_outcome), set(OUTCOMES) - {"rate_limited"})
+        a = self.props("DeliveryFailureRateAlarm")
+        self.assertEqual(a["Threshold"], {"Ref": "DeliveryFailureAlarmPercent"})
+        self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
+        self.assertEqual(int(a["EvaluationPeriods"]), 2)
+        self.assertEqual(int(self.params["DeliveryFailureAlarmPercent"]["Default"]), 25)
+
+        def rate(counts):
+            values = {by_outcome[outcome]: n for outcome, n in counts.items()}
+            return self.evaluate(queries, watched, values)
+
+        self.assertEqual(rate({"2xx": 90, "5xx": 10}), 10)
+        every_failure = {"4xx": 10, "5xx": 20, "timeout": 10, "connect": 10, "tls": 10}
+        self.assertEqual(rate({"2xx": 30, "url_policy": 10, **every_failure}), 70)
+        self.assertEqual(rate({"5xx": 25}), 100)
+        self.assertEqual(rate({"2xx": 100}), 0)
+        # Too few attempts to judge.
+        self.assertEqual(rate({"timeout": 5}), 0)
+        self.assertIsNone(rate({}))
+
+    def dashboard_body(self):
+        """The dashboard's JSON with each ${...} replaced by its own name, and those names."""
+        dashboards = [k for k, v in self.res.items() if v["Type"] == "AWS::CloudWatch::Dashboard"]
+        self.assertEqual(len(dashboards), 1)
+        body = self.props(dashboards[0])["DashboardBody"]
+        self.assertIsInstance(body, dict)
+        text = body["Fn::Sub"]
+        self.assertIsInstance(text, str, "DashboardBody: !Sub of one string")
+        names = set(re.findall(r"\$\{([^}]*)\}", text))
+        return json.loads(re.sub(r"\$\{([^}]*)\}", r"<\1>", text)), names
+
+    def test_dashboard_name_is_unique_to_the_stack_and_region(self):
+        # Dashboard names are global to an account.
+        [dashboard] = [
+            v["Properties"] for v in self.res.values() if v["Type"] == "AWS::CloudWatch::Dashboard"
+        ]
+        name = dashboard["DashboardName"]["Fn::Sub"]
+        self.assertIn("${AWS::StackName}", name)
+        self.assertIn("${AWS::Region}", name)
+
+    def test_dashboard_references_real_resources(self):
+        _, names = self.dashboard_body()
+        attributes = {
+            "AWS::CloudWatch::Alarm": {"Arn"},
+            "AWS::SQS::Queue": {"QueueName", "Arn"},
+        }
+        for name in names:
+            if name.startswith("AWS::"):
+                self.assertIn(name, ("AWS::Region", "AWS::StackName"), name)
+            elif "." in name:
+                resource, attribute = name.split(".", 1)
+                self.assertIn(resource, self.res, name)
+                self.assertIn(attribute, attributes.get(self.res[resource]["Type"], set()), name)
+            else:
+                self.assertTrue(name in self.res or name in self.params, name)
+
+    def dashboard_metrics(self):
+        """(widget title, namespace, metric name, dimensions, options) of each metric row."""
+        body, _ = self.dashboard_body()
+        rows = []
+        for w in body["widgets"]:
+            self.assertLessEqual(w["x"] + w["width"], 24, w)
+            if w["type"] != "metric":
+                continue
+            p = w["properties"]
+            self.assertEqual(p["region"], "<AWS::Region>", p["title"])
+            ids = set()
+            for row in p["metrics"]:
+                options = row[-1] if isinstance(row[-1], dict) else {}
+                if "id" in options:
+                    ids.add(options["id"])
+            for row in p["metrics"]:
+                options = row[-1] if isinstance(row[-1], dict) else {}
+                if "expression" in options:
+                    self.assertEqual(len(row), 1, row)
+                    for ref in re.findall(r"\b[a-z][A-Za-z0-9_]*\b", options["expression"]):
+                        self.assertIn(ref, ids, options["expression"])
+                    continue
+                fields = row[:-1] if options else row
+                namespace, metric, *pairs = fields
+                self.assertEqual(len(pairs) % 2, 0, row)
+                dims = dict(zip(pairs[::2], pairs[1::2]))
+                rows.append((p["title"], namespace, metric, dims, options))
+        return body, rows
+
+    def test_dashboard_metrics_use_the_contract_and_the_stacks_resources(self):
+        _, rows = self.dashboard_metrics()
+        kinds = {
+            "FunctionName": "AWS::Serverless::Function",
+            "QueueName": "AWS::SQS::Queue",
+            "ApiId": "AWS::Serverless::HttpApi",
+        }
+        for title, namespace, metric, dims, _ in rows:
+            if namespace == "<MetricsNamespace>":
+                self.assertIn(metric, CONTRACT_LABELS, title)
+                self.assertEqual(set(dims), CONTRACT_LABELS[metric], f"{title}: {metric}")
+                continue
+            self.assertIn(namespace, ("AWS/SQS", "AWS/Lambda", "AWS/ApiGateway"), title)
+            for key, value in dims.items():
+                if key == "Stage":
+                    self.assertEqual(value, "$default", title)
+                    continue
+                resource = re.fullmatch(r"<(\w+)(\.QueueName)?>", value)
+                self.assertIsNotNone(resource, f"{title}: {key}={value}")
+                self.assertEqual(self.res[resource.group(1)]["Type"], kinds[key], title)
+
+    def test_dashboard_shows_what_an_operator_watches(self):
+        body, rows = self.dashboard_metrics()
+
+        def stats(metric, **dims):
+            return {
+                o.get("stat")
+                for _, n, m, d, o in rows
+                if m == metric
+                and n in ("<MetricsNamespace>", "AWS/SQS", "AWS/Lambda")
+                and d == dims
+            }
+
+        # Delivery rate and every outcome of an attempt.
+        for outcome in OUTCOMES:
+            self.assertTrue(stats("delivery_attempts", outcome=outcome), outcome)
+        # Latency percentiles.
+        self.assertLessEqual({"p50", "p90", "p99"}, stats("attempt_duration", outcome="2xx"))
+        self.assertLessEqual({"p50", "p90", "p99"}, stats("delivery_latency"))
+        # Queue age and dead letters.
+        self.assertTrue(stats("ApproximateAgeOfOldestMessage", QueueName="<EventsQueue.QueueName>"))
+        self.assertTrue(
+            stats("ApproximateNumberOfMessagesVisible", QueueName="<DeadLetterQueue.QueueName>")
+        )
+        # Each function's duration.
         for name in FUNCTIONS:
-            found = [
-                a
-                for a in self.alarms()
-                if a.get("Namespace") == "AWS/Lambda"
-                and a.get("MetricName") == "Errors"
-                and {"Name": "FunctionName", "Value": {"Ref": name}} in a.get("Dimensions", [])
-            ]
-            self.assertEqual(len(found), 1, name)
-            a = found[0]
-            self.assertEqual(a["Statistic"], "Sum", name)
-            self.assertEqual(int(a["Period"]), 300, name)
-            self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold", name)
-            self.assertEqual(float(a["Threshold"]), 0, name)
+            self.assertLessEqual({"p50", "p99"}, stats("Duration", FunctionName=f"<{name}>"), name)
+        # And every alarm's state.
+        alarm_widgets = [w for w in body["widgets"] if w["type"] == "alarm"]
+        self.assertEqual(len(alarm_widgets), 1)
+        self.assertEqual(
+            sorted(alarm_widgets[0]["properties"]["alarms"]),
+            sorted(f"<{a}.Arn>" for a in self.alarm_ids()),
+        )
 
     def test_outputs(self):
         out = self.t["Outputs"]
