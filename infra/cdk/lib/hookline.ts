@@ -219,7 +219,6 @@ export class Hookline extends Construct {
           'dynamodb:DeleteItem',
           'dynamodb:Query',
           'dynamodb:BatchWriteItem',
-          'dynamodb:TransactWriteItems',
           'dynamodb:ConditionCheckItem',
         ],
         tableResources,
@@ -248,7 +247,6 @@ export class Hookline extends Construct {
           'dynamodb:PutItem',
           'dynamodb:UpdateItem',
           'dynamodb:ConditionCheckItem',
-          'dynamodb:TransactWriteItems',
           'dynamodb:Query',
         ],
         tableResources,
@@ -277,14 +275,7 @@ export class Hookline extends Construct {
       ),
       allow(
         'TableDeliver',
-        [
-          'dynamodb:GetItem',
-          'dynamodb:PutItem',
-          'dynamodb:UpdateItem',
-          'dynamodb:Query',
-          'dynamodb:TransactWriteItems',
-          'dynamodb:BatchWriteItem',
-        ],
+        ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:Query', 'dynamodb:BatchWriteItem'],
         tableResources,
       ),
     ]);
