@@ -17,7 +17,15 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cfg = match cli.command {
         None => cli.serve,
         Some(Command::Serve(cfg)) => *cfg,
-        Some(command) => return Ok(hookline::cli::run(cli.global, command).await),
+        Some(command) => {
+            #[cfg(unix)]
+            // SAFETY: set once, before any thread of ours writes to a pipe; the service
+            // keeps Rust's default (ignored, seen as EPIPE on the socket it concerns).
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            return Ok(hookline::cli::run(cli.global, command).await);
+        }
     };
     serve(cfg).await?;
     Ok(ExitCode::SUCCESS)

@@ -105,7 +105,9 @@ impl Api {
             req = req.bearer_auth(key);
         }
         if let Some(body) = body {
-            req = req.json(body);
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(body)?);
         }
         let resp = req
             .send()

@@ -152,10 +152,14 @@ pub async fn keys(cmd: Keys, global: &Global) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A change's answer: the API's body under `--json`, else one line.
+/// A change's answer: the API's body under `--json` (what was deleted, for an empty
+/// answer), else one line.
 fn done(global: &Global, answer: &Value, line: &str) {
     if global.json {
-        output::json(answer);
+        match answer {
+            Value::Null => output::json(&json!({"deleted": true})),
+            answer => output::json(answer),
+        }
     } else {
         output::success(line);
     }
