@@ -126,7 +126,9 @@ pub async fn login(login: Login, global: &Global) -> anyhow::Result<()> {
     let key = match &global.key {
         Some(key) => key.clone(),
         None => {
-            output::note("API key: ");
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                output::note("API key: ");
+            }
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             line.trim().to_string()

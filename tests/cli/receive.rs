@@ -25,11 +25,12 @@ async fn listen_receives_deliveries_and_checks_their_signatures() {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no URL in {first:?}"))
         .to_string();
-    app.create_endpoint(
-        &t.key,
-        json!({"url": format!("{url}/hooks"), "secret": secret}),
-    )
-    .await;
+    let ep = app
+        .create_endpoint(
+            &t.key,
+            json!({"url": format!("{url}/hooks"), "secret": secret}),
+        )
+        .await;
     let id = app
         .publish(
             &t.key,
@@ -51,6 +52,14 @@ async fn listen_receives_deliveries_and_checks_their_signatures() {
         "{shown}"
     );
     listen.stop().await;
+    // Each listener below gets only the deliveries of its own endpoint.
+    app.call(
+        reqwest::Method::DELETE,
+        &format!("/v1/endpoints/{ep}"),
+        Some(&t.key),
+        None,
+    )
+    .await;
 
     // A wrong secret: reported invalid, as JSON lines here.
     let mut listen = user.spawn(&["listen", "--port", "0", "--secret", &wrong, "--json"]);
