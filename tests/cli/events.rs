@@ -8,7 +8,20 @@ use serde_json::json;
 use crate::helpers::spawn_app;
 use crate::support::User;
 
-async fn count_messages(app: &crate::helpers::TestApp, key: &str) -> usize {
+/// The messages in the log once `expected` are there (the worker records a message when
+/// it takes its event off the queue), or what is there when the bound runs out.
+async fn count_messages(app: &crate::helpers::TestApp, key: &str, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = count_once(app, key).await;
+        if n >= expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count_once(app: &crate::helpers::TestApp, key: &str) -> usize {
     let mut n = 0;
     let mut cursor = String::new();
     loop {
@@ -52,7 +65,7 @@ async fn a_thousand_lines_are_published_in_batches_and_all_accepted() {
     assert_eq!(out["batches"], 10);
     let ids = out["ids"].as_array().unwrap();
     assert_eq!(ids.len(), 1000);
-    assert_eq!(count_messages(&app, &t.key).await, 1000);
+    assert_eq!(count_messages(&app, &t.key, 1000).await, 1000);
     // Each line is the event it names.
     let (_, m) = app
         .get(
@@ -109,7 +122,7 @@ async fn a_thousand_lines_are_published_in_batches_and_all_accepted() {
         "{}",
         out.stdout
     );
-    assert_eq!(count_messages(&app, &t.key).await, 1000);
+    assert_eq!(count_messages(&app, &t.key, 1000).await, 1000);
     app.stop().await;
 }
 
@@ -208,7 +221,7 @@ async fn one_event_from_flags_and_refusals() {
     assert_eq!(summary["accepted"], 5);
     assert_eq!(summary["total"], 6);
     assert!(summary["error"]["code"].is_string(), "{summary}");
-    assert_eq!(count_messages(&app, &t.key).await, 6);
+    assert_eq!(count_messages(&app, &t.key, 6).await, 6);
 
     // Usage errors, before anything is sent: not JSON, a line not JSON, a missing flag.
     let bad = user.home.path().join("bad.jsonl");
@@ -234,6 +247,6 @@ async fn one_event_from_flags_and_refusals() {
         let out = user.at(b, &t.key, args).await;
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
     }
-    assert_eq!(count_messages(&app, &t.key).await, 6);
+    assert_eq!(count_messages(&app, &t.key, 6).await, 6);
     app.stop().await;
 }
