@@ -20,6 +20,9 @@ async fn messages_are_listed_shown_with_deliveries_and_attempts() {
     let first = app
         .publish(&t.key, json!({"type": "opened", "payload": {"n": 1}}))
         .await;
+    // Settled before the next is published, so that it is the one meeting the 500.
+    app.wait_message(&t.key, &first, Duration::from_secs(15), all_settled)
+        .await;
     let id = app
         .publish(
             &t.key,
