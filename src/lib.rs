@@ -1,6 +1,7 @@
 //! Local mode: the api and ingest routers, the delivery worker and embedded SQLite storage
 //! and queue, in one process. `cargo run` starts it; tests start it on port 0.
 
+pub mod cli;
 #[cfg(feature = "fault-injection")]
 mod fault;
 

@@ -1,6 +1,10 @@
-//! `cargo run`: Hookline in local mode.
+//! The `hookline` command: local mode (`hookline`, `hookline serve`, `cargo run`) or one
+//! of the client subcommands of `hookline::cli`.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use hookline::cli::{Cli, Command};
 use hookline::{start, LocalConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -8,13 +12,31 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let cfg = match cli.command {
+        None => cli.serve,
+        Some(Command::Serve(cfg)) => *cfg,
+        Some(command) => {
+            #[cfg(unix)]
+            // SAFETY: set once, before any thread of ours writes to a pipe; the service
+            // keeps Rust's default (ignored, seen as EPIPE on the socket it concerns).
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            return Ok(hookline::cli::run(cli.global, command).await);
+        }
+    };
+    serve(cfg).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(cfg: LocalConfig) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("HOOKLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cfg = LocalConfig::parse();
     let mut running = start(cfg).await?;
     if let Some(key) = &running.generated_operator_key {
         // Printed once, on the first start; only its hash is stored.
