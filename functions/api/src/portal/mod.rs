@@ -70,10 +70,7 @@ pub fn router() -> Router<AppState> {
         .route("/portal/messages/{id}/replay", post(message_replay))
         .route("/portal/event-types", get(event_types))
         .route("/portal/domains", get(domains))
-        .layer(axum::middleware::from_fn_with_state(
-            (),
-            |_: State<()>, req: Request, next: Next| async move { guard(req, next).await },
-        ))
+        .layer(axum::middleware::from_fn(guard))
 }
 
 /// Headers every portal answer carries: the page may run only the portal's own script and
@@ -224,6 +221,9 @@ pub(crate) struct Health {
     pub hours: HashMap<EndpointId, [(u32, u32); 24]>,
 }
 
+/// The tenant's messages received since `since`, newest first, with their deliveries: at
+/// most [`RECENT`]. Message ids are ULIDs made at receipt, so the log is in time order and
+/// the read stops at the first older message.
 async fn recent(
     state: &AppState,
     portal: &Portal,
@@ -231,7 +231,7 @@ async fn recent(
 ) -> Result<Vec<(Message, Vec<Delivery>)>, Error> {
     let mut out = Vec::new();
     let mut before = None;
-    while out.len() < RECENT {
+    loop {
         let page = state
             .store
             .list_messages(
@@ -243,20 +243,19 @@ async fn recent(
                 },
             )
             .await?;
-        let done = page.next_cursor.is_none();
-        before = page.items.last().map(|m| m.id);
+        let more = page.next_cursor.is_some();
         for m in page.items {
             if m.received_at < since || out.len() >= RECENT {
-                continue;
+                return Ok(out);
             }
+            before = Some(m.id);
             let deliveries = state.store.list_deliveries(m.id).await?;
             out.push((m, deliveries));
         }
-        if done || before.is_none() {
-            break;
+        if !more {
+            return Ok(out);
         }
     }
-    Ok(out)
 }
 
 fn health(recent: &[(Message, Vec<Delivery>)], now: Millis) -> Health {
@@ -491,11 +490,8 @@ async fn endpoint_action(
     let mut extras = pages::EndpointExtras::default();
     match form.get("action").unwrap_or_default() {
         "update" => {
-            let mut body = endpoint_body(&form, form.get("verify").is_some());
-            // An empty picker is "every event", as in the API.
-            if body["event_types"].is_null() {
-                body["event_types"] = Value::Null;
-            }
+            // An empty picker is `null`: every event, as in the API.
+            let body = endpoint_body(&form, form.get("verify").is_some());
             let req = serde_json::from_value(body)
                 .map_err(|e| Error::invalid("invalid_form", e.to_string()))
                 .or_page(&state, &portal)?;
@@ -891,5 +887,51 @@ pub(crate) fn status_name(e: &Endpoint) -> &'static str {
         EndpointStatus::Active if e.failing_since.is_some() => "failing",
         EndpointStatus::Active => "active",
         EndpointStatus::Disabled => "disabled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_as_utc_from_the_browsers_picker_or_rfc_3339() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-30T09:15:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(parse_local_time("2026-11-30T09:15"), Some(at));
+        assert_eq!(parse_local_time(" 2026-11-30T09:15:00 "), Some(at));
+        assert_eq!(parse_local_time("2026-11-30T10:15:00+01:00"), Some(at));
+        assert_eq!(parse_local_time("yesterday"), None);
+        assert_eq!(parse_local_time(""), None);
+    }
+
+    #[test]
+    fn errors_are_shown_next_to_the_field_they_concern() {
+        assert_eq!(field_of("invalid_url"), "url");
+        assert_eq!(field_of("unknown_event_type"), "event_types");
+        assert_eq!(field_of("invalid_event_types"), "event_types");
+        assert_eq!(field_of("unknown_domain"), "domain");
+        assert_eq!(field_of("invalid_description"), "description");
+        assert_eq!(field_of("invalid_format"), "format");
+        assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
+        assert_eq!(field_of("endpoint_test_failed"), "verify");
+        assert_eq!(field_of("too_many_endpoints"), "");
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_filters() {
+        let filter = LogFilter {
+            event_type: Some("delivered".into()),
+            status: Some(" ".into()),
+            endpoint: None,
+            since: Some("2026-11-30T09:00".into()),
+            until: None,
+            cursor: Some("old".into()),
+        };
+        assert_eq!(
+            filter.with_cursor("msg_1"),
+            "type=delivered&since=2026-11-30T09%3A00&cursor=msg_1"
+        );
     }
 }

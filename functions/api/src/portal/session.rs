@@ -50,11 +50,12 @@ fn millis(d: std::time::Duration) -> i64 {
 
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"tenant": "tn_01JQ8C9HT5N6R0D4X5W1V2Z3YK"}))]
+#[schema(example = json!({}))]
 pub struct CreatePortalSession {
-    /// With the operator key: the tenant the link opens. With a tenant key: absent, or
-    /// the caller itself.
+    /// With the operator key: the tenant the link opens (`tn_…`). With a tenant key:
+    /// absent, or the caller itself.
     #[serde(default)]
+    #[schema(example = "tn_01JQ8C9HT5N6R0D4X5W1V2Z3YK")]
     tenant: Option<String>,
 }
 
@@ -501,4 +502,72 @@ pub async fn switch(State(state): State<AppState>, portal: Portal, form: Form) -
         cookie_header(VIEW_COOKIE, value, Some(max_age), portal.secure),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_get_plain_http() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:3000",
+            "[::1]:80",
+            "127.9.9.9",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "hooks.example.com",
+            "10.0.0.1:80",
+            "localhost.example.com",
+            "",
+            "a b",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_256_random_bits() {
+        let a = random_token();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), 32);
+        assert_ne!(a, random_token());
+    }
+
+    #[test]
+    fn the_session_cookie_is_http_only_and_lax() {
+        let c = cookie_header(SESSION_COOKIE, "v".into(), Some(60_000), true);
+        let c = c.to_str().unwrap();
+        for part in [
+            "hookline_portal=v",
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/portal",
+            "Max-Age=60",
+        ] {
+            assert!(c.contains(part), "{c} lacks {part}");
+        }
+        let plain = cookie_header(SESSION_COOKIE, "v".into(), Some(60_000), false);
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        let cleared = cookie_header(SESSION_COOKIE, String::new(), None, false);
+        assert!(cleared.to_str().unwrap().contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; hookline_portal=abc; b=2"),
+        );
+        assert_eq!(
+            cookie_value(&headers, SESSION_COOKIE).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(cookie_value(&headers, VIEW_COOKIE), None);
+    }
 }
