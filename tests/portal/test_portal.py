@@ -292,7 +292,6 @@ def main():
             page.get_by_role("link", name=message).click()
             expect(page.locator("pre.payload")).to_contain_text('"recipient": "alice@example.com"')
             wait_until("the delivery", lambda: hl.delivery_status(key, message) == ["succeeded"])
-            shot(page, "messages-detail-first")
 
         def a_failed_delivery_replayed_reaches_the_receiver():
             flaky.answer(503, "try later")
