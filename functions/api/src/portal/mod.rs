@@ -258,6 +258,54 @@ async fn recent(
     }
 }
 
+/// The endpoint's deliveries of the messages received since `since`, newest first: at
+/// most 20, reading at most [`MAX_SCAN`] messages (a message names its targets, so only
+/// the endpoint's own deliveries are read).
+async fn recent_deliveries(
+    state: &AppState,
+    portal: &Portal,
+    endpoint: &Endpoint,
+    since: Millis,
+) -> Result<Vec<(Message, Delivery)>, Error> {
+    const SHOWN: usize = 20;
+    let mut out = Vec::new();
+    let mut before = None;
+    let mut scanned = 0;
+    loop {
+        let page = state
+            .store
+            .list_messages(
+                portal.tenant,
+                &MessageQuery {
+                    before,
+                    limit: 100,
+                    event_type: None,
+                },
+            )
+            .await?;
+        let more = page.next_cursor.is_some();
+        for m in page.items {
+            scanned += 1;
+            if m.received_at < since || out.len() >= SHOWN || scanned > MAX_SCAN {
+                return Ok(out);
+            }
+            before = Some(m.id);
+            if !m.targets.contains(&endpoint.id) {
+                continue;
+            }
+            let d = state
+                .store
+                .get_delivery(m.id, endpoint.id)
+                .await?
+                .unwrap_or_else(|| Delivery::fresh(m.id, endpoint.id, m.tenant, m.received_at));
+            out.push((m, d));
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
 fn health(recent: &[(Message, Vec<Delivery>)], now: Millis) -> Health {
     let mut hours: HashMap<EndpointId, [(u32, u32); 24]> = HashMap::new();
     for (m, deliveries) in recent {
@@ -448,16 +496,10 @@ async fn render_endpoint(
 ) -> PageResult {
     let endpoint = load_endpoint(state, portal, id).await?;
     let since = state.clock.now() - 7 * 24 * HOUR_MS;
-    let recent = recent(state, portal, since).await.or_page(state, portal)?;
-    let deliveries: Vec<(&Message, &Delivery)> = recent
-        .iter()
-        .filter_map(|(m, ds)| {
-            ds.iter()
-                .find(|d| d.endpoint == endpoint.id)
-                .map(|d| (m, d))
-        })
-        .take(20)
-        .collect();
+    let recent = recent_deliveries(state, portal, &endpoint, since)
+        .await
+        .or_page(state, portal)?;
+    let deliveries: Vec<(&Message, &Delivery)> = recent.iter().map(|(m, d)| (m, d)).collect();
     let choices = pages::Choices::load(state, portal)
         .await
         .or_page(state, portal)?;
