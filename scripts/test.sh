@@ -2,10 +2,10 @@
 # The whole test suite, from a fresh clone: installs the tools the tests use (Python
 # packages into .venv: moto, standardwebhooks, cargo-lambda, …), starts moto_server on a
 # free loopback port for DynamoDB and SQS, checks formatting and lints, runs every test,
-# the end-to-end run of the Lambda binaries, the arm64 build that `sam build` makes, the
-# template checks and the CDK construct's, and stops moto. Every stage runs whatever the
-# ones before it did; the last line counts all of them (scripts/stages.sh), and the exit
-# status is 1 if any failed.
+# the tenant portal in a headless browser, the end-to-end run of the Lambda binaries, the
+# arm64 build that `sam build` makes, the template checks and the CDK construct's, and stops
+# moto. Every stage runs whatever the ones before it did; the last line counts all of them
+# (scripts/stages.sh), and the exit status is 1 if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -67,6 +67,22 @@ stage "cargo test" cargo_test_counts \
 
 # Local mode against its own /openapi.json.
 stage "schemathesis" "summary_line schemathesis" ./scripts/schemathesis.sh
+
+# The tenant portal in headless Chromium: Debian's package, driven by Playwright from
+# PyPI, against the local-mode binary the schemathesis stage built. Its screenshots go to
+# target/portal-shots/ here, so a run leaves the committed ones in docs/portal/ alone (run
+# tests/portal/test_portal.py by hand to refresh those).
+portal_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      >/dev/null || return 1
+  fi
+  ./scripts/build-test-bins.sh --quiet || return 1
+  HOOKLINE_PORTAL_SHOTS="$root/target/portal-shots" \
+    python tests/portal/test_portal.py "$root/target/debug/hookline"
+}
+stage "portal in a browser" "summary_line portal" portal_browser
 
 # Each cargo-fuzz target for a few seconds on its committed corpus.
 stage "fuzz smoke" fuzz_counts env FUZZ_SECONDS="${FUZZ_SECONDS:-10}" ./scripts/fuzz-smoke.sh

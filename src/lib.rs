@@ -77,6 +77,27 @@ pub struct LocalConfig {
     /// `HOOKLINE_RETENTION_DAYS` and without its minimum.
     #[arg(long, env = "HOOKLINE_RETENTION")]
     pub retention: Option<String>,
+    /// The tenant portal's name (default `Webhooks`).
+    #[arg(long, env = "HOOKLINE_PORTAL_TITLE")]
+    pub portal_title: Option<String>,
+    /// An image URL shown beside the portal's name.
+    #[arg(long, env = "HOOKLINE_PORTAL_LOGO_URL")]
+    pub portal_logo_url: Option<String>,
+    /// The portal's accent colour, `#rrggbb`.
+    #[arg(long, env = "HOOKLINE_PORTAL_ACCENT")]
+    pub portal_accent: Option<String>,
+    /// CSP `frame-ancestors` sources allowed to embed the portal (default `'none'`).
+    #[arg(long, env = "HOOKLINE_PORTAL_FRAME_ANCESTORS")]
+    pub portal_frame_ancestors: Option<String>,
+    /// How long a portal magic link may be opened (default `10m`).
+    #[arg(long, env = "HOOKLINE_PORTAL_LINK_TTL")]
+    pub portal_link_ttl: Option<String>,
+    /// How long a portal session lasts (default `24h`).
+    #[arg(long, env = "HOOKLINE_PORTAL_SESSION_TTL")]
+    pub portal_session_ttl: Option<String>,
+    /// The public base URL magic links point to (default: the host the request came to).
+    #[arg(long, env = "HOOKLINE_PORTAL_BASE_URL")]
+    pub portal_base_url: Option<String>,
     /// Events waiting for the worker above which publishing answers 503 with
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
@@ -105,6 +126,13 @@ impl LocalConfig {
                 names::MAX_ENDPOINTS => &self.max_endpoints,
                 names::RETENTION_DAYS => &self.retention_days,
                 names::RETENTION => &self.retention,
+                names::PORTAL_TITLE => &self.portal_title,
+                names::PORTAL_LOGO_URL => &self.portal_logo_url,
+                names::PORTAL_ACCENT => &self.portal_accent,
+                names::PORTAL_FRAME_ANCESTORS => &self.portal_frame_ancestors,
+                names::PORTAL_LINK_TTL => &self.portal_link_ttl,
+                names::PORTAL_SESSION_TTL => &self.portal_session_ttl,
+                names::PORTAL_BASE_URL => &self.portal_base_url,
                 _ => &None,
             }
             .clone()
@@ -276,6 +304,25 @@ mod tests {
             (names::CONCURRENCY, "--concurrency", "12"),
             (names::MAX_ENDPOINTS, "--max-endpoints", "40"),
             (names::RETENTION_DAYS, "--retention-days", "20"),
+            (names::PORTAL_TITLE, "--portal-title", "Acme"),
+            (names::PORTAL_ACCENT, "--portal-accent", "#112233"),
+            (
+                names::PORTAL_FRAME_ANCESTORS,
+                "--portal-frame-ancestors",
+                "https://app.example.com",
+            ),
+            (names::PORTAL_LINK_TTL, "--portal-link-ttl", "2m"),
+            (names::PORTAL_SESSION_TTL, "--portal-session-ttl", "1h"),
+            (
+                names::PORTAL_LOGO_URL,
+                "--portal-logo-url",
+                "https://cdn.example.com/logo.png",
+            ),
+            (
+                names::PORTAL_BASE_URL,
+                "--portal-base-url",
+                "https://hooks.example.com",
+            ),
         ];
         let mut args = vec!["hookline".to_string()];
         for (_, flag, value) in given {

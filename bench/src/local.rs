@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::procstat;
 use crate::receiver::Receiver;
 
-const OPERATOR_KEY: &str = "hkop_bench-operator-key-0123456789abcdef";
+pub(crate) const OPERATOR_KEY: &str = "hkop_bench-operator-key-0123456789abcdef";
 /// Open-loop publishing gives up a tick (and counts it) beyond this many requests in flight.
 const MAX_IN_FLIGHT: usize = 4096;
 
@@ -103,7 +103,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             count: h.len(),
@@ -188,16 +188,20 @@ pub async fn run(args: &LocalArgs) -> anyhow::Result<Vec<LocalResult>> {
 }
 
 /// The service as a child process, stopped when dropped.
-struct Service {
+pub(crate) struct Service {
     child: Child,
     pid: u32,
-    base: String,
+    pub(crate) base: String,
     data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Service {
-    async fn spawn(binary: &Path, log: &str, retention: Option<Duration>) -> anyhow::Result<Self> {
+    pub(crate) async fn spawn(
+        binary: &Path,
+        log: &str,
+        retention: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("hookline.db");
         let port = free_port()?;
@@ -259,7 +263,7 @@ impl Service {
         db + wal
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         // SAFETY: signals our own child by its pid.
         unsafe {
             libc::kill(self.pid as i32, libc::SIGTERM);
@@ -303,7 +307,11 @@ fn sample_disk(data: PathBuf, start: Instant) -> (Arc<Mutex<Vec<DiskSample>>>, J
 }
 
 /// The messages in the tenant's log, counted page by page.
-async fn count_messages(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<u64> {
+pub(crate) async fn count_messages(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> anyhow::Result<u64> {
     let mut count = 0;
     let mut cursor: Option<String> = None;
     loop {
@@ -333,7 +341,7 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn setup(
+pub(crate) async fn setup(
     client: &reqwest::Client,
     base: &str,
     receiver: &str,

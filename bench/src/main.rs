@@ -5,11 +5,13 @@
 //!   memory, batch time, AWS calls per delivery);
 //! - `sizes`: the bootstraps as `sam build` makes them for Lambda (`cargo lambda build
 //!   --release` in each function's folder);
+//! - `portal`: the tenant portal's pages over a large log, in local mode;
 //! - `smoke`: every path at tiny scale, checking that the numbers are sane.
 
 mod emulator;
 mod lambda;
 mod local;
+mod portal;
 mod procstat;
 mod proxy;
 mod receiver;
@@ -35,6 +37,8 @@ enum Cmd {
     Local(local::LocalArgs),
     /// The Lambda functions under a runtime API emulator, on moto.
     Lambda(lambda::LambdaArgs),
+    /// The tenant portal's pages over a large log, in local mode.
+    Portal(portal::PortalArgs),
     /// Builds the bootstraps with `cargo lambda build --release` and reports their sizes.
     Sizes(SizesArgs),
     /// Every measurement at tiny scale; ends with `bench: smoke passed` or `failed`.
@@ -108,6 +112,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Local(args) => run_local(&args).await,
         Cmd::Lambda(args) => run_lambda(&args).await,
+        Cmd::Portal(args) => run_portal(&args).await,
         Cmd::Sizes(args) => run_sizes(&args).await,
         Cmd::Smoke(args) => return smoke(&args).await,
     };
@@ -145,6 +150,20 @@ async fn run_lambda(args: &lambda::LambdaArgs) -> anyhow::Result<()> {
     print!("{}", lambda::table(&result));
     if let Some(path) = &args.json {
         write_json(path, "lambda", &result)?;
+    }
+    Ok(())
+}
+
+async fn run_portal(args: &portal::PortalArgs) -> anyhow::Result<()> {
+    let m = machine();
+    println!(
+        "machine: {} x {}, load {}",
+        m.cpus, m.cpu_model, m.load_average
+    );
+    let result = portal::run(args).await?;
+    print!("{}", portal::table(&result));
+    if let Some(path) = &args.json {
+        write_json(path, "portal", &result)?;
     }
     Ok(())
 }
@@ -273,10 +292,19 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
     };
     let lambda = lambda::run(&lambda_args).await?;
     print!("{}", lambda::table(&lambda));
+    let portal_args = portal::PortalArgs {
+        binary: args.bin_dir.join("hookline"),
+        messages: 150,
+        endpoints: 2,
+        requests: 5,
+        json: None,
+    };
+    let portal = portal::run(&portal_args).await?;
+    print!("{}", portal::table(&portal));
     write_json(
         &args.json,
         "smoke",
-        json!({ "local": &local, "lambda": &lambda }),
+        json!({ "local": &local, "lambda": &lambda, "portal": &portal }),
     )?;
 
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&args.json)?)
@@ -312,6 +340,23 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
     check(
         n(&l["messages_left"]) == 0.0,
         "local: a 1 s retention emptied the log of delivered messages",
+    )?;
+    let p = &doc["smoke"]["portal"];
+    check(
+        n(&p["messages"]) == 150.0,
+        "portal: the log holds every published message",
+    )?;
+    check(
+        p["pages"].as_array().is_some_and(|pages| {
+            pages.len() == 5
+                && pages.iter().all(|p| {
+                    n(&p["bytes"]) > 0.0
+                        && n(&p["latency"]["count"]) == 5.0
+                        && n(&p["latency"]["p95_ms"]) >= n(&p["latency"]["p50_ms"])
+                        && n(&p["latency"]["p50_ms"]) > 0.0
+                })
+        }),
+        "portal: every page answered and was timed",
     )?;
     let m = &doc["smoke"]["lambda"];
     check(

@@ -231,7 +231,13 @@ class TemplateTest(unittest.TestCase):
 
         self.assertEqual(
             routes("ApiFunction"),
-            {("ANY", "/v1/{proxy+}"), ("ANY", "/v3/{proxy+}"), ("GET", "/openapi.json")},
+            {
+                ("ANY", "/v1/{proxy+}"),
+                ("ANY", "/v3/{proxy+}"),
+                ("GET", "/openapi.json"),
+                ("GET", "/portal"),
+                ("ANY", "/portal/{proxy+}"),
+            },
         )
         self.assertEqual(routes("IngestFunction"), {("POST", "/v1/events")})
 
@@ -252,6 +258,16 @@ class TemplateTest(unittest.TestCase):
             self.assertNotIn("HOOKLINE_CONCURRENCY", self.function_env(name), name)
         # The api function queues replays.
         self.assertEqual(self.function_env("ApiFunction")["QUEUE_URL"], {"Ref": "EventsQueue"})
+        # It serves the portal, branded and framed as the stack's parameters say.
+        api = self.function_env("ApiFunction")
+        for var, param in [
+            ("HOOKLINE_PORTAL_FRAME_ANCESTORS", "PortalFrameAncestors"),
+            ("HOOKLINE_PORTAL_TITLE", "PortalTitle"),
+            ("HOOKLINE_PORTAL_LOGO_URL", "PortalLogoUrl"),
+            ("HOOKLINE_PORTAL_ACCENT", "PortalAccent"),
+        ]:
+            self.assertEqual(api[var], {"Ref": param}, var)
+            self.assertIn(param, self.params)
 
     def test_parameter_defaults(self):
         p = self.params

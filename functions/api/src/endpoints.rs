@@ -757,6 +757,7 @@ async fn verify(state: &AppState, endpoint: &Endpoint) -> ApiResult<()> {
         message,
         status: r.status,
         error: r.error,
+        response: r.excerpt,
     }
     .into())
 }

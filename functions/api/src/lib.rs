@@ -1,6 +1,7 @@
 //! The tenant and operator API (`/v1`): tenants, their sub-accounts and keys, domains,
-//! endpoints and their secrets, the message and attempt log, and the event-type catalog. The same router
-//! serves local mode and the api Lambda function.
+//! endpoints and their secrets, the message and attempt log, and the event-type catalog,
+//! and the tenant portal (`/portal/`) over them. The same router serves local mode and the
+//! api Lambda function.
 
 mod domains;
 mod endpoints;
@@ -8,6 +9,7 @@ mod event_types;
 mod mailgun;
 mod messages;
 mod openapi;
+mod portal;
 mod replay;
 mod tenants;
 mod views;
@@ -39,6 +41,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { ([(CONTENT_TYPE, "application/json")], doc) }),
         )
+        .merge(portal::router())
         .with_state(state)
 }
 
@@ -83,4 +86,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(mailgun::list, mailgun::create))
         .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))
         .routes(routes!(mailgun::test))
+        .routes(routes!(portal::session::create_session))
 }

@@ -300,7 +300,7 @@ async fn webhooks(
     state: &AppState,
     tenant: TenantId,
     domain: &str,
-) -> MailgunResult<Vec<Endpoint>> {
+) -> hookline_core::Result<Vec<Endpoint>> {
     let mut all = state.store.list_endpoints(tenant).await?;
     all.retain(|e| {
         e.format == BodyFormat::Mailgun
@@ -480,15 +480,26 @@ pub async fn list(
     Path(domain): Path<String>,
 ) -> MailgunResult<Json<Value>> {
     let domain = known_domain(&state, tenant, &domain).await?;
-    let hooks = webhooks(&state, tenant, &domain).await?;
     let mut out = Map::new();
-    for name in NAMES {
-        let urls = urls_of(&named(&hooks, name));
-        if !urls.is_empty() {
-            out.insert(name.to_string(), json!({ "urls": urls }));
-        }
+    for (name, urls) in webhook_urls(&state, tenant, &domain).await? {
+        out.insert(name.to_string(), json!({ "urls": urls }));
     }
     Ok(Json(json!({ "webhooks": out })))
+}
+
+/// Each webhook name of a domain that has URLs, with its URLs, in Mailgun's name order
+/// (what the portal's view of a domain shows too).
+pub(crate) async fn webhook_urls(
+    state: &AppState,
+    tenant: TenantId,
+    domain: &str,
+) -> hookline_core::Result<Vec<(&'static str, Vec<String>)>> {
+    let hooks = webhooks(state, tenant, domain).await?;
+    Ok(NAMES
+        .iter()
+        .map(|name| (*name, urls_of(&named(&hooks, name))))
+        .filter(|(_, urls)| !urls.is_empty())
+        .collect())
 }
 
 /// `POST /v3/domains/{domain}/webhooks` with the fields `id` (the name) and `url`.

@@ -43,6 +43,7 @@ pub const MAILGUN_BASIC: &str = "mailgun_basic";
         (name = "event-types", description = "The event-type catalog"),
         (name = "events", description = "Publishing events"),
         (name = "mailgun", description = "Mailgun's webhooks API (form bodies, HTTP Basic auth)"),
+        (name = "portal", description = "Magic links into the tenant portal (`/portal/`)"),
     )
 )]
 pub struct ApiDoc;

@@ -26,11 +26,11 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
-    Message, MessageQuery, Millis, Page, PageQuery, Tenant,
+    Message, MessageQuery, Millis, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
-    DeliveryStore, EndpointStore, EventTypeStore, Inserted, MessageStore, SharedStore, TenantStore,
-    Written,
+    DeliveryStore, EndpointStore, EventTypeStore, Inserted, MessageStore, PortalStore, SharedStore,
+    TenantStore, Written,
 };
 use crate::Result;
 
@@ -371,6 +371,36 @@ impl EventTypeStore for CachedStore {
     }
     async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>> {
         self.inner.list_event_types(page).await
+    }
+}
+
+#[async_trait]
+impl PortalStore for CachedStore {
+    async fn insert_login_token(
+        &self,
+        hash: &KeyHash,
+        tenant: TenantId,
+        expires_at: Millis,
+    ) -> Result<()> {
+        self.inner
+            .insert_login_token(hash, tenant, expires_at)
+            .await
+    }
+    async fn take_login_token(&self, hash: &KeyHash, now: Millis) -> Result<Option<TenantId>> {
+        self.inner.take_login_token(hash, now).await
+    }
+    async fn insert_portal_session(&self, hash: &KeyHash, session: &PortalSession) -> Result<()> {
+        self.inner.insert_portal_session(hash, session).await
+    }
+    async fn get_portal_session(
+        &self,
+        hash: &KeyHash,
+        now: Millis,
+    ) -> Result<Option<PortalSession>> {
+        self.inner.get_portal_session(hash, now).await
+    }
+    async fn delete_portal_session(&self, hash: &KeyHash) -> Result<()> {
+        self.inner.delete_portal_session(hash).await
     }
 }
 

@@ -42,6 +42,41 @@ pub struct CoreConfig {
     pub disable_after: Option<Duration>,
     /// The most endpoints a tenant may have.
     pub max_endpoints: usize,
+    pub portal: PortalConfig,
+}
+
+/// How the tenant portal looks and how long its links and sessions last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// The name in the title bar and the page titles.
+    pub title: String,
+    /// An `https` (or `http`) image shown beside the title.
+    pub logo_url: Option<String>,
+    /// `#rrggbb`: links, buttons and the navigation bar's marker.
+    pub accent: String,
+    /// CSP `frame-ancestors` sources: who may put the portal in a frame (`'none'`: no one).
+    pub frame_ancestors: String,
+    /// How long a magic link may be opened.
+    pub link_ttl: Duration,
+    /// How long a session lasts after its link is opened.
+    pub session_ttl: Duration,
+    /// Where magic links point (`https://hooks.example.com`); unset: the host the request
+    /// creating the link was sent to.
+    pub base_url: Option<String>,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            title: "Webhooks".into(),
+            logo_url: None,
+            accent: "#2f6fde".into(),
+            frame_ancestors: "'none'".into(),
+            link_ttl: Duration::from_secs(10 * 60),
+            session_ttl: Duration::from_secs(24 * 3600),
+            base_url: None,
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -55,6 +90,7 @@ impl Default for CoreConfig {
             secret_grace: Duration::from_secs(24 * 3600),
             disable_after: Some(DEFAULT_DISABLE_AFTER),
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -80,6 +116,13 @@ pub mod names {
     pub const CONCURRENCY: &str = "HOOKLINE_CONCURRENCY";
     pub const RETENTION_DAYS: &str = "HOOKLINE_RETENTION_DAYS";
     pub const RETENTION: &str = "HOOKLINE_RETENTION";
+    pub const PORTAL_TITLE: &str = "HOOKLINE_PORTAL_TITLE";
+    pub const PORTAL_LOGO_URL: &str = "HOOKLINE_PORTAL_LOGO_URL";
+    pub const PORTAL_ACCENT: &str = "HOOKLINE_PORTAL_ACCENT";
+    pub const PORTAL_FRAME_ANCESTORS: &str = "HOOKLINE_PORTAL_FRAME_ANCESTORS";
+    pub const PORTAL_LINK_TTL: &str = "HOOKLINE_PORTAL_LINK_TTL";
+    pub const PORTAL_SESSION_TTL: &str = "HOOKLINE_PORTAL_SESSION_TTL";
+    pub const PORTAL_BASE_URL: &str = "HOOKLINE_PORTAL_BASE_URL";
 }
 
 /// Delivery requests in flight at most, by default.
@@ -160,6 +203,7 @@ impl Settings {
             core.max_endpoints =
                 parse_count(&s, 1, usize::MAX).map_err(|e| named(names::MAX_ENDPOINTS, e))?;
         }
+        core.portal = parse_portal(&get)?;
         let concurrency = match get(names::CONCURRENCY) {
             None => DEFAULT_CONCURRENCY,
             Some(s) => {
@@ -182,6 +226,78 @@ impl Settings {
     pub fn from_env(floor: RetentionFloor) -> Result<Settings, String> {
         Settings::parse(&|name| std::env::var(name).ok(), floor)
     }
+}
+
+/// The portal's settings. Each ends up in a header or a page, so each is held to a shape
+/// that cannot break out of it (no `;` in a CSP source, no quote in a colour).
+fn parse_portal(get: &dyn Fn(&str) -> Option<String>) -> Result<PortalConfig, String> {
+    let named = |name: &str, e: &str| format!("{name}: {e}");
+    let mut portal = PortalConfig::default();
+    if let Some(title) = get(names::PORTAL_TITLE) {
+        let title = title.trim();
+        if title.chars().count() > 80 || title.chars().any(char::is_control) {
+            return Err(named(
+                names::PORTAL_TITLE,
+                "at most 80 characters, no control characters",
+            ));
+        }
+        portal.title = title.to_string();
+    }
+    let web_url = |name: &str, s: &str| -> Result<String, String> {
+        let parsed = url::Url::parse(s.trim()).map_err(|e| named(name, &e.to_string()))?;
+        if !matches!(parsed.scheme(), "https" | "http") {
+            return Err(named(name, "must be an https:// or http:// URL"));
+        }
+        Ok(parsed.to_string())
+    };
+    if let Some(logo) = get(names::PORTAL_LOGO_URL) {
+        portal.logo_url = Some(web_url(names::PORTAL_LOGO_URL, &logo)?);
+    }
+    if let Some(base) = get(names::PORTAL_BASE_URL) {
+        let base = web_url(names::PORTAL_BASE_URL, &base)?;
+        portal.base_url = Some(base.trim_end_matches('/').to_string());
+    }
+    if let Some(accent) = get(names::PORTAL_ACCENT) {
+        let accent = accent.trim();
+        let hex = accent.strip_prefix('#').unwrap_or_default();
+        if hex.len() != 6 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(named(names::PORTAL_ACCENT, "a colour as #rrggbb"));
+        }
+        portal.accent = accent.to_ascii_lowercase();
+    }
+    if let Some(sources) = get(names::PORTAL_FRAME_ANCESTORS) {
+        let sources = sources.split_whitespace().collect::<Vec<_>>().join(" ");
+        if sources
+            .chars()
+            .any(|c| matches!(c, ';' | ',' | '"') || !c.is_ascii_graphic() && c != ' ')
+        {
+            return Err(named(
+                names::PORTAL_FRAME_ANCESTORS,
+                "space-separated CSP sources such as `https://app.example.com 'self'`",
+            ));
+        }
+        portal.frame_ancestors = sources;
+    }
+    let ttl = |name: &str| -> Result<Option<Duration>, String> {
+        get(name)
+            .map(|s| {
+                parse_duration(&s)
+                    .and_then(|d| {
+                        (!d.is_zero())
+                            .then_some(d)
+                            .ok_or_else(|| "must be longer than 0".to_string())
+                    })
+                    .map_err(|e| named(name, &e))
+            })
+            .transpose()
+    };
+    if let Some(d) = ttl(names::PORTAL_LINK_TTL)? {
+        portal.link_ttl = d;
+    }
+    if let Some(d) = ttl(names::PORTAL_SESSION_TTL)? {
+        portal.session_ttl = d;
+    }
+    Ok(portal)
 }
 
 /// `true`/`false` (also `1`/`0`), in any case.
@@ -272,6 +388,15 @@ mod tests {
             (names::MAX_ENDPOINTS, "7"),
             (names::CONCURRENCY, "9"),
             (names::RETENTION_DAYS, "20"),
+            (names::PORTAL_TITLE, " Acme hooks "),
+            (names::PORTAL_ACCENT, "#AA3300"),
+            (
+                names::PORTAL_FRAME_ANCESTORS,
+                "https://app.example.com   'self'",
+            ),
+            (names::PORTAL_LINK_TTL, "5m"),
+            (names::PORTAL_SESSION_TTL, "2h"),
+            (names::PORTAL_BASE_URL, "https://hooks.example.com/"),
         ]);
         let get = |name: &str| given.get(name).map(|v| v.to_string());
         let s = Settings::parse(&get, RetentionFloor::SQS).expect("valid");
@@ -283,6 +408,18 @@ mod tests {
         assert_eq!(s.core.max_endpoints, 7);
         assert_eq!(s.concurrency, 9);
         assert_eq!(s.retention, Some(Duration::from_secs(20 * 86_400)));
+        assert_eq!(s.core.portal.title, "Acme hooks");
+        assert_eq!(s.core.portal.accent, "#aa3300");
+        assert_eq!(
+            s.core.portal.frame_ancestors,
+            "https://app.example.com 'self'"
+        );
+        assert_eq!(s.core.portal.link_ttl, Duration::from_secs(300));
+        assert_eq!(s.core.portal.session_ttl, Duration::from_secs(7200));
+        assert_eq!(
+            s.core.portal.base_url.as_deref(),
+            Some("https://hooks.example.com")
+        );
 
         let defaults =
             Settings::parse(&|_| Some("  ".into()), RetentionFloor::SQS).expect("blank is unset");
@@ -293,6 +430,12 @@ mod tests {
             Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400))
         );
         assert!(!defaults.core.url_policy.allow_http);
+        assert_eq!(defaults.core.portal, PortalConfig::default());
+        assert_eq!(defaults.core.portal.link_ttl, Duration::from_secs(600));
+        assert_eq!(
+            defaults.core.portal.session_ttl,
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]
@@ -307,6 +450,12 @@ mod tests {
             (names::CONCURRENCY, "65537"),
             (names::RETENTION_DAYS, "2d"),
             (names::RETENTION, "0s"),
+            (names::PORTAL_ACCENT, "red;}body{display:none"),
+            (names::PORTAL_FRAME_ANCESTORS, "*; script-src *"),
+            (names::PORTAL_LOGO_URL, "javascript:alert(1)"),
+            (names::PORTAL_LINK_TTL, "0s"),
+            (names::PORTAL_SESSION_TTL, "soon"),
+            (names::PORTAL_TITLE, "a\nb"),
         ] {
             let get = |n: &str| (n == name).then(|| bad.to_string());
             let e = Settings::parse(&get, RetentionFloor::EMBEDDED).expect_err(name);

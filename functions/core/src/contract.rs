@@ -16,7 +16,7 @@ use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, Tenant,
+    Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore, Written};
 use crate::signing::{EndpointSecrets, Secret};
@@ -77,6 +77,8 @@ pub async fn store_contract(store: Arc<dyn Store>, traits: StoreTraits) {
     failed_deliveries_are_listed_by_endpoint_and_time(s).await;
     reopen_delivery_is_conditional(s).await;
     event_types(s).await;
+    portal_login_tokens_are_single_use_and_expire(s).await;
+    portal_sessions_expire_and_end(s).await;
 }
 
 /// What a queue promises beyond what every queue must, so a check of such a promise runs
@@ -2592,4 +2594,100 @@ async fn batch_of_ten_is_all_received(q: &dyn PullQueue) {
     }
     assert_eq!(seen, bodies, "every message of a batch is received");
     q.ack(&receipts).await.expect("ack");
+}
+
+async fn portal_login_tokens_are_single_use_and_expire(s: &dyn Store) {
+    let tenant = TenantId::new();
+    let now: Millis = 1_700_000_000_000;
+    let live = KeyHash::of(&format!("token-{}", Ulid::new()));
+    s.insert_login_token(&live, tenant, now + 600_000)
+        .await
+        .expect("insert token");
+    assert_eq!(
+        s.take_login_token(&KeyHash::of("never issued"), now)
+            .await
+            .expect("take unknown"),
+        None,
+        "an unknown token opens nothing"
+    );
+    assert_eq!(
+        s.take_login_token(&live, now).await.expect("take"),
+        Some(tenant),
+        "a live token gives its tenant"
+    );
+    assert_eq!(
+        s.take_login_token(&live, now).await.expect("take again"),
+        None,
+        "a token is used once"
+    );
+
+    let expired = KeyHash::of(&format!("token-{}", Ulid::new()));
+    s.insert_login_token(&expired, tenant, now + 1_000)
+        .await
+        .expect("insert token");
+    assert_eq!(
+        s.take_login_token(&expired, now + 1_000)
+            .await
+            .expect("take expired"),
+        None,
+        "a token is refused from its expiry on"
+    );
+
+    let raced = KeyHash::of(&format!("token-{}", Ulid::new()));
+    s.insert_login_token(&raced, tenant, now + 600_000)
+        .await
+        .expect("insert token");
+    let (a, b) = tokio::join!(
+        s.take_login_token(&raced, now),
+        s.take_login_token(&raced, now)
+    );
+    let taken = [a.expect("take a"), b.expect("take b")];
+    assert_eq!(
+        taken.iter().filter(|t| t.is_some()).count(),
+        1,
+        "of two concurrent uses of a token one succeeds: {taken:?}"
+    );
+}
+
+async fn portal_sessions_expire_and_end(s: &dyn Store) {
+    let now: Millis = 1_700_000_000_000;
+    let hash = KeyHash::of(&format!("session-{}", Ulid::new()));
+    let session = PortalSession {
+        tenant: TenantId::new(),
+        csrf: format!("csrf-{}", Ulid::new()),
+        created_at: now,
+        expires_at: now + 3_600_000,
+    };
+    s.insert_portal_session(&hash, &session)
+        .await
+        .expect("insert session");
+    assert_eq!(
+        s.get_portal_session(&hash, now + 1).await.expect("get"),
+        Some(session.clone()),
+        "a live session reads back as stored"
+    );
+    assert_eq!(
+        s.get_portal_session(&hash, session.expires_at)
+            .await
+            .expect("get expired"),
+        None,
+        "a session is gone from its expiry on"
+    );
+    assert_eq!(
+        s.get_portal_session(&KeyHash::of("never issued"), now)
+            .await
+            .expect("get unknown"),
+        None
+    );
+    s.delete_portal_session(&hash).await.expect("end session");
+    assert_eq!(
+        s.get_portal_session(&hash, now + 1)
+            .await
+            .expect("get ended"),
+        None,
+        "an ended session is gone"
+    );
+    s.delete_portal_session(&hash)
+        .await
+        .expect("ending an ended session is no error");
 }

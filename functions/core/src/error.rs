@@ -39,6 +39,8 @@ pub enum Error {
         message: String,
         status: Option<u16>,
         error: Option<String>,
+        /// The start of the receiver's answer body.
+        response: String,
     },
     /// More work is queued than the deployment takes on; the caller should come back
     /// after `retry_after`. Nothing was stored.

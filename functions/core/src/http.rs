@@ -87,9 +87,15 @@ impl IntoResponse for ApiError {
         };
         let receiver = match &self.0 {
             // What the receiver answered, for programs to act on.
-            Error::EndpointTest { status, error, .. } => Some(ReceiverAnswer {
+            Error::EndpointTest {
+                status,
+                error,
+                response,
+                ..
+            } => Some(ReceiverAnswer {
                 status: *status,
                 error: error.clone(),
+                response: (!response.is_empty()).then(|| response.clone()),
             }),
             _ => None,
         };
@@ -140,6 +146,9 @@ pub struct ReceiverAnswer {
     pub status: Option<u16>,
     /// `timeout`, `connect`, `blocked`, `tls`, … when no status was received.
     pub error: Option<String>,
+    /// The start of the receiver's answer body, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 /// A JSON request body, read up to [`MAX_BODY`] and parsed with errors in our format.

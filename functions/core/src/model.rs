@@ -382,3 +382,14 @@ impl FailedQuery {
         (MessageId::from_ulid(from), to.map(MessageId::from_ulid))
     }
 }
+
+/// A signed-in portal session, stored under the hash of its cookie value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalSession {
+    /// The tenant the magic link was made for; its sub-accounts are reachable too.
+    pub tenant: TenantId,
+    /// The session's form token: every state-changing portal request must carry it.
+    pub csrf: String,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}

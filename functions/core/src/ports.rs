@@ -12,7 +12,7 @@ use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
-    Message, MessageQuery, Millis, Page, PageQuery, Tenant,
+    Message, MessageQuery, Millis, Page, PageQuery, PortalSession, Tenant,
 };
 
 /// How a conditional write of one record ended.
@@ -256,13 +256,42 @@ pub trait EventTypeStore: Send + Sync {
     async fn list_event_types(&self, page: &PageQuery) -> Result<Page<CustomEventType>>;
 }
 
+/// The portal's magic-link tokens and sessions, each stored under the hash of its secret
+/// value (a stolen copy of the store opens nothing).
+#[async_trait]
+pub trait PortalStore: Send + Sync {
+    /// Stores a login token for `tenant`, usable once until `expires_at`.
+    async fn insert_login_token(
+        &self,
+        hash: &KeyHash,
+        tenant: TenantId,
+        expires_at: Millis,
+    ) -> Result<()>;
+    /// Uses up a login token: removes it and returns its tenant if it was live at `now`.
+    /// Of two concurrent calls with one token only one gets the tenant.
+    async fn take_login_token(&self, hash: &KeyHash, now: Millis) -> Result<Option<TenantId>>;
+    async fn insert_portal_session(&self, hash: &KeyHash, session: &PortalSession) -> Result<()>;
+    /// The session if it is live at `now`; `None` for an unknown, ended or expired one.
+    async fn get_portal_session(
+        &self,
+        hash: &KeyHash,
+        now: Millis,
+    ) -> Result<Option<PortalSession>>;
+    /// Ends a session; ending an unknown one is no error.
+    async fn delete_portal_session(&self, hash: &KeyHash) -> Result<()>;
+}
+
 /// Everything storage offers; what the routers and workers hold.
 pub trait Store:
-    TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore
+    TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore + PortalStore
 {
 }
 
-impl<T: TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore> Store for T {}
+impl<
+        T: TenantStore + EndpointStore + MessageStore + DeliveryStore + EventTypeStore + PortalStore,
+    > Store for T
+{
+}
 
 /// One message to put on the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,8 @@
 //!   from the index without a second read each), sparse: only failed deliveries carry its
 //!   keys, so the index costs nothing on the happy path.
 //! - `TimeToLiveSpecification`: `AttributeName` `expires_at`, `Enabled` true. Only
-//!   idempotency items always carry `expires_at` (epoch **seconds**); correctness never
+//!   idempotency items and the portal's tokens and sessions always carry `expires_at`
+//!   (epoch **seconds**); correctness never
 //!   waits for TTL, as claims compare `expires_ms` themselves. With a retention set
 //!   ([`DynamoStore::with_retention`]), messages, deliveries and attempts carry it too.
 //!
@@ -43,6 +44,8 @@
 //! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
 //! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` (attempts past the first [`INLINE_ATTEMPTS`] of a delivery) |
 //! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
+//! | portal login token | `PORTALTOKEN#<hex hash>` | `TOKEN` | `tenant expires_ms expires_at` |
+//! | portal session | `PORTALSESSION#<hex hash>` | `SESSION` | `tenant csrf created_at expires_ms expires_at` |
 //!
 //! A message's `first_lease_until` is the lease on the first attempts of its deliveries
 //! that [`MessageStore::insert_message_leased`] writes with it: the worker whose
@@ -88,11 +91,11 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, Tenant,
+    Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, FirstAttempts, Inserted, MessageStore,
-    TenantStore, Written, MAX_PAGE,
+    PortalStore, TenantStore, Written, MAX_PAGE,
 };
 
 /// The table's partition key attribute.
@@ -1976,6 +1979,138 @@ impl EventTypeStore for DynamoStore {
             decode_event_type,
         )
         .await
+    }
+}
+
+// ---- portal tokens and sessions -------------------------------------------------------
+
+const PORTAL_TOKEN_SK: &str = "TOKEN";
+const PORTAL_SESSION_SK: &str = "SESSION";
+
+fn portal_token_pk(hash: &KeyHash) -> String {
+    format!("PORTALTOKEN#{}", hash.as_hex())
+}
+
+fn portal_session_pk(hash: &KeyHash) -> String {
+    format!("PORTALSESSION#{}", hash.as_hex())
+}
+
+#[async_trait]
+impl PortalStore for DynamoStore {
+    async fn insert_login_token(
+        &self,
+        hash: &KeyHash,
+        tenant: TenantId,
+        expires_at: Millis,
+    ) -> Result<()> {
+        let token = item(
+            portal_token_pk(hash),
+            PORTAL_TOKEN_SK,
+            [
+                ("tenant", Some(s(tenant.to_string()))),
+                ("expires_ms", Some(n(expires_at))),
+                (TTL_ATTRIBUTE, Some(n(epoch_seconds_ceil(expires_at)))),
+            ],
+        );
+        if self.put_new("insert portal login token", token).await? {
+            Ok(())
+        } else {
+            Err(Error::backend(
+                "insert portal login token",
+                "a token with this hash exists",
+            ))
+        }
+    }
+
+    async fn take_login_token(&self, hash: &KeyHash, now: Millis) -> Result<Option<TenantId>> {
+        // One conditional delete returning the item: of two uses, one deletes it. TTL
+        // removes expired tokens only eventually, so the expiry is compared here.
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(portal_token_pk(hash), PORTAL_TOKEN_SK)))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match result {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(ConditionFailure::is_condition_failure) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(sdk_error("take portal login token", e)),
+        };
+        let f = Fields::new(&old, "decode portal login token");
+        if f.n::<Millis>("expires_ms")? <= now {
+            return Ok(None);
+        }
+        Ok(Some(f.parsed("tenant")?))
+    }
+
+    async fn insert_portal_session(&self, hash: &KeyHash, session: &PortalSession) -> Result<()> {
+        let record = item(
+            portal_session_pk(hash),
+            PORTAL_SESSION_SK,
+            [
+                ("tenant", Some(s(session.tenant.to_string()))),
+                ("csrf", Some(s(session.csrf.clone()))),
+                ("created_at", Some(n(session.created_at))),
+                ("expires_ms", Some(n(session.expires_at))),
+                (
+                    TTL_ATTRIBUTE,
+                    Some(n(epoch_seconds_ceil(session.expires_at))),
+                ),
+            ],
+        );
+        if self.put_new("insert portal session", record).await? {
+            Ok(())
+        } else {
+            Err(Error::backend(
+                "insert portal session",
+                "a session with this hash exists",
+            ))
+        }
+    }
+
+    async fn get_portal_session(
+        &self,
+        hash: &KeyHash,
+        now: Millis,
+    ) -> Result<Option<PortalSession>> {
+        let Some(found) = self
+            .get(
+                "get portal session",
+                portal_session_pk(hash),
+                PORTAL_SESSION_SK,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let f = Fields::new(&found, "decode portal session");
+        let session = PortalSession {
+            tenant: f.parsed("tenant")?,
+            csrf: f.string("csrf")?,
+            created_at: f.n("created_at")?,
+            expires_at: f.n("expires_ms")?,
+        };
+        Ok((session.expires_at > now).then_some(session))
+    }
+
+    async fn delete_portal_session(&self, hash: &KeyHash) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(portal_session_pk(hash), PORTAL_SESSION_SK)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("delete portal session", e))?;
+        Ok(())
     }
 }
 

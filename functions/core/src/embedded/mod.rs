@@ -195,6 +195,23 @@ CREATE INDEX IF NOT EXISTS tenants_by_parent_id ON tenants (parent, id);
 CREATE INDEX IF NOT EXISTS messages_by_received ON messages (received_at, id);
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
+    // 6: the portal's magic-link tokens and sessions, by the hash of their secret value.
+    r#"
+CREATE TABLE IF NOT EXISTS portal_tokens (
+    hash        TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS portal_tokens_by_expiry ON portal_tokens (expires_at);
+CREATE TABLE IF NOT EXISTS portal_sessions (
+    hash        TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS portal_sessions_by_expiry ON portal_sessions (expires_at);
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.

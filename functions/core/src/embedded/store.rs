@@ -18,10 +18,11 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, Tenant,
+    Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
-    DeliveryStore, EndpointStore, EventTypeStore, MessageStore, TenantStore, Written, MAX_PAGE,
+    DeliveryStore, EndpointStore, EventTypeStore, MessageStore, PortalStore, TenantStore, Written,
+    MAX_PAGE,
 };
 
 const OPERATOR_KEY_SETTING: &str = "operator_key_hash";
@@ -1100,6 +1101,103 @@ impl EventTypeStore for SqliteStore {
                     event_type_row,
                     |t| t.name.clone(),
                 )
+            })
+            .await
+    }
+}
+
+// ---- portal tokens and sessions -------------------------------------------------------
+
+#[async_trait]
+impl PortalStore for SqliteStore {
+    async fn insert_login_token(
+        &self,
+        hash: &KeyHash,
+        tenant: TenantId,
+        expires_at: Millis,
+    ) -> Result<()> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .write("insert portal login token", move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO portal_tokens (hash, tenant, expires_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![hash, tenant.to_string(), expires_at])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn take_login_token(&self, hash: &KeyHash, now: Millis) -> Result<Option<TenantId>> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .write("take portal login token", move |conn| {
+                // Expired tokens go with any use, so the table holds only live ones and
+                // the few made since the last login.
+                conn.prepare_cached("DELETE FROM portal_tokens WHERE expires_at <= ?1")?
+                    .execute([now])?;
+                conn.prepare_cached("DELETE FROM portal_tokens WHERE hash = ?1 RETURNING tenant")?
+                    .query_row([hash], |row| parsed(row, 0))
+                    .optional()
+            })
+            .await
+    }
+
+    async fn insert_portal_session(&self, hash: &KeyHash, session: &PortalSession) -> Result<()> {
+        let hash = hash.as_hex().to_owned();
+        let s = session.clone();
+        self.db
+            .write("insert portal session", move |conn| {
+                conn.prepare_cached("DELETE FROM portal_sessions WHERE expires_at <= ?1")?
+                    .execute([s.created_at])?;
+                conn.prepare_cached(
+                    "INSERT INTO portal_sessions (hash, tenant, csrf, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    hash,
+                    s.tenant.to_string(),
+                    s.csrf,
+                    s.created_at,
+                    s.expires_at
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get_portal_session(
+        &self,
+        hash: &KeyHash,
+        now: Millis,
+    ) -> Result<Option<PortalSession>> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .read("get portal session", move |conn| {
+                conn.prepare_cached(
+                    "SELECT tenant, csrf, created_at, expires_at FROM portal_sessions
+                     WHERE hash = ?1 AND expires_at > ?2",
+                )?
+                .query_row(params![hash, now], |row| {
+                    Ok(PortalSession {
+                        tenant: parsed(row, 0)?,
+                        csrf: row.get(1)?,
+                        created_at: row.get(2)?,
+                        expires_at: row.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .await
+    }
+
+    async fn delete_portal_session(&self, hash: &KeyHash) -> Result<()> {
+        let hash = hash.as_hex().to_owned();
+        self.db
+            .write("delete portal session", move |conn| {
+                conn.prepare_cached("DELETE FROM portal_sessions WHERE hash = ?1")?
+                    .execute([hash])?;
+                Ok(())
             })
             .await
     }
