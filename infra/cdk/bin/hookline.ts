@@ -42,6 +42,10 @@ const hookline = new Hookline(stack, 'Hookline', {
   allowHttp: context('allowHttp') === 'true',
   metricsNamespace: context('metricsNamespace'),
   logRetention: retention === undefined ? undefined : (retention as logs.RetentionDays),
+  portalFrameAncestors: context('portalFrameAncestors'),
+  portalTitle: context('portalTitle'),
+  portalLogoUrl: context('portalLogoUrl'),
+  portalAccent: context('portalAccent'),
 });
 
 new CfnOutput(stack, 'ApiUrl', { description: 'Base URL of the HTTP API', value: hookline.httpApi.url! });

@@ -53,6 +53,17 @@ export interface HooklineProps {
   readonly deliveryFailureAlarmPercent?: number;
   /** Share of HTTP API answers with a 5xx (per cent) that raises an alarm, 1 to 100. @default 5 */
   readonly api5xxAlarmPercent?: number;
+  /**
+   * CSP frame-ancestors sources allowed to embed the tenant portal (/portal/) in a frame,
+   * e.g. "https://dashboard.example.com". @default "'none'"
+   */
+  readonly portalFrameAncestors?: string;
+  /** The tenant portal's name, shown in its title bar. @default "Webhooks" */
+  readonly portalTitle?: string;
+  /** An https image URL shown beside the portal's name. @default none */
+  readonly portalLogoUrl?: string;
+  /** The portal's accent colour, "#rrggbb". @default the portal's own */
+  readonly portalAccent?: string;
   /** The functions' code. @default HooklineCode.cargoLambda() */
   readonly code?: HooklineCode;
 }
@@ -100,6 +111,10 @@ export class Hookline extends Construct {
 
   constructor(scope: Construct, id: string, props: HooklineProps) {
     super(scope, id);
+    const portalAccent = props.portalAccent ?? '';
+    if (!Token.isUnresolved(portalAccent) && !/^(#[0-9a-fA-F]{6})?$/.test(portalAccent)) {
+      throw new Error(`portalAccent must be "#rrggbb" or empty, not ${portalAccent}`);
+    }
     const retentionDays = inRange('retentionDays', props.retentionDays ?? 30, 15, 3650);
     const batchSize = inRange('deliverBatchSize', props.deliverBatchSize ?? 10, 1, 10);
     const maxConcurrency = inRange('deliverMaxConcurrency', props.deliverMaxConcurrency ?? 10, 2, 1000);
@@ -227,7 +242,7 @@ export class Hookline extends Construct {
     this.apiFunction = code.createFunction(this, 'ApiFunction', {
       ...common,
       binary: 'hookline-api',
-      description: 'Hookline tenant and operator API (/v1, /v3, /openapi.json)',
+      description: 'Hookline tenant and operator API (/v1, /v3, /openapi.json) and portal (/portal)',
       timeout: Duration.seconds(29),
       role: apiRole,
       logGroup: this.logGroups.api,
@@ -235,6 +250,10 @@ export class Hookline extends Construct {
         ...shared,
         HOOKLINE_OPERATOR_KEY: props.operatorKey.unsafeUnwrap(),
         QUEUE_URL: this.eventsQueue.queueUrl,
+        HOOKLINE_PORTAL_FRAME_ANCESTORS: props.portalFrameAncestors ?? "'none'",
+        HOOKLINE_PORTAL_TITLE: props.portalTitle ?? 'Webhooks',
+        HOOKLINE_PORTAL_LOGO_URL: props.portalLogoUrl ?? '',
+        HOOKLINE_PORTAL_ACCENT: portalAccent,
       },
     });
 
@@ -317,6 +336,8 @@ export class Hookline extends Construct {
     this.httpApi.addRoutes({ path: '/v1/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({ path: '/v3/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({ path: '/openapi.json', methods: [apigw.HttpMethod.GET], integration: api });
+    this.httpApi.addRoutes({ path: '/portal', methods: [apigw.HttpMethod.GET], integration: api });
+    this.httpApi.addRoutes({ path: '/portal/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({
       path: '/v1/events',
       methods: [apigw.HttpMethod.POST],

@@ -37,6 +37,10 @@ const SETTINGS: Setting[] = [
       QueueAgeAlarmSeconds: 3600,
       DeliveryFailureAlarmPercent: 40,
       Api5xxAlarmPercent: 10,
+      PortalFrameAncestors: 'https://dashboard.example.com',
+      PortalTitle: 'Acme webhooks',
+      PortalLogoUrl: 'https://cdn.example.com/logo.png',
+      PortalAccent: '#0a7d3b',
     },
     props: (stack) => ({
       retrySchedule: [Duration.seconds(0), Duration.seconds(30), Duration.minutes(10), Duration.hours(1)],
@@ -52,6 +56,10 @@ const SETTINGS: Setting[] = [
       queueAgeAlarmThreshold: Duration.hours(1),
       deliveryFailureAlarmPercent: 40,
       api5xxAlarmPercent: 10,
+      portalFrameAncestors: 'https://dashboard.example.com',
+      portalTitle: 'Acme webhooks',
+      portalLogoUrl: 'https://cdn.example.com/logo.png',
+      portalAccent: '#0a7d3b',
     }),
   },
 ];
