@@ -4,6 +4,7 @@
 pub mod cli;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod prometheus;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,6 +103,22 @@ pub struct LocalConfig {
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
     pub max_waiting: usize,
+    /// Record metrics and serve them as Prometheus text at `GET /metrics` (operator key)
+    /// (`on`/`off`). Off, recording costs nothing and `/metrics` is not served.
+    #[arg(long, env = "HOOKLINE_METRICS", default_value = "on", value_parser = on_off)]
+    pub metrics: bool,
+    /// Also serve `GET /metrics` on this address, without a key: for a scraper on a
+    /// network that only it and the operator reach.
+    #[arg(long, env = "HOOKLINE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        other => Err(format!("expected on or off, not {other:?}")),
+    }
 }
 
 impl LocalConfig {
@@ -151,10 +168,13 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The operator key, when this start generated it (shown once).
     pub generated_operator_key: Option<String>,
+    /// Where `GET /metrics` is served without a key, when `HOOKLINE_METRICS_LISTEN` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     worker: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -169,6 +189,9 @@ impl Running {
             let _ = self.worker.await;
         }
         let _ = self.sweeper.await;
+        if let Some(metrics) = self.metrics_server {
+            let _ = metrics.await;
+        }
     }
 
     /// Resolves when the server or the worker stops (e.g. after a signal).
@@ -236,7 +259,16 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     // The api routes and publishing (and, in a fault-injection build, the routes that panic
     // on purpose), then the JSON answers for unknown routes and panicking handlers, which
     // cover only the routes added before them.
-    let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state));
+    let exporter = cfg.metrics.then(prometheus::exporter);
+    let routes = hookline_api::router(state.clone()).merge(hookline_ingest::router(state.clone()));
+    let routes = match &exporter {
+        Some(exporter) => routes.merge(prometheus::router(
+            exporter.clone(),
+            queue.clone(),
+            Some(state),
+        )),
+        None => routes,
+    };
     #[cfg(feature = "fault-injection")]
     let routes = routes.merge(fault::router(store.clone(), queue.clone()));
     let app = hookline_core::http::with_fallbacks(routes);
@@ -245,6 +277,30 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, watch_rx) = watch::channel(false);
+
+    let (metrics_addr, metrics_server) = match (&exporter, cfg.metrics_listen) {
+        (Some(exporter), Some(listen)) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding {listen} (HOOKLINE_METRICS_LISTEN)"))?;
+            let metrics_addr = listener.local_addr()?;
+            let app = prometheus::router(exporter.clone(), queue.clone(), None);
+            let mut stop = watch_rx.clone();
+            let server = tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    tracing::error!(error = %e, "metrics server failed");
+                }
+            });
+            (Some(metrics_addr), Some(server))
+        }
+        _ => (None, None),
+    };
 
     let mut server_rx = watch_rx.clone();
     let server = tokio::spawn(async move {
@@ -275,10 +331,12 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         generated_operator_key: generated,
+        metrics_addr,
         shutdown,
         server,
         worker,
         sweeper,
+        metrics_server,
     })
 }
 

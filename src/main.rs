@@ -32,11 +32,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(cfg: LocalConfig) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("HOOKLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logs()?;
     let mut running = start(cfg).await?;
     if let Some(key) = &running.generated_operator_key {
         // Printed once, on the first start; only its hash is stored.
@@ -48,6 +44,23 @@ async fn serve(cfg: LocalConfig) -> anyhow::Result<()> {
         _ = running.wait() => {}
     }
     running.stop().await;
+    Ok(())
+}
+
+/// Logs filtered by `HOOKLINE_LOG` (default `info`), as text for people or, with
+/// `HOOKLINE_LOG_FORMAT=json`, as one JSON object a line for a log pipeline.
+fn init_logs() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("HOOKLINE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let format = std::env::var("HOOKLINE_LOG_FORMAT").unwrap_or_default();
+    match format.trim().to_ascii_lowercase().as_str() {
+        "" | "text" | "human" => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(false)
+            .with_env_filter(filter)
+            .init(),
+        other => anyhow::bail!("HOOKLINE_LOG_FORMAT must be text or json, not {other:?}"),
+    }
     Ok(())
 }
 

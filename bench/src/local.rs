@@ -88,9 +88,22 @@ pub struct LocalArgs {
     /// With it, the run also waits after the drain for the log to empty.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
+    /// Metrics on or off for each run (`HOOKLINE_METRICS`), in turn for every rate:
+    /// `on,off,on,off` alternates them, so that what the machine does meanwhile weighs on
+    /// both alike; the table then ends with the throughput ratio of on to off.
+    #[arg(long, value_delimiter = ',', default_value = "on", value_parser = on_off)]
+    pub metrics: Vec<bool>,
     /// Also write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is neither on nor off")),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +132,8 @@ impl Latency {
 pub struct LocalResult {
     pub rate: String,
     pub endpoints: usize,
+    /// Whether the service recorded metrics (`HOOKLINE_METRICS`).
+    pub metrics: bool,
     pub duration_s: f64,
     /// Publish requests sent, and those answered 202.
     pub published: u64,
@@ -170,19 +185,22 @@ pub struct DiskSample {
 pub async fn run(args: &LocalArgs) -> anyhow::Result<Vec<LocalResult>> {
     let mut results = Vec::new();
     for rate in &args.rate {
-        eprintln!(
-            "local: {rate}, {} endpoint(s), {} s ...",
-            args.endpoints, args.duration
-        );
-        let result = run_one(args, *rate).await?;
-        eprintln!(
-            "local: {rate}: {:.0} accepted/s, {:.0} deliveries/s, p99 {:.1} ms, {} turned away",
-            result.accepted_per_s,
-            result.deliveries_per_s_sustained,
-            result.latency.p99_ms,
-            result.turned_away
-        );
-        results.push(result);
+        for &metrics in &args.metrics {
+            let setting = if metrics { "on" } else { "off" };
+            eprintln!(
+                "local: {rate}, {} endpoint(s), metrics {setting}, {} s ...",
+                args.endpoints, args.duration
+            );
+            let result = run_one(args, *rate, metrics).await?;
+            eprintln!(
+                "local: {rate}: {:.0} accepted/s, {:.0} deliveries/s, p99 {:.1} ms, {} turned away",
+                result.accepted_per_s,
+                result.deliveries_per_s_sustained,
+                result.latency.p99_ms,
+                result.turned_away
+            );
+            results.push(result);
+        }
     }
     Ok(results)
 }
@@ -201,6 +219,7 @@ impl Service {
         binary: &Path,
         log: &str,
         retention: Option<Duration>,
+        metrics: bool,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("hookline.db");
@@ -220,6 +239,7 @@ impl Service {
             .env("HOOKLINE_ALLOW_HTTP", "true")
             .env("HOOKLINE_ALLOWED_NETWORKS", "127.0.0.1/32")
             .env("HOOKLINE_LOG", log)
+            .env("HOOKLINE_METRICS", if metrics { "on" } else { "off" })
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .kill_on_drop(true)
@@ -480,9 +500,9 @@ async fn publish(
     published
 }
 
-async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
+async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<LocalResult> {
     let receiver = Receiver::start(Duration::ZERO).await?;
-    let service = Service::spawn(&args.binary, &args.log, args.retention).await?;
+    let service = Service::spawn(&args.binary, &args.log, args.retention, metrics).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
         .build()?;
@@ -578,6 +598,7 @@ async fn run_one(args: &LocalArgs, rate: Rate) -> anyhow::Result<LocalResult> {
     Ok(LocalResult {
         rate: rate.to_string(),
         endpoints: args.endpoints,
+        metrics,
         duration_s: elapsed,
         published: published.sent.load(Ordering::Relaxed),
         accepted: accepted.len() as u64,
@@ -654,17 +675,43 @@ pub fn disk_table(results: &[LocalResult]) -> String {
     out
 }
 
-/// The results as a table.
+/// The throughput with metrics on over that with them off, per rate measured both ways:
+/// (rate, accepted/s ratio, sustained deliveries/s ratio), each the mean of its runs.
+pub fn metrics_cost(results: &[LocalResult]) -> Vec<(String, f64, f64)> {
+    let mut rates: Vec<&str> = results.iter().map(|r| r.rate.as_str()).collect();
+    rates.dedup();
+    let mean = |rate: &str, on: bool, f: fn(&LocalResult) -> f64| {
+        let runs: Vec<f64> = results
+            .iter()
+            .filter(|r| r.rate == rate && r.metrics == on)
+            .map(f)
+            .collect();
+        (!runs.is_empty()).then(|| runs.iter().sum::<f64>() / runs.len() as f64)
+    };
+    rates
+        .into_iter()
+        .filter_map(|rate| {
+            let accepted =
+                mean(rate, true, |r| r.accepted_per_s)? / mean(rate, false, |r| r.accepted_per_s)?;
+            let delivered = mean(rate, true, |r| r.deliveries_per_s_sustained)?
+                / mean(rate, false, |r| r.deliveries_per_s_sustained)?;
+            Some((rate.to_owned(), accepted, delivered))
+        })
+        .collect()
+}
+
+/// The results as a table, and the cost of metrics where both settings were run.
 pub fn table(results: &[LocalResult]) -> String {
     let mut out = String::from(
-        "| rate | endpoints | accepted/s | deliveries/s (sustained) | deliveries/s (overall) | delivered | p50 ms | p95 ms | p99 ms | CPU s | cores | peak RSS MiB | disk B/delivery |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| rate | endpoints | metrics | accepted/s | deliveries/s (sustained) | deliveries/s (overall) | delivered | p50 ms | p95 ms | p99 ms | CPU s | cores | peak RSS MiB | disk B/delivery |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {}/{} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {}/{} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} | {:.1} | {:.0} |\n",
             r.rate,
             r.endpoints,
+            if r.metrics { "on" } else { "off" },
             r.accepted_per_s,
             r.deliveries_per_s_sustained,
             r.deliveries_per_s_overall,
@@ -677,6 +724,11 @@ pub fn table(results: &[LocalResult]) -> String {
             r.cpu_cores,
             r.peak_rss_mib,
             r.disk_bytes_per_delivery,
+        ));
+    }
+    for (rate, accepted, delivered) in metrics_cost(results) {
+        out.push_str(&format!(
+            "\nmetrics on / off at {rate}: accepted/s x{accepted:.3}, deliveries/s (sustained) x{delivered:.3}\n"
         ));
     }
     out

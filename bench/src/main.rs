@@ -274,6 +274,7 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
         drain: 60.0,
         log: "warn".into(),
         retention: Some(std::time::Duration::from_secs(1)),
+        metrics: vec![true, false],
         json: None,
     };
     let local = local::run(&local_args).await?;
@@ -357,6 +358,20 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
                 })
         }),
         "portal: every page answered and was timed",
+    )?;
+    let off = &doc["smoke"]["local"][1];
+    check(
+        l["metrics"] == true
+            && off["metrics"] == false
+            && n(&off["deliveries"]) == n(&off["deliveries_expected"])
+            && n(&off["deliveries"]) > 0.0,
+        "local: a run with metrics off delivered everything too",
+    )?;
+    check(
+        local::metrics_cost(&local)
+            .iter()
+            .any(|(_, accepted, delivered)| *accepted > 0.0 && *delivered > 0.0),
+        "local: the cost of metrics is a ratio of the two runs",
     )?;
     let m = &doc["smoke"]["lambda"];
     check(

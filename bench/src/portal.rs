@@ -51,7 +51,7 @@ const WARM_UP: usize = 5;
 
 pub async fn run(args: &PortalArgs) -> anyhow::Result<PortalResult> {
     let receiver = Receiver::start(Duration::ZERO).await?;
-    let service = Service::spawn(&args.binary, "warn", None).await?;
+    let service = Service::spawn(&args.binary, "warn", None, true).await?;
     let result = measure(args, &service.base, &receiver).await;
     service.stop().await;
     result

@@ -1,8 +1,10 @@
 //! The auth matrix, driven by the OpenAPI document the service serves: every documented
 //! operation is called without a key, with malformed keys, with a revoked key, with another
 //! tenant's valid key against tenant A's real ids, and with the wrong kind of key (the
-//! operator key on tenant routes, a tenant key on operator routes). A new route is covered
-//! as soon as it is documented, and the test fails if any operation is left out.
+//! operator key on tenant routes, a tenant key on operator routes). A route documented as
+//! needing no key (`GET /health`) answers whatever the caller sends, and shows nothing of
+//! anyone's. A new route is covered as soon as it is documented, and the test fails if any
+//! operation is left out.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -10,7 +12,7 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app, TestApp, OPERATOR_KEY};
 
 /// Operations documented today; the document may grow, never silently shrink.
-const KNOWN_OPERATIONS: usize = 35;
+const KNOWN_OPERATIONS: usize = 36;
 
 /// How an operation authenticates, from its `security` requirements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,8 @@ enum Access {
     Either,
     /// HTTP Basic, user `api`, a tenant key (the Mailgun-compatible routes).
     MailgunBasic,
+    /// No key (an empty security requirement): `GET /health`.
+    Public,
 }
 
 /// What a request carries in `Authorization`.
@@ -71,6 +75,20 @@ async fn every_documented_operation_refuses_wrong_credentials_and_other_tenants(
         let path = fill_path(&op.path, &fixture);
         let label = format!("{} {} ({})", op.method, op.path, op.id);
         let body = op.body.as_ref();
+        if op.access == Access::Public {
+            for creds in [
+                Credentials::None,
+                Credentials::Header("Bearer"),
+                Credentials::Bearer(&revoked),
+                Credentials::Bearer(&beta.key),
+            ] {
+                let (status, text) = send(&app, op.method.clone(), &path, creds, body).await;
+                assert_eq!(status, StatusCode::OK, "{label} answers any caller: {text}");
+                assert_private(&label, &text, &path, &fixture);
+            }
+            covered += 1;
+            continue;
+        }
         let basic = op.access == Access::MailgunBasic;
         let check = Check {
             label: &label,
@@ -145,7 +163,7 @@ async fn every_documented_operation_refuses_wrong_credentials_and_other_tenants(
                 let (status, text) = send(&app, op.method.clone(), &path, creds, body).await;
                 check.expect("tenant key", status, StatusCode::FORBIDDEN, &text);
             }
-            Access::Either => {}
+            Access::Either | Access::Public => {}
         }
         covered += 1;
     }
@@ -197,7 +215,9 @@ fn operations(doc: &Value) -> Vec<Operation> {
                 .flat_map(|req| req.as_object().unwrap().keys().map(String::as_str))
                 .collect();
             let has = |s: &str| schemes.contains(&s);
+            let public = op["security"] == json!([{}]);
             let access = match (has("tenant_key"), has("operator_key"), has("mailgun_basic")) {
+                (false, false, false) if public => Access::Public,
                 (true, false, false) => Access::Tenant,
                 (false, true, false) => Access::Operator,
                 (true, true, false) => Access::Either,

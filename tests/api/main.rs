@@ -18,6 +18,7 @@ mod load;
 mod logs;
 mod mailgun_api;
 mod mailgun_js;
+mod operations;
 mod owners;
 mod paging;
 mod panics;

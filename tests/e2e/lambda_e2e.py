@@ -11,7 +11,9 @@ the official standardwebhooks library. Then: ten events of 200 KiB in one publis
 of an event that waits on the lease of the copy being delivered, which comes back within
 seconds rather than after the queue's visibility timeout (360 s, the template's default);
 and a receiver that hangs, which does not keep the other records of its batch from being
-delivered and deleted.
+delivered and deleted. Last, what an operator sees: GET /health of the api function, one
+log line per request under the id its answer carries, and the functions' CloudWatch EMF
+lines, checked against the EMF specification and for the metrics of what the run did.
 
 Needs HOOKLINE_TEST_AWS_ENDPOINT (moto) and cargo-lambda on PATH; scripts/test.sh sets
 both up.
@@ -35,6 +37,7 @@ from standardwebhooks.webhooks import Webhook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPERATOR_KEY = "hkop_e2e-operator-key-0123456789abcdef"
+METRICS_NAMESPACE = "HooklineE2E"
 RESULTS = {"passed": 0, "failed": 0}
 
 
@@ -158,6 +161,7 @@ def main():
         "HOOKLINE_ALLOWED_NETWORKS": "127.0.0.1/32", "HOOKLINE_RETRY_SCHEDULE": "0s,1s",
         # A lease is the request timeout and 15 s: a lease wait comes back within 25 s.
         "HOOKLINE_REQUEST_TIMEOUT": "10s", "HOOKLINE_CONCURRENCY": "16",
+        "HOOKLINE_METRICS_NAMESPACE": METRICS_NAMESPACE,
     }
     # The binaries of the test run's debug build: scripts/build-test-bins.sh builds them
     # as `cargo test --workspace --all-features` does, so after scripts/test.sh's test run
@@ -330,6 +334,120 @@ def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     big_publish(ingest, key, receiver, port, sqs, queue_url, queue_arn)
     lease_wait(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
     hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
+    operations(api)
+
+
+def function_log(function):
+    """The JSON lines a function wrote (the emulator's own lines are not JSON)."""
+    lines = []
+    with open(os.path.join(ROOT, "target", f"lambda-watch-{function}.log"), "rb") as f:
+        for raw in f:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                lines.append(value)
+    return lines
+
+
+def emf_problems(doc):
+    """What in an EMF document breaks the specification (or the metrics contract)."""
+    problems = []
+    aws = doc.get("_aws")
+    if not isinstance(aws, dict):
+        return ["no _aws object"]
+    if not isinstance(aws.get("Timestamp"), int) or aws["Timestamp"] <= 0:
+        problems.append("Timestamp is not a positive integer of milliseconds")
+    directives = aws.get("CloudWatchMetrics")
+    if not isinstance(directives, list) or not directives:
+        return problems + ["CloudWatchMetrics is not a non-empty array"]
+    for d in directives:
+        if d.get("Namespace") != METRICS_NAMESPACE:
+            problems.append(f"namespace {d.get('Namespace')!r}")
+        sets = d.get("Dimensions")
+        if not isinstance(sets, list) or len(sets) != 1:
+            problems.append("not exactly one dimension set")
+            continue
+        for name in sets[0]:
+            if not isinstance(doc.get(name), str):
+                problems.append(f"dimension {name} is not a string member of the root")
+        metrics = d.get("Metrics")
+        if not isinstance(metrics, list) or not 1 <= len(metrics) <= 100:
+            problems.append("Metrics is not an array of 1 to 100 directives")
+            continue
+        for m in metrics:
+            name = m.get("Name")
+            value = doc.get(name)
+            numbers = value if isinstance(value, list) else [value]
+            if not (1 <= len(numbers) <= 100 and
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        for v in numbers)):
+                problems.append(f"{name} is not a number or an array of up to 100 numbers")
+            if m.get("Unit") not in (None, "Count", "Milliseconds", "Seconds"):
+                problems.append(f"{name} has unit {m.get('Unit')!r}")
+    return problems
+
+
+def metric_total(docs, name, **labels):
+    """The sum of a metric over the documents whose dimensions are exactly `labels`."""
+    total = 0
+    for doc in docs:
+        dims = doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+        if name in doc and sorted(dims) == sorted(labels) and all(
+                doc.get(k) == v for k, v in labels.items()):
+            value = doc[name]
+            total += len(value) if isinstance(value, list) else value
+    return total
+
+
+def operations(api):
+    req = urllib.request.Request(f"{api}/health", method="GET")
+    req.add_header("x-request-id", "e2e-health-check")
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        status, answer_id = resp.status, resp.headers.get("x-request-id")
+        health = json.loads(resp.read())
+    check("the api function's /health answers 200 with storage and queue ok",
+          status == 200 and health["status"] == "ok" and health["storage"] == "ok"
+          and health["queue"] == "ok", f"{status} {health}")
+    check("the answer carries the request id the caller sent",
+          answer_id == "e2e-health-check", f"{answer_id}")
+
+    logs = {f: function_log(f) for f in ("api", "ingest", "deliver")}
+    health_lines = [line for line in logs["api"]
+                    if line.get("target") == "hookline::request"
+                    and line.get("fields", {}).get("request_id") == "e2e-health-check"]
+    check("the api function logs one JSON line for the request, under its id",
+          len(health_lines) == 1 and health_lines[0]["fields"]["route"] == "/health"
+          and health_lines[0]["fields"]["status"] == 200, f"{health_lines}")
+    publish_lines = [line for line in logs["ingest"]
+                     if line.get("target") == "hookline::request"
+                     and line.get("fields", {}).get("route") == "/v1/events"]
+    check("the ingest function logs its requests with status and tenant",
+          publish_lines and all(line["fields"].get("tenant", "").startswith("tn_")
+                                for line in publish_lines), f"{publish_lines[:2]}")
+
+    emf = {f: [line for line in lines if "_aws" in line] for f, lines in logs.items()}
+    problems = [(f, p, doc) for f, docs in emf.items() for doc in docs for p in emf_problems(doc)]
+    check("every function wrote EMF lines", all(emf.values()),
+          f"{ {f: len(d) for f, d in emf.items()} }")
+    check("every EMF line follows the specification", not problems, f"{problems[:3]}")
+    expected = [
+        ("ingest", "events_accepted", {"source": "http"}),
+        ("ingest", "events_refused", {"reason": "unknown_event_type"}),
+        ("ingest", "api_requests", {"route": "/v1/events", "status": "202"}),
+        ("ingest", "api_request_duration", {"route": "/v1/events"}),
+        ("deliver", "events_accepted", {"source": "sqs"}),
+        ("deliver", "events_dead_lettered", {"reason": "malformed"}),
+        ("deliver", "delivery_attempts", {"outcome": "2xx"}),
+        ("deliver", "attempt_duration", {"outcome": "2xx"}),
+        ("deliver", "delivery_latency", {}),
+        ("api", "api_requests", {"route": "/health", "status": "200"}),
+    ]
+    for function, name, labels in expected:
+        total = metric_total(emf[function], name, **labels)
+        check(f"the {function} function's EMF lines count {name} {labels}", total >= 1,
+              f"{total}")
 
 
 def big_publish(ingest, key, receiver, port, sqs, queue_url, queue_arn):

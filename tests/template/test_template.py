@@ -237,6 +237,7 @@ class TemplateTest(unittest.TestCase):
                 ("GET", "/openapi.json"),
                 ("GET", "/portal"),
                 ("ANY", "/portal/{proxy+}"),
+                ("GET", "/health"),
             },
         )
         self.assertEqual(routes("IngestFunction"), {("POST", "/v1/events")})
@@ -398,7 +399,8 @@ class TemplateTest(unittest.TestCase):
     # --- least privilege -------------------------------------------------------------------
 
     def test_api_function_only_sends_to_the_events_queue_and_never_scans(self):
-        # It queues replays; it never receives or deletes queue messages.
+        # It queues replays and probes the queue for /health; it never receives or deletes
+        # queue messages.
         stmts = self.statements_of_function("ApiFunction")
         self.assertTrue(stmts, "the api function needs its table permissions")
         sqs_actions = set()
@@ -410,7 +412,7 @@ class TemplateTest(unittest.TestCase):
                 self.assertEqual(
                     [referenced_resource(r) for r in resources_of(s)], ["EventsQueue"]
                 )
-        self.assertEqual(sqs_actions, {"sqs:sendmessage"})
+        self.assertEqual(sqs_actions, {"sqs:sendmessage", "sqs:getqueueattributes"})
         self.assertNotIn("Role", self.props("ApiFunction"))
 
     def test_ingest_sends_only_to_the_events_queue_and_never_scans(self):

@@ -1,11 +1,12 @@
 //! The tenant and operator API (`/v1`): tenants, their sub-accounts and keys, domains,
-//! endpoints and their secrets, the message and attempt log, and the event-type catalog,
-//! and the tenant portal (`/portal/`) over them. The same router serves local mode and the
-//! api Lambda function.
+//! endpoints and their secrets, the message and attempt log, the event-type catalog,
+//! `GET /health`, and the tenant portal (`/portal/`) over them. The same router serves local
+//! mode and the api Lambda function.
 
 mod domains;
 mod endpoints;
 mod event_types;
+mod health;
 mod mailgun;
 mod messages;
 mod openapi;
@@ -56,6 +57,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// annotation, so none is served undocumented.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::health))
         .routes(routes!(tenants::create))
         .routes(routes!(tenants::get))
         .routes(routes!(

@@ -16,7 +16,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hookline_core::fields::{domain_name, EndpointUrl};
-use hookline_core::http::{identify, with_etag, ApiError, AppState, IfMatch};
+use hookline_core::http::{identify, with_etag, ApiError, AppState, IfMatch, RequestTenant};
 use hookline_core::ids::{EndpointId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
 use hookline_core::ports::Written;
@@ -149,7 +149,11 @@ where
         let state = AppState::from_ref(state);
         let key = basic_password(&parts.headers)?;
         let caller = identify(&state, &key).await?;
-        Ok(MailgunTenant(caller.tenant()?))
+        let tenant = caller.tenant()?;
+        if let Some(slot) = parts.extensions.get::<RequestTenant>() {
+            slot.set(tenant);
+        }
+        Ok(MailgunTenant(tenant))
     }
 }
 

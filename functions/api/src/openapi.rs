@@ -24,7 +24,7 @@ pub const MAILGUN_BASIC: &str = "mailgun_basic";
 #[openapi(
     info(
         title = "Hookline",
-        description = "Webhook delivery for email and messaging providers. Every route needs \
+        description = "Webhook delivery for email and messaging providers. Every route but `GET /health` needs \
             `Authorization: Bearer <key>`: a tenant API key (`tenant_key`), the operator key \
             (`operator_key`), or either where both are listed. A tenant key on an \
             operator-only route, and the operator key on a tenant-only route, get 403. \
@@ -44,6 +44,7 @@ pub const MAILGUN_BASIC: &str = "mailgun_basic";
         (name = "events", description = "Publishing events"),
         (name = "mailgun", description = "Mailgun's webhooks API (form bodies, HTTP Basic auth)"),
         (name = "portal", description = "Magic links into the tenant portal (`/portal/`)"),
+        (name = "operations", description = "Health of the service, for operators and load balancers"),
     )
 )]
 pub struct ApiDoc;

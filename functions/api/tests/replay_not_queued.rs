@@ -59,6 +59,10 @@ impl Queue for Flaky {
     fn max_delay(&self) -> Duration {
         self.inner.max_delay()
     }
+
+    async fn probe(&self) -> hookline_core::Result<()> {
+        self.inner.probe().await
+    }
 }
 
 async fn post(app: &axum::Router, path: &str, key: &str) -> (u16, Value) {

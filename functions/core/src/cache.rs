@@ -324,6 +324,9 @@ impl TenantStore for CachedStore {
     async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool> {
         self.inner.init_operator_key_hash(hash).await
     }
+    async fn probe(&self) -> Result<()> {
+        self.inner.probe().await
+    }
 }
 
 #[async_trait]

@@ -1,23 +1,29 @@
 //! The HTTP edge shared by the api and ingest routers: their state, error bodies
 //! (`{"error": {"code", "message"}}`), JSON bodies read with a size cap, callers
-//! identified by their API key, and the answers for unknown routes and panicking handlers.
+//! identified by their API key, the answers for unknown routes and panicking handlers, and
+//! each request's id, log line and metrics.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::header::{
     AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use utoipa::ToSchema;
 
 use crate::client::Sender;
@@ -272,18 +278,101 @@ where
             .ok_or(ApiError(Error::Unauthorized(
                 "expected Authorization: Bearer <key>",
             )))?;
-        Ok(identify(&state, key).await?)
+        let caller = identify(&state, key).await?;
+        if let (Caller::Tenant { tenant, .. }, Some(slot)) =
+            (caller, parts.extensions.get::<RequestTenant>())
+        {
+            slot.set(tenant);
+        }
+        Ok(caller)
     }
 }
 
-/// Adds the JSON 404/405 answers, and a JSON 500 for a handler that panics where panics
-/// unwind (local mode's release build; the Lambda functions abort). Apply once to the
-/// final, merged router: the layer covers only the routes added before it.
+/// The tenant a request acts as, once its key is known: filled in by whatever identifies
+/// the caller, and read by the request's log line after the answer.
+#[derive(Debug, Clone, Default)]
+pub struct RequestTenant(Arc<OnceLock<TenantId>>);
+
+impl RequestTenant {
+    pub fn set(&self, tenant: TenantId) {
+        let _ = self.0.set(tenant);
+    }
+
+    pub fn get(&self) -> Option<TenantId> {
+        self.0.get().copied()
+    }
+}
+
+/// The header carrying a request's id, in the request and in its answer.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// A new request id: a ULID, sortable by time like every other id of the service.
+#[derive(Debug, Clone, Copy, Default)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Counts, times and logs one answered request: one line with its id, method, route
+/// template, status, latency and tenant. Never the path itself (ids are in the route's
+/// place), a header or a body: keys, secrets and payloads stay out of the log.
+async fn observe(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let tenant = RequestTenant::default();
+    request.extensions_mut().insert(tenant.clone());
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED_ROUTE);
+    crate::metrics::api_request(route, status, took);
+    let tenant = tenant.get().map(|t| t.to_string());
+    tracing::info!(
+        target: "hookline::request",
+        request_id = %id,
+        method = %method,
+        route,
+        status,
+        latency_ms = took.as_secs_f64() * 1000.0,
+        tenant = tenant.as_deref(),
+        "request"
+    );
+    response
+}
+
+/// Adds the JSON 404/405 answers, a JSON 500 for a handler that panics where panics
+/// unwind (local mode's release build; the Lambda functions abort), and around them all
+/// each request's id (`x-request-id`, the caller's when it sends one), log line and
+/// metrics. Apply once to the final, merged router: the layers cover only the routes added
+/// before them.
 pub fn with_fallbacks(router: axum::Router) -> axum::Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(observe))
+        .layer(PropagateRequestIdLayer::new(
+            axum::http::HeaderName::from_static(REQUEST_ID),
+        ))
+        .layer(SetRequestIdLayer::new(
+            axum::http::HeaderName::from_static(REQUEST_ID),
+            NewRequestId,
+        ))
 }
 
 /// JSON 404 for unknown routes.

@@ -1,6 +1,7 @@
-//! What every Lambda entrypoint does first: JSON logs for CloudWatch, settings from the
-//! environment the template sets, and AWS clients built once, their endpoint taken from
-//! the SDK's standard `AWS_ENDPOINT_URL` so the same binary runs against emulators.
+//! What every Lambda entrypoint does first: JSON logs and EMF metrics for CloudWatch,
+//! settings from the environment the template sets, and AWS clients built once, their
+//! endpoint taken from the SDK's standard `AWS_ENDPOINT_URL` so the same binary runs
+//! against emulators.
 
 use std::sync::Arc;
 
@@ -12,18 +13,33 @@ use crate::config::{CoreConfig, RetentionFloor, Settings};
 use crate::keys::KeyHash;
 use crate::ports::{NotQueued, Outgoing, Queue, Refusal};
 
-/// Logs as JSON lines, filtered by `HOOKLINE_LOG` (default `info`): a level, or
-/// `target=level` pairs separated by commas (`info,hookline_deliver=debug`). These are
-/// `Targets` rather than an `EnvFilter`, which would link a regex engine into every
-/// function for span and field filters nobody sets.
-pub fn init_tracing() {
+/// The log filter of a function: `HOOKLINE_LOG`, else `RUST_LOG` (a level, or
+/// `target=level` pairs separated by commas: `info,hookline_deliver=debug`), else the
+/// level Lambda's logging configuration sets in `AWS_LAMBDA_LOG_LEVEL` (`FATAL` is
+/// `error`), else `info`. These are `Targets` rather than an `EnvFilter`, which would link
+/// a regex engine into every function for span and field filters nobody sets.
+pub fn log_filter(var: impl Fn(&str) -> Option<String>) -> tracing_subscriber::filter::Targets {
     use tracing_subscriber::filter::Targets;
+    let given = ["HOOKLINE_LOG", "RUST_LOG"]
+        .into_iter()
+        .filter_map(|name| var(name).filter(|v| !v.trim().is_empty()))
+        .find_map(|v| v.parse::<Targets>().ok());
+    if let Some(targets) = given {
+        return targets;
+    }
+    let level =
+        var("AWS_LAMBDA_LOG_LEVEL").and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "fatal" => Some(tracing::Level::ERROR),
+            other => other.parse::<tracing::Level>().ok(),
+        });
+    Targets::new().with_default(level.unwrap_or(tracing::Level::INFO))
+}
+
+/// Logs as JSON lines, filtered by [`log_filter`].
+pub fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = std::env::var("HOOKLINE_LOG")
-        .ok()
-        .and_then(|v| v.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let filter = log_filter(|name| std::env::var(name).ok());
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
@@ -33,6 +49,36 @@ pub fn init_tracing() {
         )
         .with(filter)
         .init();
+}
+
+/// Installs the EMF recorder (see [`crate::metrics::emf`]); its handle flushes what an
+/// invocation recorded. `None`, logged, if a recorder is installed already.
+pub fn init_metrics() -> Option<crate::metrics::emf::EmfHandle> {
+    crate::metrics::emf::install()
+        .inspect_err(|e| tracing::error!(error = %e, "metrics recorder not installed"))
+        .ok()
+}
+
+/// The function's router, writing the metrics of each invocation (one request) as EMF
+/// lines once it is answered.
+#[cfg(feature = "http-api")]
+pub fn flush_metrics_after(
+    router: axum::Router,
+    metrics: Option<crate::metrics::emf::EmfHandle>,
+) -> axum::Router {
+    let Some(metrics) = metrics else {
+        return router;
+    };
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = metrics.clone();
+            async move {
+                let response = next.run(request).await;
+                metrics.flush_stdout();
+                response
+            }
+        },
+    ))
 }
 
 /// The environment of a function.
@@ -141,5 +187,59 @@ impl Queue for NoQueue {
 
     fn max_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    async fn probe(&self) -> crate::Result<()> {
+        Err(crate::Error::backend(
+            "probe queue",
+            std::io::Error::other("this function has no events queue"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::filter::Targets;
+
+    use super::*;
+
+    fn filter(vars: &[(&str, &str)]) -> String {
+        let var = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        };
+        log_filter(var).to_string()
+    }
+
+    #[test]
+    fn the_log_level_comes_from_hookline_log_then_rust_log_then_lambda() {
+        let level = |l: LevelFilter| Targets::new().with_default(l).to_string();
+        assert_eq!(filter(&[]), level(LevelFilter::INFO));
+        assert_eq!(
+            filter(&[("AWS_LAMBDA_LOG_LEVEL", "DEBUG")]),
+            level(LevelFilter::DEBUG)
+        );
+        assert_eq!(
+            filter(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]),
+            level(LevelFilter::ERROR)
+        );
+        assert_eq!(
+            filter(&[("AWS_LAMBDA_LOG_LEVEL", "WARN"), ("RUST_LOG", "trace")]),
+            level(LevelFilter::TRACE)
+        );
+        assert_eq!(
+            filter(&[
+                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+                ("RUST_LOG", "trace"),
+                ("HOOKLINE_LOG", "error")
+            ]),
+            level(LevelFilter::ERROR)
+        );
+        assert_eq!(
+            filter(&[("AWS_LAMBDA_LOG_LEVEL", "nonsense")]),
+            level(LevelFilter::INFO)
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fields;
 pub mod ids;
 pub mod keys;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod retry;

@@ -59,6 +59,8 @@ pub trait TenantStore: Send + Sync {
     async fn operator_key_hash(&self) -> Result<Option<KeyHash>>;
     /// Stores the operator key's hash unless one is stored; returns whether it stored it.
     async fn init_operator_key_hash(&self, hash: &KeyHash) -> Result<bool>;
+    /// A cheap call that succeeds while storage answers, for health checks.
+    async fn probe(&self) -> Result<()>;
 }
 
 /// Domains and endpoints: what decides where a message goes.
@@ -414,6 +416,8 @@ pub trait Queue: Send + Sync {
     fn push_back(&self) -> Option<Duration> {
         None
     }
+    /// A cheap call that succeeds while the queue answers, for health checks.
+    async fn probe(&self) -> crate::error::Result<()>;
 }
 
 /// A message taken from the queue, invisible to others until acked or its visibility ends.

@@ -13,6 +13,33 @@ pub fn is_success(status: Option<u16>) -> bool {
     status.is_some_and(|s| (200..300).contains(&s))
 }
 
+/// Whether an answer refuses the message for good (406, Mailgun's convention, and 410):
+/// no retry follows, whatever is left of the schedule.
+pub fn refused_for_good(status: Option<u16>) -> bool {
+    matches!(status, Some(406) | Some(410))
+}
+
+/// The class of an attempt's outcome, as the `outcome` label of the delivery metrics
+/// gives it: the receiver's status class (429 apart: the receiver asks to slow down), or
+/// why no status came (`error` as the HTTP client names it: the URL policy refused the
+/// address, the TLS handshake failed, the request timed out, or the connection failed).
+/// A handful of values, so that alarms can address each.
+pub fn outcome_class(status: Option<u16>, error: Option<&str>) -> &'static str {
+    match status {
+        Some(429) => "rate_limited",
+        Some(s) if (200..300).contains(&s) => "2xx",
+        Some(s) if s >= 500 => "5xx",
+        // 1xx and 3xx are not followed: the receiver did not take the message, as a 4xx.
+        Some(_) => "4xx",
+        None => match error {
+            Some("blocked") => "url_policy",
+            Some("tls") => "tls",
+            Some("timeout") => "timeout",
+            _ => "connect",
+        },
+    }
+}
+
 /// How one attempt ended and what follows from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -38,7 +65,7 @@ impl Verdict {
                 next_delay: None,
             };
         }
-        if matches!(status, Some(406) | Some(410)) {
+        if refused_for_good(status) {
             return Verdict {
                 outcome: AttemptOutcome::Failed,
                 next_delay: None,
@@ -135,6 +162,28 @@ mod tests {
             (last.outcome, last.next_delay),
             (AttemptOutcome::Failed, None)
         );
+    }
+
+    #[test]
+    fn outcomes_fall_in_the_metric_classes() {
+        let cases = [
+            (Some(200), None, "2xx"),
+            (Some(204), Some("body_timeout"), "2xx"),
+            (Some(404), None, "4xx"),
+            (Some(410), None, "4xx"),
+            (Some(302), None, "4xx"),
+            (Some(429), None, "rate_limited"),
+            (Some(500), None, "5xx"),
+            (Some(503), None, "5xx"),
+            (None, Some("blocked"), "url_policy"),
+            (None, Some("tls"), "tls"),
+            (None, Some("timeout"), "timeout"),
+            (None, Some("connect"), "connect"),
+            (None, Some("request"), "connect"),
+        ];
+        for (status, error, class) in cases {
+            assert_eq!(outcome_class(status, error), class, "{status:?} {error:?}");
+        }
     }
 
     #[test]

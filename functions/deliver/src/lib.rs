@@ -35,6 +35,7 @@ use futures::FutureExt;
 use hookline_core::config::CoreConfig;
 use hookline_core::error::panic_message;
 use hookline_core::ids::{AttemptId, EndpointId, MessageId};
+use hookline_core::metrics;
 use hookline_core::model::{
     Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange, Message, Millis,
 };
@@ -42,7 +43,7 @@ use hookline_core::ports::{
     FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
 };
 use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
-use hookline_core::verdict::{health_change, Verdict};
+use hookline_core::verdict::{health_change, outcome_class, refused_for_good, Verdict};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -171,6 +172,7 @@ impl Deliverer {
             Ok(t) => t,
             Err(reason) => {
                 tracing::warn!(%reason, "malformed queue message");
+                metrics::event_dead_lettered("malformed");
                 return Disposition::DeadLetter(reason);
             }
         };
@@ -187,6 +189,7 @@ impl Deliverer {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "event refused");
+                metrics::event_dead_lettered(e.code());
                 Disposition::DeadLetter(e.to_string())
             }
         }
@@ -200,8 +203,14 @@ impl Deliverer {
         // Stored under its owner, as the task names it; an owner a producer may not name
         // finds nothing there and is refused by `admit`.
         let (owner, id) = (task.route().tenant, task.id);
+        let from_producer = !task.key_claimed;
         let refusal = match self.admit(task).await {
-            Ok(Some(admitted)) => return self.store_and_fan_out(admitted).await,
+            Ok(Some(admitted)) => {
+                if from_producer {
+                    metrics::events_accepted(metrics::Source::Sqs, 1);
+                }
+                return self.store_and_fan_out(admitted).await;
+            }
             Ok(None) => None,
             Err(e) if e.is_retryable() => return Err(e),
             Err(refused) => Some(refused),
@@ -524,6 +533,16 @@ impl Deliverer {
         let status = response.status;
         let verdict = Verdict::of(status, response.retry_after, number, &self.config.retry);
         let (outcome, next_delay) = (verdict.outcome, verdict.next_delay);
+        let class = outcome_class(status, response.error.as_deref());
+        metrics::delivery_attempt(class, response.latency);
+        if verdict.succeeded() {
+            let since_publish = now.saturating_sub(message.received_at).max(0);
+            metrics::delivered(Duration::from_millis(since_publish as u64));
+        } else if next_delay.is_some() {
+            metrics::retry_scheduled();
+        } else if !refused_for_good(status) {
+            metrics::delivery_exhausted();
+        }
 
         if let Some(delay) = next_delay {
             // Queued before the result is recorded: see the module comment.
@@ -559,13 +578,17 @@ impl Deliverer {
             error: response.error,
             outcome,
         };
+        // `message_id`: a field named `message` would clash with the line's own message in
+        // the JSON logs.
         tracing::info!(
-            message = %message.id,
-            endpoint = %endpoint.id,
+            message_id = %message.id,
+            endpoint_id = %endpoint.id,
             attempt = number,
-            status = ?status,
-            error = ?attempt.error,
+            status,
+            error = attempt.error.as_deref(),
             outcome = outcome.as_str(),
+            class,
+            latency_ms = attempt.latency_ms,
             "delivery attempt"
         );
         if !self
@@ -600,6 +623,7 @@ impl Deliverer {
         if changed {
             if let HealthChange::Disable { reason, .. } = &change {
                 tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
+                metrics::endpoint_disabled();
             }
         }
         Ok(())

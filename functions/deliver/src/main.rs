@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use hookline_core::cache::CachedStore;
-use hookline_core::lambda::{init_tracing, LambdaEnv};
+use hookline_core::lambda::{init_metrics, init_tracing, LambdaEnv};
 use hookline_core::ports::SystemClock;
 use hookline_deliver::{sqs, Deliverer};
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -21,6 +21,7 @@ const ENDPOINT_CACHE: Duration = Duration::from_secs(5);
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
+    let metrics = init_metrics();
     let env = LambdaEnv::load().await?;
     let store = Arc::new(CachedStore::new(env.store()?).with_endpoints(ENDPOINT_CACHE));
     let events = env.queue("QUEUE_URL")?;
@@ -36,10 +37,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .with_request_limit(env.request_limit());
     let deliverer = &deliverer;
     let (events, dead_letters) = (events.as_ref(), dead_letters.as_ref());
+    let metrics = &metrics;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(
-            sqs::handle_batch(deliverer, events, dead_letters, event.payload).await,
-        )
+        let answer = sqs::handle_batch(deliverer, events, dead_letters, event.payload).await;
+        // One flush per invocation, before the answer ends it.
+        if let Some(metrics) = metrics {
+            metrics.flush_stdout();
+        }
+        Ok::<_, lambda_runtime::Error>(answer)
     }))
     .await
 }

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use hookline_core::envelope::{Publish, Validated};
 use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, ErrorDetail, RawBody};
 use hookline_core::ids::MessageId;
+use hookline_core::metrics;
 use hookline_core::ports::{Outgoing, Refusal};
 use hookline_core::task::{EventTask, Task};
 use hookline_core::{Error, Result};
@@ -221,11 +222,20 @@ async fn publish(
     caller: Caller,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
+    let answer = publish_body(&state, caller, &body).await;
+    if let Err(refused) = &answer {
+        // A request refused whole: its events, however many, count as one refusal.
+        metrics::events_refused(refused.0.code(), 1);
+    }
+    answer
+}
+
+async fn publish_body(state: &AppState, caller: Caller, body: &[u8]) -> ApiResult<Response> {
     let tenant = caller.tenant()?;
     if let Some(retry_after) = state.queue.push_back() {
         return Err(Error::Overloaded { retry_after }.into());
     }
-    let publish = Publish::parse(&body)?;
+    let publish = Publish::parse(body)?;
     let single = matches!(publish, Publish::One(_));
     let mut events = Vec::new();
     for (i, event) in publish.into_events().into_iter().enumerate() {
@@ -235,7 +245,8 @@ async fn publish(
             .map_err(|e| if single { e } else { at_index(i, e) })?;
         events.push(valid);
     }
-    let fates = accept(&state, events).await?;
+    let fates = accept(state, events).await?;
+    record(&fates);
     let mut ids = Vec::with_capacity(fates.len());
     for fate in &fates {
         match fate {
@@ -249,6 +260,22 @@ async fn publish(
         json!({ "ids": ids })
     };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Counts the events of a publish that reached the queue and those it did not take.
+fn record(fates: &[Fate]) {
+    let queued = fates
+        .iter()
+        .filter(|f| matches!(f, Fate::Queued(_)))
+        .count();
+    if queued > 0 {
+        metrics::events_accepted(metrics::Source::Http, queued);
+    }
+    for fate in fates {
+        if let Fate::NotQueued { refusal, .. } = fate {
+            metrics::events_refused(refusal.code(), 1);
+        }
+    }
 }
 
 /// Queues validated events and tells what became of each, in order.

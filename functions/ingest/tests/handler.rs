@@ -358,6 +358,10 @@ impl Queue for Flaky {
     fn max_delay(&self) -> Duration {
         self.inner.max_delay()
     }
+
+    async fn probe(&self) -> hookline_core::Result<()> {
+        self.inner.probe().await
+    }
 }
 
 #[tokio::test]

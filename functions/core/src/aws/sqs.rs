@@ -430,6 +430,17 @@ impl Queue for SqsQueue {
     fn max_delay(&self) -> Duration {
         MAX_DELAY
     }
+
+    async fn probe(&self) -> Result<()> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| sdk_error("probe queue", e))?;
+        Ok(())
+    }
 }
 
 #[async_trait]

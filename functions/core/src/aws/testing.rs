@@ -17,6 +17,11 @@ pub async fn moto_sdk_config() -> SdkConfig {
              `moto_server -H 127.0.0.1 -p PORT` and set {ENDPOINT_VAR}=http://127.0.0.1:PORT"
         )
     });
+    sdk_config_at(&endpoint).await
+}
+
+/// SDK settings for an emulator (or a dead address) at `endpoint`.
+pub async fn sdk_config_at(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(super::sdk_http_client())
         .endpoint_url(endpoint)

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -443,6 +443,30 @@ impl Drop for Threads {
 #[derive(Clone)]
 pub(crate) struct Db {
     threads: Arc<Threads>,
+    /// The data file as opened, for [`Db::probe`]; `None` in memory.
+    file: Option<Arc<DataFile>>,
+}
+
+/// Which file the connections have open. A file removed or replaced under a running
+/// process is still read and written through the descriptors SQLite holds, so queries
+/// alone would not notice it gone: the probe compares the path's file with this one.
+struct DataFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of a file, where the platform has them.
+fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 impl Db {
@@ -492,13 +516,48 @@ impl Db {
             writer_loop(conn, rx, checkpoints)
         })?);
         handles.extend(checkpointer_handle);
+        let file = wal_path.map(|path| {
+            Arc::new(DataFile {
+                path: path.to_path_buf(),
+                identity: std::fs::metadata(path).ok().as_ref().and_then(identity),
+            })
+        });
         Ok(Db {
             threads: Arc::new(Threads {
                 writer: Some(tx),
                 readers,
                 handles,
             }),
+            file,
         })
+    }
+
+    /// Checks that the data file is still the one opened, and readable, and that a query
+    /// on `table` answers: what a health check asks of the store and the queue.
+    pub(crate) async fn probe(&self, table: &'static str) -> Result<()> {
+        if let Some(file) = &self.file {
+            let path = file.path.display();
+            let meta = std::fs::metadata(&file.path)
+                .map_err(|e| Error::backend("probe data file", io_error(format!("{path}: {e}"))))?;
+            if identity(&meta) != file.identity {
+                return Err(Error::backend(
+                    "probe data file",
+                    io_error(format!("{path} was replaced since it was opened")),
+                ));
+            }
+            std::fs::File::open(&file.path)
+                .map_err(|e| Error::backend("probe data file", io_error(format!("{path}: {e}"))))?;
+        }
+        let sql = match table {
+            "queue" => "SELECT COUNT(*) FROM (SELECT 1 FROM queue LIMIT 1)",
+            _ => "SELECT COUNT(*) FROM (SELECT 1 FROM tenants LIMIT 1)",
+        };
+        self.read("probe database", move |conn| {
+            conn.prepare_cached(sql)?
+                .query_row([], |row| row.get::<_, i64>(0))
+        })
+        .await?;
+        Ok(())
     }
 
     /// Queues `f` for the writer at once (calls are run in the order they are made) and
@@ -586,6 +645,10 @@ impl Db {
         let _ = readers.send(job);
         futures::future::Either::Right(async move { settle(context, answer.await.ok()) })
     }
+}
+
+fn io_error(message: String) -> std::io::Error {
+    std::io::Error::other(message)
 }
 
 #[cfg(test)]
@@ -816,6 +879,7 @@ mod tests {
                 readers: None,
                 handles: Vec::new(),
             }),
+            file: None,
         };
         assert!(insert(&stopped, 1).await.is_err());
         insert(&db, 1).await.expect("the real one works");

@@ -190,6 +190,22 @@ impl SqliteQueue {
         self.db.read("count queue", stored_messages).await
     }
 
+    /// Sets the queue's gauges (see [`crate::metrics::queue`]): its messages, and how long
+    /// ago the oldest of them was sent (zero when it is empty). Read when they are
+    /// scraped, so they cost nothing in between.
+    pub async fn record_gauges(&self) -> Result<()> {
+        let (depth, oldest): (usize, Option<Millis>) = self
+            .db
+            .read("measure queue", |conn| {
+                conn.prepare_cached("SELECT COUNT(*), MIN(sent_at) FROM queue")?
+                    .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+            })
+            .await?;
+        let age = oldest.map_or(0, |sent| self.clock.now().saturating_sub(sent).max(0));
+        crate::metrics::queue(depth, Duration::from_millis(age as u64));
+        Ok(())
+    }
+
     pub async fn dead_letter_count(&self) -> Result<usize> {
         self.count("count dead letters", "SELECT COUNT(*) FROM dead_letters")
             .await
@@ -279,6 +295,10 @@ impl Queue for SqliteQueue {
         MAX_DELAY
     }
 
+    async fn probe(&self) -> Result<()> {
+        self.db.probe("queue").await
+    }
+
     fn push_back(&self) -> Option<Duration> {
         let max = self.max_waiting?;
         (self.waiting() > max).then_some(PUSH_BACK)
@@ -295,7 +315,8 @@ impl PullQueue for SqliteQueue {
         let hidden_until = now.saturating_add(duration_ms(visibility));
         let max_receives = self.max_receives;
         let waiting = Arc::clone(&self.waiting);
-        self.db
+        let (received, dead) = self
+            .db
             .write("receive from queue", move |conn| {
                 let due = conn
                     .prepare_cached(
@@ -312,11 +333,17 @@ impl PullQueue for SqliteQueue {
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut received = Vec::with_capacity(due.len());
+                let mut dead = 0;
                 let taken = due.iter().filter(|(.., fresh)| *fresh).count();
                 for (id, body, receive_count, _) in due {
                     let seen = Receipt { id, receive_count };
                     if receive_count >= max_receives {
-                        move_to_dead_letters(conn, seen, MAX_RECEIVES_REASON, now)?;
+                        dead += usize::from(move_to_dead_letters(
+                            conn,
+                            seen,
+                            MAX_RECEIVES_REASON,
+                            now,
+                        )?);
                         continue;
                     }
                     let receive_count = receive_count + 1;
@@ -332,9 +359,13 @@ impl PullQueue for SqliteQueue {
                     });
                 }
                 waiting.remove(taken);
-                Ok(received)
+                Ok((received, dead))
             })
-            .await
+            .await?;
+        for _ in 0..dead {
+            crate::metrics::event_dead_lettered("max_receives");
+        }
+        Ok(received)
     }
 
     async fn ack(&self, receipts: &[String]) -> Result<()> {

@@ -573,6 +573,10 @@ impl TenantStore for SqliteStore {
             })
             .await
     }
+
+    async fn probe(&self) -> Result<()> {
+        self.db.probe("tenants").await
+    }
 }
 
 // ---- domains and endpoints ------------------------------------------------------------
