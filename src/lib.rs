@@ -76,6 +76,10 @@ pub struct LocalConfig {
     /// `HOOKLINE_RETENTION_DAYS` and without its minimum.
     #[arg(long, env = "HOOKLINE_RETENTION")]
     pub retention: Option<String>,
+    /// Failed attempts in a row after which a delivery that will be retried publishes
+    /// `hookline.message.attempt.failing` (default 3); `off` never does.
+    #[arg(long, env = "HOOKLINE_FAILING_AFTER")]
+    pub failing_after: Option<String>,
     /// Events waiting for the worker above which publishing answers 503 with
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
@@ -104,6 +108,7 @@ impl LocalConfig {
                 names::MAX_ENDPOINTS => &self.max_endpoints,
                 names::RETENTION_DAYS => &self.retention_days,
                 names::RETENTION => &self.retention,
+                names::FAILING_AFTER => &self.failing_after,
                 _ => &None,
             }
             .clone()
@@ -192,6 +197,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         config: core.clone(),
         operator_key: Some(operator_key),
         sender: Some(sender.clone()),
+        dead_letters: Some(queue.clone()),
     };
     let deliverer = Arc::new(
         Deliverer::new(

@@ -1,5 +1,6 @@
 //! The tenant and operator API (`/v1`): tenants, their sub-accounts and keys, domains,
-//! endpoints and their secrets, the message and attempt log, and the event-type catalog. The same router
+//! endpoints and their secrets, the message and attempt log, the event-type catalog, the
+//! operator's endpoints and the dead-letter queue. The same router
 //! serves local mode and the api Lambda function.
 
 mod domains;
@@ -8,6 +9,7 @@ mod event_types;
 mod mailgun;
 mod messages;
 mod openapi;
+mod operator;
 mod replay;
 mod tenants;
 mod views;
@@ -79,6 +81,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(replay::message))
         .routes(routes!(event_types::list, event_types::create))
         .routes(routes!(event_types::get))
+        .routes(routes!(operator::create_endpoint, operator::list_endpoints))
+        .routes(routes!(
+            operator::get_endpoint,
+            operator::update_endpoint,
+            operator::delete_endpoint
+        ))
+        .routes(routes!(operator::endpoint_secret))
+        .routes(routes!(operator::list_dead_letters))
+        .routes(routes!(operator::redrive))
         // Mailgun's webhooks API over the same endpoints (see `mailgun`).
         .routes(routes!(mailgun::list, mailgun::create))
         .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))

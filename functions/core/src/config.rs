@@ -42,6 +42,9 @@ pub struct CoreConfig {
     pub disable_after: Option<Duration>,
     /// The most endpoints a tenant may have.
     pub max_endpoints: usize,
+    /// After this many failed attempts in a row, a delivery that will be tried again
+    /// publishes `hookline.message.attempt.failing`; `None` never does.
+    pub failing_after: Option<u32>,
 }
 
 impl Default for CoreConfig {
@@ -55,6 +58,7 @@ impl Default for CoreConfig {
             secret_grace: Duration::from_secs(24 * 3600),
             disable_after: Some(DEFAULT_DISABLE_AFTER),
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
+            failing_after: Some(crate::operational::DEFAULT_FAILING_AFTER),
         }
     }
 }
@@ -80,6 +84,7 @@ pub mod names {
     pub const CONCURRENCY: &str = "HOOKLINE_CONCURRENCY";
     pub const RETENTION_DAYS: &str = "HOOKLINE_RETENTION_DAYS";
     pub const RETENTION: &str = "HOOKLINE_RETENTION";
+    pub const FAILING_AFTER: &str = "HOOKLINE_FAILING_AFTER";
 }
 
 /// Delivery requests in flight at most, by default.
@@ -159,6 +164,15 @@ impl Settings {
         if let Some(s) = get(names::MAX_ENDPOINTS) {
             core.max_endpoints =
                 parse_count(&s, 1, usize::MAX).map_err(|e| named(names::MAX_ENDPOINTS, e))?;
+        }
+        if let Some(s) = get(names::FAILING_AFTER) {
+            core.failing_after = if s.trim().eq_ignore_ascii_case("off") {
+                None
+            } else {
+                let n = parse_count(&s, 1, u32::MAX as usize)
+                    .map_err(|e| named(names::FAILING_AFTER, format!("{e}, or `off`")))?;
+                Some(n as u32)
+            };
         }
         let concurrency = match get(names::CONCURRENCY) {
             None => DEFAULT_CONCURRENCY,
@@ -272,6 +286,7 @@ mod tests {
             (names::MAX_ENDPOINTS, "7"),
             (names::CONCURRENCY, "9"),
             (names::RETENTION_DAYS, "20"),
+            (names::FAILING_AFTER, "5"),
         ]);
         let get = |name: &str| given.get(name).map(|v| v.to_string());
         let s = Settings::parse(&get, RetentionFloor::SQS).expect("valid");
@@ -281,6 +296,7 @@ mod tests {
         assert_eq!(s.core.request_timeout, Duration::from_secs(2));
         assert_eq!(s.core.disable_after, None);
         assert_eq!(s.core.max_endpoints, 7);
+        assert_eq!(s.core.failing_after, Some(5));
         assert_eq!(s.concurrency, 9);
         assert_eq!(s.retention, Some(Duration::from_secs(20 * 86_400)));
 
@@ -293,6 +309,13 @@ mod tests {
             Some(Duration::from_secs(DEFAULT_RETENTION_DAYS * 86_400))
         );
         assert!(!defaults.core.url_policy.allow_http);
+        assert_eq!(defaults.core.failing_after, Some(3));
+        let off = Settings::parse(
+            &|n| (n == names::FAILING_AFTER).then(|| "OFF".into()),
+            RetentionFloor::SQS,
+        )
+        .expect("off is a value");
+        assert_eq!(off.core.failing_after, None);
     }
 
     #[test]
@@ -307,6 +330,7 @@ mod tests {
             (names::CONCURRENCY, "65537"),
             (names::RETENTION_DAYS, "2d"),
             (names::RETENTION, "0s"),
+            (names::FAILING_AFTER, "0"),
         ] {
             let get = |n: &str| (n == name).then(|| bad.to_string());
             let e = Settings::parse(&get, RetentionFloor::EMBEDDED).expect_err(name);

@@ -12,6 +12,7 @@ pub mod fields;
 pub mod ids;
 pub mod keys;
 pub mod model;
+pub mod operational;
 pub mod ports;
 pub mod retry;
 pub mod signing;

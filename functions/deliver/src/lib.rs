@@ -34,10 +34,13 @@ use futures::future::join_all;
 use futures::FutureExt;
 use hookline_core::config::CoreConfig;
 use hookline_core::error::panic_message;
+use hookline_core::ids::TenantId;
 use hookline_core::ids::{AttemptId, EndpointId, MessageId};
 use hookline_core::model::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange, Message, Millis,
+    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange,
+    Message, Millis,
 };
+use hookline_core::operational::{self, Operational};
 use hookline_core::ports::{
     FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
 };
@@ -362,7 +365,7 @@ impl Deliverer {
             .list_endpoints(route.tenant)
             .await?
             .into_iter()
-            .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
+            .filter(|e| operational::receives(e, &task.event_type, task.domain.as_deref()))
             .collect();
         let message = Message {
             id: task.id,
@@ -568,13 +571,28 @@ impl Deliverer {
             outcome = outcome.as_str(),
             "delivery attempt"
         );
-        if !self
+        let (last_status, last_error) = (attempt.status_code, attempt.error.clone());
+        if self
             .store
             .record_attempt(&delivery, expect, Some(&attempt))
             .await?
         {
+            // Once per delivery: only the worker whose result was recorded tells.
+            if let Some(event) = self.attempt_event(
+                message,
+                endpoint,
+                number,
+                outcome,
+                last_status,
+                last_error,
+                now,
+            ) {
+                self.publish(message.tenant, event).await;
+            }
+        } else {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
+
         // After the result is recorded: a fault here must not send the request again.
         if let Err(e) = self.track_health(endpoint, status, now).await {
             tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint health not updated");
@@ -598,11 +616,69 @@ impl Deliverer {
             .update_endpoint_health(endpoint.tenant, endpoint.id, &change)
             .await?;
         if changed {
-            if let HealthChange::Disable { reason, .. } = &change {
+            if let HealthChange::Disable { reason, at } = &change {
                 tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
+                // Once per disabling: only the change that found the endpoint active
+                // tells, whatever the message was (see `operational` on loops).
+                let event = Operational::EndpointDisabled {
+                    endpoint: endpoint.id,
+                    reason: reason.clone(),
+                    failing_since: Some(endpoint.failing_since.unwrap_or(*at)),
+                    at: *at,
+                };
+                self.publish(endpoint.tenant, event).await;
             }
         }
         Ok(())
+    }
+
+    /// The operational event an attempt's recorded result calls for, if any: `failing`
+    /// after the configured number of failures in a row of a delivery that goes on,
+    /// `exhausted` when it failed for good. Never for a delivery of an operational
+    /// message, so that a failing operational endpoint cannot feed itself.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_event(
+        &self,
+        message: &Message,
+        endpoint: &Endpoint,
+        number: u32,
+        outcome: AttemptOutcome,
+        last_status: Option<u16>,
+        last_error: Option<String>,
+        at: Millis,
+    ) -> Option<Operational> {
+        if operational::is_reserved(&message.event_type) {
+            return None;
+        }
+        let (message_id, endpoint_id, event_type) =
+            (message.id, endpoint.id, message.event_type.clone());
+        match outcome {
+            AttemptOutcome::Failed => Some(Operational::AttemptExhausted {
+                message: message_id,
+                endpoint: endpoint_id,
+                event_type,
+                attempts: number,
+                last_status,
+                last_error,
+                at,
+            }),
+            AttemptOutcome::Retrying if self.config.failing_after == Some(number) => {
+                Some(Operational::AttemptFailing {
+                    message: message_id,
+                    endpoint: endpoint_id,
+                    event_type,
+                    attempts: number,
+                    last_status,
+                    last_error,
+                    at,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    async fn publish(&self, tenant: TenantId, event: Operational) {
+        operational::publish(self.queue.as_ref(), tenant, event).await;
     }
 
     /// Puts off an attempt over its endpoint's rate limit or share: a new task for the same

@@ -195,6 +195,21 @@ CREATE INDEX IF NOT EXISTS tenants_by_parent_id ON tenants (parent, id);
 CREATE INDEX IF NOT EXISTS messages_by_received ON messages (received_at, id);
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
+    // 6: dead letters the operator lists and redrives by id: ids never used twice, so an id
+    // read in a listing names that message or none.
+    r#"
+CREATE TABLE dead_letters_unique (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    body           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    receive_count  INTEGER NOT NULL,
+    at             INTEGER NOT NULL
+);
+INSERT INTO dead_letters_unique (id, body, reason, receive_count, at)
+    SELECT id, body, reason, receive_count, at FROM dead_letters;
+DROP TABLE dead_letters;
+ALTER TABLE dead_letters_unique RENAME TO dead_letters;
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.
@@ -573,8 +588,11 @@ mod tests {
             .is_empty());
         assert_eq!(queue.depth().await.expect("depth"), 0);
         assert_eq!(
-            queue.list_dead_letters().await.expect("list"),
-            vec![("poison".to_string(), "max receives exceeded".to_string())]
+            queue.dead_letter_reasons().await.expect("list"),
+            vec![(
+                "poison".to_string(),
+                crate::ports::MAX_RECEIVES_REASON.to_string()
+            )]
         );
     }
 
