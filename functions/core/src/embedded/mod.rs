@@ -341,6 +341,13 @@ mod tests {
         .await;
         assert_eq!(queue.depth().await.expect("depth"), 0);
         assert_eq!(queue.dead_letter_count().await.expect("count"), 1);
+        contract::dead_letter_contract(
+            queue.clone() as Arc<dyn PullQueue>,
+            queue.clone() as Arc<dyn crate::ports::DeadLetters>,
+        )
+        .await;
+        assert_eq!(queue.depth().await.expect("depth"), 0);
+        assert_eq!(queue.dead_letter_count().await.expect("count"), 1);
     }
 
     #[tokio::test]
