@@ -226,6 +226,12 @@ impl Deliverer {
 
     async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
+        if message.targets.is_empty() && operational::is_reserved(&message.event_type) {
+            // Nobody takes it: not kept, so that a log holds the operational events of
+            // those who asked for them only.
+            tracing::debug!(message = %message.id, event_type = %message.event_type, "operational event without subscribers; dropped");
+            return Ok(Step::Settled);
+        }
         let mut permits = None;
         let inserted = if self.config.retry.initial_delay().is_zero() {
             // Taken before the lease is written, so that no lease runs down while waiting.
