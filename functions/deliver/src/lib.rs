@@ -19,6 +19,10 @@
 //! failing, a success clears that, and an endpoint still failing after the configured
 //! period is disabled. An endpoint with a rate limit gets at most that many requests per
 //! second from this process (see [`rate`]).
+//!
+//! What delivery tells about itself (an endpoint disabled, a delivery failing or out of
+//! retries) it queues as operational events, like any event (see
+//! [`hookline_core::operational`], which also says why they cannot loop).
 
 pub mod rate;
 pub mod share;
@@ -577,28 +581,18 @@ impl Deliverer {
             outcome = outcome.as_str(),
             "delivery attempt"
         );
-        let (last_status, last_error) = (attempt.status_code, attempt.error.clone());
         if self
             .store
             .record_attempt(&delivery, expect, Some(&attempt))
             .await?
         {
             // Once per delivery: only the worker whose result was recorded tells.
-            if let Some(event) = self.attempt_event(
-                message,
-                endpoint,
-                number,
-                outcome,
-                last_status,
-                last_error,
-                now,
-            ) {
+            if let Some(event) = self.attempt_event(message, &attempt, now) {
                 self.publish(message.tenant, event).await;
             }
         } else {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
-
         // After the result is recorded: a fault here must not send the request again.
         if let Err(e) = self.track_health(endpoint, status, now).await {
             tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint health not updated");
@@ -642,38 +636,35 @@ impl Deliverer {
     /// after the configured number of failures in a row of a delivery that goes on,
     /// `exhausted` when it failed for good. Never for a delivery of an operational
     /// message, so that a failing operational endpoint cannot feed itself.
-    #[allow(clippy::too_many_arguments)]
     fn attempt_event(
         &self,
         message: &Message,
-        endpoint: &Endpoint,
-        number: u32,
-        outcome: AttemptOutcome,
-        last_status: Option<u16>,
-        last_error: Option<String>,
+        attempt: &Attempt,
         at: Millis,
     ) -> Option<Operational> {
         if operational::is_reserved(&message.event_type) {
             return None;
         }
         let (message_id, endpoint_id, event_type) =
-            (message.id, endpoint.id, message.event_type.clone());
-        match outcome {
+            (message.id, attempt.endpoint, message.event_type.clone());
+        let (attempts, last_status, last_error) =
+            (attempt.number, attempt.status_code, attempt.error.clone());
+        match attempt.outcome {
             AttemptOutcome::Failed => Some(Operational::AttemptExhausted {
                 message: message_id,
                 endpoint: endpoint_id,
                 event_type,
-                attempts: number,
+                attempts,
                 last_status,
                 last_error,
                 at,
             }),
-            AttemptOutcome::Retrying if self.config.failing_after == Some(number) => {
+            AttemptOutcome::Retrying if self.config.failing_after == Some(attempts) => {
                 Some(Operational::AttemptFailing {
                     message: message_id,
                     endpoint: endpoint_id,
                     event_type,
-                    attempts: number,
+                    attempts,
                     last_status,
                     last_error,
                     at,
