@@ -9,7 +9,7 @@
 # own with only loopback up, so no test send, `verify` or delivery can reach any address but
 # 127.0.0.1. Where no namespace can be made (unshare needs root), the operations that send
 # (publishing, test sends, Mailgun's webhook test call, endpoint create/update with
-# `verify`) are left out instead, and the script says so.
+# `verify`, the operator's endpoints included) are left out instead, and the script says so.
 #
 # Prints `schemathesis: N passed, M failed` (operations per run, summed) as its last line and
 # exits non-zero on any failure. SCHEMATHESIS names the CLI (default .venv/bin/schemathesis).
@@ -28,8 +28,8 @@ if [ -z "${HOOKLINE_ST_INNER:-}" ]; then
       bash -c 'ip link set lo up && exec "$0"' "$0"
   fi
   echo "==> no network namespace available: leaving out publish_events, test_endpoint,"
-  echo "    mailgun_test_webhook, create_endpoint and update_endpoint (they could make"
-  echo "    Hookline send)"
+  echo "    mailgun_test_webhook, create_endpoint, update_endpoint and their operator"
+  echo "    forms (they could make Hookline send)"
   export HOOKLINE_ST_INNER=shared
 fi
 
@@ -85,7 +85,7 @@ EOF
 
 checks=not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance
 operator_only='create_tenant|create_event_type'
-sends='publish_events|test_endpoint|mailgun_test_webhook|create_endpoint|update_endpoint'
+sends='publish_events|test_endpoint|mailgun_test_webhook|create_endpoint|update_endpoint|create_operator_endpoint|update_operator_endpoint'
 passed=0
 failed=0
 
@@ -135,7 +135,7 @@ EOF
 
 run tenant "$operator_only" -H "Authorization: Bearer $tenant_key" --exclude-tag mailgun
 run operator "" -H "Authorization: Bearer $operator" \
-  --include-operation-id-regex '^(create_tenant|create_event_type|get_tenant|list_api_keys|create_api_key|revoke_api_key|list_event_types)$'
+  --include-operation-id-regex '^(create_tenant|create_event_type|get_tenant|list_api_keys|create_api_key|revoke_api_key|list_event_types|list_dead_letters|redrive_dead_letters|create_operator_endpoint|list_operator_endpoints|get_operator_endpoint|update_operator_endpoint|delete_operator_endpoint|get_operator_endpoint_secret)$'
 run mailgun "" --auth "api:$tenant_key" --include-tag mailgun
 
 if ! kill -0 "$hl_pid" 2>/dev/null; then

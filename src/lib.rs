@@ -99,6 +99,10 @@ pub struct LocalConfig {
     /// The public base URL magic links point to (default: the host the request came to).
     #[arg(long, env = "HOOKLINE_PORTAL_BASE_URL")]
     pub portal_base_url: Option<String>,
+    /// Failed attempts in a row after which a delivery that will be retried publishes
+    /// `hookline.message.attempt.failing` (default 3); `off` never does.
+    #[arg(long, env = "HOOKLINE_FAILING_AFTER")]
+    pub failing_after: Option<String>,
     /// Events waiting for the worker above which publishing answers 503 with
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
@@ -150,6 +154,7 @@ impl LocalConfig {
                 names::PORTAL_LINK_TTL => &self.portal_link_ttl,
                 names::PORTAL_SESSION_TTL => &self.portal_session_ttl,
                 names::PORTAL_BASE_URL => &self.portal_base_url,
+                names::FAILING_AFTER => &self.failing_after,
                 _ => &None,
             }
             .clone()
@@ -244,6 +249,7 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         config: core.clone(),
         operator_key: Some(operator_key),
         sender: Some(sender.clone()),
+        dead_letters: Some(queue.clone()),
     };
     let deliverer = Arc::new(
         Deliverer::new(

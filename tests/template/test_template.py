@@ -398,21 +398,35 @@ class TemplateTest(unittest.TestCase):
 
     # --- least privilege -------------------------------------------------------------------
 
-    def test_api_function_only_sends_to_the_events_queue_and_never_scans(self):
-        # It queues replays and probes the queue for /health; it never receives or deletes
-        # queue messages.
+    def test_api_function_sends_to_the_events_queue_and_reads_the_dead_letters(self):
+        # It queues replays, redrives and operational events and probes the events queue
+        # for /health; it reads and empties the dead-letter queue for the operator; it never
+        # consumes the events queue.
         stmts = self.statements_of_function("ApiFunction")
         self.assertTrue(stmts, "the api function needs its table permissions")
-        sqs_actions = set()
+        by_queue = {}
         for s in stmts:
             acts = [a.lower() for a in actions_of(s)]
             self.assertNotIn("dynamodb:scan", acts)
             if any(a.startswith("sqs:") for a in acts):
-                sqs_actions.update(acts)
-                self.assertEqual(
-                    [referenced_resource(r) for r in resources_of(s)], ["EventsQueue"]
-                )
-        self.assertEqual(sqs_actions, {"sqs:sendmessage", "sqs:getqueueattributes"})
+                for r in resources_of(s):
+                    by_queue.setdefault(referenced_resource(r), set()).update(
+                        a for a in acts if a.startswith("sqs:")
+                    )
+        self.assertEqual(
+            by_queue,
+            {
+                "EventsQueue": {"sqs:sendmessage", "sqs:getqueueattributes"},
+                "DeadLetterQueue": {
+                    "sqs:receivemessage",
+                    "sqs:changemessagevisibility",
+                    "sqs:deletemessage",
+                },
+            },
+        )
+        self.assertEqual(
+            self.function_env("ApiFunction")["DLQ_URL"], {"Ref": "DeadLetterQueue"}
+        )
         self.assertNotIn("Role", self.props("ApiFunction"))
 
     def test_ingest_sends_only_to_the_events_queue_and_never_scans(self):

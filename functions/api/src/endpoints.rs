@@ -16,6 +16,7 @@ use hookline_core::http::{
 };
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
+use hookline_core::operational::{self, Operational};
 use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret};
 use hookline_core::urlpolicy::UrlPolicy;
@@ -313,7 +314,15 @@ pub async fn create(
     caller: Caller,
     JsonBody(req): JsonBody<CreateEndpoint>,
 ) -> ApiResult<Response> {
-    let tenant = caller.tenant()?;
+    create_for(&state, caller.tenant()?, req).await
+}
+
+/// Creates an endpoint of `tenant`'s (the operator's, under its reserved tenant).
+pub(crate) async fn create_for(
+    state: &AppState,
+    tenant: TenantId,
+    req: CreateEndpoint,
+) -> ApiResult<Response> {
     let rate_limit = fields::rate_limit(req.rate_limit.as_ref())?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
     let event_types = EventFilter::parse(state.store.as_ref(), req.event_types)
@@ -346,7 +355,7 @@ pub async fn create(
         version: 1,
     };
     if req.verify {
-        verify(&state, &endpoint).await?;
+        verify(state, &endpoint).await?;
     }
     state
         .store
@@ -378,7 +387,14 @@ pub async fn list(
     caller: Caller,
     query: Result<Query<Paging>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let tenant = caller.tenant()?;
+    list_for(&state, caller.tenant()?, query).await
+}
+
+pub(crate) async fn list_for(
+    state: &AppState,
+    tenant: TenantId,
+    query: Result<Query<Paging>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
     let paging = paging(query)?;
     let page = state
         .store
@@ -397,8 +413,7 @@ pub fn paging(query: Result<Query<Paging>, QueryRejection>) -> Result<Paging> {
         .map_err(|e| Error::invalid("invalid_query", e.body_text()))
 }
 
-async fn load(state: &AppState, caller: Caller, id: &str) -> ApiResult<Endpoint> {
-    let tenant = caller.tenant()?;
+async fn load(state: &AppState, tenant: TenantId, id: &str) -> ApiResult<Endpoint> {
     let id = EndpointId::parse(id).ok_or(Error::NotFound("endpoint"))?;
     Ok(state
         .store
@@ -427,7 +442,11 @@ pub async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let endpoint = load(&state, caller, &id).await?;
+    get_for(&state, caller.tenant()?, &id).await
+}
+
+pub(crate) async fn get_for(state: &AppState, tenant: TenantId, id: &str) -> ApiResult<Response> {
+    let endpoint = load(state, tenant, id).await?;
     Ok(with_etag(
         &revision(&endpoint),
         Json(EndpointView::from(&endpoint)),
@@ -469,15 +488,25 @@ pub async fn update(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<UpdateEndpoint>,
 ) -> ApiResult<Response> {
-    let mut read = load(&state, caller, &id).await?;
+    update_for(&state, caller.tenant()?, &if_match, &id, req).await
+}
+
+pub(crate) async fn update_for(
+    state: &AppState,
+    tenant: TenantId,
+    if_match: &IfMatch,
+    id: &str,
+    req: UpdateEndpoint,
+) -> ApiResult<Response> {
+    let mut read = load(state, tenant, id).await?;
     let verify_first = req.verify;
-    let patch = Patch::parse(&state, read.tenant, req).await?;
+    let patch = Patch::parse(state, read.tenant, req).await?;
     let mut verified = None;
     for _ in 0..MAX_TRIES {
         if_match.check(&revision(&read))?;
         let next = patch.apply(read.clone(), state.clock.now());
         if verify_first && verified.as_ref() != Some(&test_target(&next)) {
-            verify(&state, &next).await?;
+            verify(state, &next).await?;
             verified = Some(test_target(&next));
         }
         match state.store.update_endpoint(&next, read.version).await? {
@@ -486,6 +515,15 @@ pub async fn update(
                     version: read.version + 1,
                     ..next
                 };
+                if read.status == EndpointStatus::Disabled
+                    && stored.status == EndpointStatus::Active
+                {
+                    let event = Operational::EndpointEnabled {
+                        endpoint: stored.id,
+                        at: stored.updated_at,
+                    };
+                    operational::publish(state.queue.as_ref(), stored.tenant, event).await;
+                }
                 return Ok(with_etag(
                     &revision(&stored),
                     Json(EndpointView::from(&stored)),
@@ -493,7 +531,7 @@ pub async fn update(
             }
             Written::Missing => return Err(Error::NotFound("endpoint").into()),
             Written::Stale => {
-                let fresh = load(&state, caller, &id).await?;
+                let fresh = load(state, tenant, id).await?;
                 if_match.check(&revision(&fresh))?;
                 if let Some(field) = patch.clashes_with(&read, &fresh) {
                     return Err(clash(field).into());
@@ -530,7 +568,16 @@ pub async fn delete(
     if_match: IfMatch,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let endpoint = load(&state, caller, &id).await?;
+    delete_for(&state, caller.tenant()?, &if_match, &id).await
+}
+
+pub(crate) async fn delete_for(
+    state: &AppState,
+    tenant: TenantId,
+    if_match: &IfMatch,
+    id: &str,
+) -> ApiResult<Response> {
+    let endpoint = load(state, tenant, id).await?;
     if_match.check(&revision(&endpoint))?;
     let expected = if_match.is_set().then_some(endpoint.version);
     match state
@@ -570,7 +617,15 @@ pub async fn secret(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let endpoint = load(&state, caller, &id).await?;
+    secret_for(&state, caller.tenant()?, &id).await
+}
+
+pub(crate) async fn secret_for(
+    state: &AppState,
+    tenant: TenantId,
+    id: &str,
+) -> ApiResult<Json<Value>> {
+    let endpoint = load(state, tenant, id).await?;
     Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
 }
 
@@ -607,7 +662,8 @@ pub async fn rotate(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Response> {
-    let mut read = load(&state, caller, &id).await?;
+    let tenant = caller.tenant()?;
+    let mut read = load(&state, tenant, &id).await?;
     let req: RotateSecret = json_or_default(&body)?;
     let next_secret = match req.key.as_deref() {
         Some(s) => fields::secret(s)?,
@@ -634,7 +690,7 @@ pub async fn rotate(
             }
             Written::Missing => return Err(Error::NotFound("endpoint").into()),
             Written::Stale => {
-                let fresh = load(&state, caller, &id).await?;
+                let fresh = load(&state, tenant, &id).await?;
                 if_match.check(&revision(&fresh))?;
                 if fresh.secrets != read.secrets {
                     return Err(clash("secret").into());
@@ -679,7 +735,7 @@ pub async fn test(
     Path(id): Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
-    let endpoint = load(&state, caller, &id).await?;
+    let endpoint = load(&state, caller.tenant()?, &id).await?;
     let req: TestRequest = json_or_default(&body)?;
     let sent = send_test(&state, &endpoint, req.event_type.as_deref()).await?;
     let ok = is_success(sent.response.status);

@@ -61,6 +61,7 @@ pub struct CreateEventType {
         (status = 403, description = "Not the operator key", body = ErrorBody),
         (status = 409, description = "A built-in or added type has this name", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "`reserved_event_type`: the name starts with `hookline.`, the prefix of Hookline's operational events", body = ErrorBody),
     ),
     security(("operator_key" = []))
 )]
@@ -71,6 +72,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     caller.require_operator()?;
     let def = parse(req, state.clock.now(), state.config.max_payload)?;
+    catalog::check_not_reserved(&def.name)?;
     if catalog::lookup(&def.name).is_some() {
         return Err(exists(&def.name).into());
     }

@@ -1,7 +1,7 @@
 //! The tenant and operator API (`/v1`): tenants, their sub-accounts and keys, domains,
-//! endpoints and their secrets, the message and attempt log, the event-type catalog,
-//! `GET /health`, and the tenant portal (`/portal/`) over them. The same router serves local
-//! mode and the api Lambda function.
+//! endpoints and their secrets, the message and attempt log, the event-type catalog, the
+//! operator's endpoints and the dead-letter queue, `GET /health`, and the tenant portal
+//! (`/portal/`) over them. The same router serves local mode and the api Lambda function.
 
 mod domains;
 mod endpoints;
@@ -10,6 +10,7 @@ mod health;
 mod mailgun;
 mod messages;
 mod openapi;
+mod operator;
 mod portal;
 mod replay;
 mod tenants;
@@ -84,6 +85,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(replay::message))
         .routes(routes!(event_types::list, event_types::create))
         .routes(routes!(event_types::get))
+        .routes(routes!(operator::create_endpoint, operator::list_endpoints))
+        .routes(routes!(
+            operator::get_endpoint,
+            operator::update_endpoint,
+            operator::delete_endpoint
+        ))
+        .routes(routes!(operator::endpoint_secret))
+        .routes(routes!(operator::list_dead_letters))
+        .routes(routes!(operator::redrive))
         // Mailgun's webhooks API over the same endpoints (see `mailgun`).
         .routes(routes!(mailgun::list, mailgun::create))
         .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))

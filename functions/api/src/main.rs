@@ -1,5 +1,6 @@
 //! The api Lambda function: the `/v1` router behind API Gateway's HTTP API. It sends to
-//! the events queue only to replay failed deliveries.
+//! the events queue only to replay failed deliveries, redrive dead letters and publish
+//! `hookline.endpoint.enabled`; it reads the dead-letter queue for the operator.
 
 use hookline_core::lambda::{flush_metrics_after, init_metrics, init_tracing, LambdaEnv};
 
@@ -11,7 +12,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     init_tracing();
     let metrics = init_metrics();
     let env = LambdaEnv::load().await?;
-    let state = env.app_state(env.queue("QUEUE_URL")?, Some(env.sender()?))?;
+    let mut state = env.app_state(env.queue("QUEUE_URL")?, Some(env.sender()?))?;
+    state.dead_letters = Some(env.dead_letters()?);
     let app = hookline_core::http::with_fallbacks(hookline_api::router(state));
     let app = flush_metrics_after(app, metrics);
     lambda_http::run(app).await

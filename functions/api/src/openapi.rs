@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::views::{
-    ApiKeyView, AttemptView, DeliveryView, DomainView, EndpointView, EventTypeView, MessageView,
-    TenantView,
+    ApiKeyView, AttemptView, DeadLetterView, DeliveryView, DomainView, EndpointView, EventTypeView,
+    MessageView, TenantView,
 };
 
 /// Security scheme of routes a tenant API key (`hk_…`) may call.
@@ -45,6 +45,10 @@ pub const MAILGUN_BASIC: &str = "mailgun_basic";
         (name = "mailgun", description = "Mailgun's webhooks API (form bodies, HTTP Basic auth)"),
         (name = "portal", description = "Magic links into the tenant portal (`/portal/`)"),
         (name = "operations", description = "Health of the service, for operators and load balancers"),
+        (name = "operator", description = "The operator's endpoints for Hookline's operational \
+            events (`hookline.endpoint.disabled`, `hookline.endpoint.enabled`, \
+            `hookline.message.attempt.exhausted`, `hookline.message.attempt.failing`, for every \
+            tenant), and the dead-letter queue"),
     )
 )]
 pub struct ApiDoc;
@@ -147,6 +151,21 @@ pub struct AttemptList {
     pub data: Vec<AttemptView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// A page of the dead letters, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterList {
+    pub data: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a redrive put back on the events queue.
+#[derive(Serialize, ToSchema)]
+pub struct Redriven {
+    /// The ids of the dead letters redriven.
+    pub redriven: Vec<String>,
 }
 
 /// An endpoint's current signing secret.

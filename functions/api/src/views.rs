@@ -229,3 +229,38 @@ impl<'a> From<&'a CustomEventType> for EventTypeView<'a> {
         }
     }
 }
+
+/// How much of a dead letter's body a listing shows, in characters.
+const DEAD_LETTER_EXCERPT: usize = 1024;
+
+/// A message on the dead-letter queue.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// Its id on the dead-letter queue, for a selective redrive.
+    pub id: String,
+    /// Why it was dead-lettered (`max_receives`: the queue moved it after its receives
+    /// ran out).
+    pub reason: String,
+    /// The tenant its body names, when it names one.
+    #[schema(value_type = Option<String>)]
+    pub tenant_id: Option<TenantId>,
+    /// When it was dead-lettered (on SQS: when it was first sent).
+    pub at: String,
+    /// The start of its body (1024 characters at most).
+    pub body_excerpt: String,
+    #[serde(skip)]
+    pub cursor: String,
+}
+
+impl From<&hookline_core::ports::DeadLetter> for DeadLetterView {
+    fn from(d: &hookline_core::ports::DeadLetter) -> Self {
+        DeadLetterView {
+            id: d.id.clone(),
+            reason: d.reason.clone(),
+            tenant_id: d.tenant(),
+            at: rfc3339(d.at),
+            body_excerpt: d.body.chars().take(DEAD_LETTER_EXCERPT).collect(),
+            cursor: d.cursor(),
+        }
+    }
+}

@@ -37,6 +37,7 @@ async fn app() -> axum::Router {
         config: Arc::new(CoreConfig::default()),
         operator_key: Some(KeyHash::of(OPERATOR_KEY)),
         sender: None,
+        dead_letters: None,
     };
     with_fallbacks(hookline_api::router(state))
 }

@@ -20,6 +20,7 @@ fn router(sdk: &aws_config::SdkConfig, table: String, queue_url: String) -> axum
         config: Arc::new(CoreConfig::default()),
         operator_key: None,
         sender: None,
+        dead_letters: None,
     };
     with_fallbacks(hookline_api::router(state))
 }

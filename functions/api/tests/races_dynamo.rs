@@ -50,6 +50,7 @@ async fn app() -> axum::Router {
         }),
         operator_key: Some(KeyHash::of(OPERATOR_KEY)),
         sender: Some(Arc::new(sender)),
+        dead_letters: None,
     };
     with_fallbacks(hookline_api::router(state))
 }

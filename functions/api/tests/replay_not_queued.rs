@@ -123,6 +123,7 @@ async fn only_the_deliveries_whose_tasks_were_queued_stay_reopened() {
         config: Arc::new(CoreConfig::default()),
         operator_key: None,
         sender: None,
+        dead_letters: None,
     }));
     let path = format!("/v1/messages/{}/replay", message.id);
     let key = key.expose().to_string();

@@ -106,6 +106,21 @@ pub fn unknown(name: &str) -> Error {
     )
 }
 
+/// The refusal (422) of a name under Hookline's reserved prefix, which only Hookline's own
+/// operational events carry (see [`crate::operational`]): nobody adds or publishes one.
+pub fn check_not_reserved(name: &str) -> Result<()> {
+    if crate::operational::is_reserved(name) {
+        return Err(Error::unprocessable(
+            "reserved_event_type",
+            format!(
+                "event types starting with {:?} are Hookline's own operational events",
+                crate::operational::PREFIX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks an event type name's syntax: 1 to 128 characters, no control characters, no
 /// leading or trailing whitespace. The error is a message fit to show the caller.
 pub fn check_name_syntax(name: &str) -> Result<(), String> {
@@ -137,7 +152,14 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    const PROVIDERS: [&str; 5] = ["mailgun", "paubox", "postal", "sendpulse", "mailivery"];
+    const PROVIDERS: [&str; 6] = [
+        "mailgun",
+        "paubox",
+        "postal",
+        "sendpulse",
+        "mailivery",
+        "hookline",
+    ];
 
     const EXPECTED: &[(&str, &[&str])] = &[
         (
@@ -203,6 +225,15 @@ mod tests {
                 "campaign.updated",
                 "campaign.deleted",
                 "campaign.connection.problematic",
+            ],
+        ),
+        (
+            "hookline",
+            &[
+                crate::operational::ENDPOINT_DISABLED,
+                crate::operational::ENDPOINT_ENABLED,
+                crate::operational::ATTEMPT_EXHAUSTED,
+                crate::operational::ATTEMPT_FAILING,
             ],
         ),
     ];

@@ -42,6 +42,9 @@ pub struct CoreConfig {
     pub disable_after: Option<Duration>,
     /// The most endpoints a tenant may have.
     pub max_endpoints: usize,
+    /// After this many failed attempts in a row, a delivery that will be tried again
+    /// publishes `hookline.message.attempt.failing`; `None` never does.
+    pub failing_after: Option<u32>,
     pub portal: PortalConfig,
 }
 
@@ -91,6 +94,7 @@ impl Default for CoreConfig {
             disable_after: Some(DEFAULT_DISABLE_AFTER),
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
             portal: PortalConfig::default(),
+            failing_after: Some(crate::operational::DEFAULT_FAILING_AFTER),
         }
     }
 }
@@ -123,6 +127,7 @@ pub mod names {
     pub const PORTAL_LINK_TTL: &str = "HOOKLINE_PORTAL_LINK_TTL";
     pub const PORTAL_SESSION_TTL: &str = "HOOKLINE_PORTAL_SESSION_TTL";
     pub const PORTAL_BASE_URL: &str = "HOOKLINE_PORTAL_BASE_URL";
+    pub const FAILING_AFTER: &str = "HOOKLINE_FAILING_AFTER";
 }
 
 /// Delivery requests in flight at most, by default.
@@ -204,6 +209,15 @@ impl Settings {
                 parse_count(&s, 1, usize::MAX).map_err(|e| named(names::MAX_ENDPOINTS, e))?;
         }
         core.portal = parse_portal(&get)?;
+        if let Some(s) = get(names::FAILING_AFTER) {
+            core.failing_after = if s.trim().eq_ignore_ascii_case("off") {
+                None
+            } else {
+                let n = parse_count(&s, 1, u32::MAX as usize)
+                    .map_err(|e| named(names::FAILING_AFTER, format!("{e}, or `off`")))?;
+                Some(n as u32)
+            };
+        }
         let concurrency = match get(names::CONCURRENCY) {
             None => DEFAULT_CONCURRENCY,
             Some(s) => {
@@ -397,6 +411,7 @@ mod tests {
             (names::PORTAL_LINK_TTL, "5m"),
             (names::PORTAL_SESSION_TTL, "2h"),
             (names::PORTAL_BASE_URL, "https://hooks.example.com/"),
+            (names::FAILING_AFTER, "5"),
         ]);
         let get = |name: &str| given.get(name).map(|v| v.to_string());
         let s = Settings::parse(&get, RetentionFloor::SQS).expect("valid");
@@ -406,6 +421,7 @@ mod tests {
         assert_eq!(s.core.request_timeout, Duration::from_secs(2));
         assert_eq!(s.core.disable_after, None);
         assert_eq!(s.core.max_endpoints, 7);
+        assert_eq!(s.core.failing_after, Some(5));
         assert_eq!(s.concurrency, 9);
         assert_eq!(s.retention, Some(Duration::from_secs(20 * 86_400)));
         assert_eq!(s.core.portal.title, "Acme hooks");
@@ -436,6 +452,13 @@ mod tests {
             defaults.core.portal.session_ttl,
             Duration::from_secs(86_400)
         );
+        assert_eq!(defaults.core.failing_after, Some(3));
+        let off = Settings::parse(
+            &|n| (n == names::FAILING_AFTER).then(|| "OFF".into()),
+            RetentionFloor::SQS,
+        )
+        .expect("off is a value");
+        assert_eq!(off.core.failing_after, None);
     }
 
     #[test]
@@ -456,6 +479,7 @@ mod tests {
             (names::PORTAL_LINK_TTL, "0s"),
             (names::PORTAL_SESSION_TTL, "soon"),
             (names::PORTAL_TITLE, "a\nb"),
+            (names::FAILING_AFTER, "0"),
         ] {
             let get = |n: &str| (n == name).then(|| bad.to_string());
             let e = Settings::parse(&get, RetentionFloor::EMBEDDED).expect_err(name);

@@ -18,7 +18,10 @@ use crate::model::{
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
     Page, PageQuery, PortalSession, Tenant,
 };
-use crate::ports::{FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore, Written};
+use crate::operational::OPERATOR_TENANT;
+use crate::ports::{
+    DeadLetters, FirstAttempts, Outgoing, PullQueue, Received, Store, TenantStore, Written,
+};
 use crate::signing::{EndpointSecrets, Secret};
 
 /// What a store promises beyond what every store must, so a check of such a promise runs
@@ -79,6 +82,7 @@ pub async fn store_contract(store: Arc<dyn Store>, traits: StoreTraits) {
     event_types(s).await;
     portal_login_tokens_are_single_use_and_expire(s).await;
     portal_sessions_expire_and_end(s).await;
+    the_operator_tenant_holds_endpoints_and_messages(s).await;
 }
 
 /// What a queue promises beyond what every queue must, so a check of such a promise runs
@@ -118,6 +122,15 @@ pub async fn queue_contract(queue: Arc<dyn PullQueue>, traits: QueueTraits) {
     release_makes_visible_again(q).await;
     dead_letter_removes_from_the_queue(q).await;
     batch_of_ten_is_all_received(q).await;
+}
+
+/// Runs every check of the dead letters of `queue`, read and redriven through
+/// `dead_letters`. Other dead letters may be there already; the checks look only at their
+/// own, and leave the queue and the dead letters as they found them.
+pub async fn dead_letter_contract(queue: Arc<dyn PullQueue>, dead_letters: Arc<dyn DeadLetters>) {
+    let (q, d) = (queue.as_ref(), dead_letters.as_ref());
+    dead_letters_are_listed_with_their_reason_in_pages(q, d).await;
+    a_redrive_sends_the_chosen_dead_letters_back_as_new_messages(q, d).await;
 }
 
 // ---- fixtures -------------------------------------------------------------------------
@@ -2690,4 +2703,185 @@ async fn portal_sessions_expire_and_end(s: &dyn Store) {
     s.delete_portal_session(&hash)
         .await
         .expect("ending an ended session is no error");
+}
+
+// ---- the operator tenant ----------------------------------------------------------------
+
+/// The operator's endpoints live under the reserved operator tenant like any tenant's:
+/// stored, read, listed and paged there, and never seen from another tenant. Runs share
+/// that one tenant, so the check looks only at its own records and deletes them after.
+async fn the_operator_tenant_holds_endpoints_and_messages(s: &dyn Store) {
+    let (other, _) = stored_tenant(s, None).await;
+    let mine: Vec<Endpoint> = (0..3)
+        .map(|i| {
+            endpoint_to(
+                OPERATOR_TENANT,
+                &format!("https://ops{i}.example.com/"),
+                None,
+            )
+        })
+        .collect();
+    for e in &mine {
+        stored_endpoint(s, e).await;
+    }
+    let read = s
+        .get_endpoint(OPERATOR_TENANT, mine[0].id)
+        .await
+        .expect("get")
+        .expect("an operator endpoint is stored");
+    assert_eq!(read.url, mine[0].url);
+    assert!(
+        s.get_endpoint(other, mine[0].id)
+            .await
+            .expect("get")
+            .is_none(),
+        "another tenant does not see the operator's endpoints"
+    );
+    let all = s.list_endpoints(OPERATOR_TENANT).await.expect("list");
+    assert!(mine.iter().all(|e| all.iter().any(|a| a.id == e.id)));
+    assert!(s.list_endpoints(other).await.expect("list").is_empty());
+    let (paged, _) = every_page(2, |p| async move {
+        s.list_endpoints_page(OPERATOR_TENANT, &p).await
+    })
+    .await;
+    assert!(mine.iter().all(|e| paged.iter().any(|a| a.id == e.id)));
+
+    let m = Message {
+        targets: vec![mine[0].id],
+        ..message(
+            MessageId::new(),
+            OPERATOR_TENANT,
+            "hookline.endpoint.disabled",
+            "{}",
+        )
+    };
+    s.insert_message(&m).await.expect("insert");
+    assert!(s
+        .get_message(OPERATOR_TENANT, m.id)
+        .await
+        .expect("get")
+        .is_some());
+    assert!(s.get_message(other, m.id).await.expect("get").is_none());
+
+    for e in &mine {
+        assert_eq!(
+            s.delete_endpoint(OPERATOR_TENANT, e.id, None)
+                .await
+                .expect("delete"),
+            Written::Done
+        );
+    }
+}
+
+// ---- dead letters -----------------------------------------------------------------------
+
+/// Dead-letters `n` new messages of the queue with reasons `reason-0`, `reason-1`, …;
+/// returns their bodies.
+async fn dead_lettered(q: &dyn PullQueue, tag: &str, n: usize) -> Vec<String> {
+    let bodies: Vec<String> = (0..n).map(|i| body(&format!("{tag}{i}"))).collect();
+    for (i, b) in bodies.iter().enumerate() {
+        q.send(vec![outgoing(b, Duration::ZERO)])
+            .await
+            .expect("send");
+        let r = only(receive_some(q, 10, LONG).await, b, "a sent message");
+        q.dead_letter(&r.receipt, &format!("reason-{i}"))
+            .await
+            .expect("dead-letter");
+    }
+    bodies
+}
+
+/// The dead letters whose body is one of `bodies`, from every page of the listing.
+async fn own_letters(d: &dyn DeadLetters, bodies: &[String]) -> Vec<crate::ports::DeadLetter> {
+    let (all, _) = every_page(2, |p| async move { d.list_dead_letters(&p).await }).await;
+    let ids: BTreeSet<&str> = all.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "no dead letter is listed twice");
+    all.into_iter()
+        .filter(|l| bodies.contains(&l.body))
+        .collect()
+}
+
+async fn dead_letters_are_listed_with_their_reason_in_pages(
+    q: &dyn PullQueue,
+    d: &dyn DeadLetters,
+) {
+    let bodies = dead_lettered(q, "listed", 3).await;
+    let letters = own_letters(d, &bodies).await;
+    assert_eq!(letters.len(), 3, "each dead letter once: {letters:?}");
+    for (i, b) in bodies.iter().enumerate() {
+        let l = letters.iter().find(|l| &l.body == b).expect("listed");
+        assert_eq!(l.reason, format!("reason-{i}"));
+        assert!(l.at > 0, "a dead letter has a time");
+    }
+    // Listing takes nothing away: a second listing sees them all again.
+    assert_eq!(own_letters(d, &bodies).await.len(), 3);
+    match d
+        .list_dead_letters(&PageQuery {
+            after: Some("not a cursor".into()),
+            limit: 2,
+        })
+        .await
+    {
+        Err(Error::Invalid { code, .. }) => assert_eq!(code, "invalid_cursor"),
+        other => panic!("a bad cursor must be invalid_cursor, got {other:?}"),
+    }
+    // Leave nothing behind for the other checks.
+    let ids: Vec<String> = letters.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(d.redrive(Some(&ids)).await.expect("redrive").len(), 3);
+    drain(q, &bodies).await;
+}
+
+async fn a_redrive_sends_the_chosen_dead_letters_back_as_new_messages(
+    q: &dyn PullQueue,
+    d: &dyn DeadLetters,
+) {
+    let bodies = dead_lettered(q, "redrive", 2).await;
+    let letters = own_letters(d, &bodies).await;
+    let first = letters
+        .iter()
+        .find(|l| l.body == bodies[0])
+        .expect("listed")
+        .clone();
+    let chosen = vec![first.id.clone(), "no-such-dead-letter".to_string()];
+    assert_eq!(
+        d.redrive(Some(&chosen)).await.expect("redrive"),
+        vec![first.id.clone()],
+        "only dead letters that exist are redriven"
+    );
+    let r = only(
+        receive_some(q, 10, LONG).await,
+        &bodies[0],
+        "a redriven message is on the queue again",
+    );
+    assert_eq!(
+        r.receive_count, 1,
+        "as a new message, its receives counted afresh"
+    );
+    q.ack(&[r.receipt]).await.expect("ack");
+    let left = own_letters(d, &bodies).await;
+    assert_eq!(left.len(), 1, "the other one stays: {left:?}");
+    assert_eq!(left[0].body, bodies[1]);
+    // Again: a redriven message is gone from the dead letters.
+    assert!(d
+        .redrive(Some(std::slice::from_ref(&first.id)))
+        .await
+        .expect("redrive")
+        .is_empty());
+    let ids = vec![left[0].id.clone()];
+    assert_eq!(d.redrive(Some(&ids)).await.expect("redrive"), ids);
+    drain(q, &bodies[1..]).await;
+    assert!(own_letters(d, &bodies).await.is_empty());
+}
+
+/// Receives and acks the messages with `bodies`, which must be on the queue.
+async fn drain(q: &dyn PullQueue, bodies: &[String]) {
+    let mut left: BTreeSet<&String> = bodies.iter().collect();
+    let deadline = Instant::now() + PATIENCE;
+    while !left.is_empty() {
+        assert!(Instant::now() < deadline, "never came back: {left:?}");
+        for r in receive_some(q, 10, LONG).await {
+            assert!(left.remove(&r.body), "unexpected message {r:?}");
+            q.ack(&[r.receipt]).await.expect("ack");
+        }
+    }
 }

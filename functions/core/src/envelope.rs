@@ -192,6 +192,7 @@ impl EventEnvelope {
         store: &S,
     ) -> Result<Validated> {
         self.check(config)?;
+        catalog::check_not_reserved(&self.event_type)?;
         if !catalog::resolve(store, &self.event_type).await? {
             return Err(catalog::unknown(&self.event_type));
         }

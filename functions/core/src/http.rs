@@ -49,6 +49,9 @@ pub struct AppState {
     pub operator_key: Option<KeyHash>,
     /// The client for test sends; `None` where the function may not send (ingest).
     pub sender: Option<Arc<Sender>>,
+    /// The dead-letter queue of the operator's routes; `None` where there is none to
+    /// read (they answer 404 then).
+    pub dead_letters: Option<crate::ports::SharedDeadLetters>,
 }
 
 /// An [`Error`] on its way out as an HTTP response.

@@ -20,6 +20,11 @@ macro_rules! typed_id {
                 Self(Ulid::new())
             }
 
+            /// The all-zero id, which [`Self::new`] never mints: for reserved records.
+            pub const fn nil() -> Self {
+                Self(Ulid::nil())
+            }
+
             pub fn from_ulid(ulid: Ulid) -> Self {
                 Self(ulid)
             }

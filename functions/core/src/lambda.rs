@@ -151,7 +151,19 @@ impl LambdaEnv {
             config: self.config.clone(),
             operator_key: self.operator_key_hash(),
             sender,
+            dead_letters: None,
         })
+    }
+
+    /// The dead-letter queue named by `DLQ_URL`, redriven to the queue named by
+    /// `QUEUE_URL`: the api function's dead-letter routes.
+    pub fn dead_letters(&self) -> std::result::Result<Arc<crate::aws::SqsDeadLetters>, String> {
+        let client = aws_sdk_sqs::Client::new(&self.sdk);
+        Ok(Arc::new(crate::aws::SqsDeadLetters::new(
+            client,
+            required("DLQ_URL")?,
+            required("QUEUE_URL")?,
+        )))
     }
 }
 

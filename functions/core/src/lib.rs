@@ -13,6 +13,7 @@ pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod model;
+pub mod operational;
 pub mod ports;
 pub mod retry;
 pub mod signing;

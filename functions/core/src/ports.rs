@@ -443,6 +443,61 @@ pub trait PullQueue: Queue {
     async fn wait_ready(&self, max: Duration);
 }
 
+/// The reason of a message dead-lettered because its receives ran out (SQS's redrive
+/// policy attaches none of its own).
+pub const MAX_RECEIVES_REASON: &str = "max_receives";
+
+/// One message on the dead-letter queue, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its id on the dead-letter queue (the embedded queue's row, the SQS message id).
+    pub id: String,
+    /// Why it was dead-lettered: the refusal the worker logged, or `max_receives` for
+    /// a message the queue moved after its receives ran out.
+    pub reason: String,
+    /// When it was dead-lettered (on SQS: when it was first sent).
+    pub at: Millis,
+    pub body: String,
+}
+
+impl DeadLetter {
+    /// Where a listing continues after this one: its time and id, `{at}.{id}`.
+    pub fn cursor(&self) -> String {
+        format!("{}.{}", self.at, self.id)
+    }
+
+    /// The time and id a cursor names; `None` for one no listing gave.
+    pub fn parse_cursor(cursor: &str) -> Option<(Millis, &str)> {
+        let (at, id) = cursor.split_once('.')?;
+        Some((at.parse().ok()?, id))
+    }
+
+    /// The tenant the message is for, when its body names one (an event task or a
+    /// producer's envelope: its owner, else its publisher).
+    pub fn tenant(&self) -> Option<crate::ids::TenantId> {
+        let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        let named = |field: &str| {
+            body.get(field)?
+                .as_str()
+                .and_then(crate::ids::TenantId::parse)
+        };
+        named("owner").or_else(|| named("tenant"))
+    }
+}
+
+/// The dead-letter queue as the operator's routes use it: what is on it, and sending it
+/// back to the events queue.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// A page of the dead letters, oldest first; the cursor is the last one's
+    /// [`DeadLetter::cursor`] (an invalid one is a 400 `invalid_cursor`).
+    async fn list_dead_letters(&self, page: &PageQuery) -> Result<Page<DeadLetter>>;
+    /// Sends the dead letters `ids` names (every one when `None`) back to the events
+    /// queue as new messages, and takes them off the dead-letter queue. Returns the ids
+    /// redriven; an id not on the dead-letter queue is left out.
+    async fn redrive(&self, ids: Option<&[String]>) -> Result<Vec<String>>;
+}
+
 /// The time, in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Millis;
@@ -460,3 +515,4 @@ impl Clock for SystemClock {
 pub type SharedStore = Arc<dyn Store>;
 pub type SharedQueue = Arc<dyn Queue>;
 pub type SharedClock = Arc<dyn Clock>;
+pub type SharedDeadLetters = Arc<dyn DeadLetters>;

@@ -11,14 +11,14 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::aws::dynamo::{PK, SK, TTL_ATTRIBUTE};
 use hookline_core::aws::sqs::{Attribute, Attributed, MAX_BATCH_BYTES, REASON_ATTRIBUTE};
 use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
-use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
+use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLetters, SqsQueue};
 use hookline_core::contract::{self, QueueTraits};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
     BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
 };
 use hookline_core::ports::{
-    EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal, Store, Written,
+    DeadLetters, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal, Store, Written,
 };
 use hookline_core::signing::{EndpointSecrets, Secret};
 use serde_json::value::RawValue;
@@ -122,6 +122,17 @@ async fn sqs_queue_meets_the_contract() {
         1,
         "the contract dead-letters one message"
     );
+
+    let dead_letters = SqsDeadLetters::new(
+        client.clone(),
+        dead_letter_url.clone(),
+        queue.queue_url().to_owned(),
+    );
+    contract::dead_letter_contract(
+        Arc::new(queue.clone()) as Arc<dyn PullQueue>,
+        Arc::new(dead_letters) as Arc<dyn DeadLetters>,
+    )
+    .await;
     drop_queues(&client, &queue, &dead_letter_url).await;
 }
 

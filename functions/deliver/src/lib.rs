@@ -19,6 +19,10 @@
 //! failing, a success clears that, and an endpoint still failing after the configured
 //! period is disabled. An endpoint with a rate limit gets at most that many requests per
 //! second from this process (see [`rate`]).
+//!
+//! What delivery tells about itself (an endpoint disabled, a delivery failing or out of
+//! retries) it queues as operational events, like any event (see
+//! [`hookline_core::operational`], which also says why they cannot loop).
 
 pub mod rate;
 pub mod share;
@@ -34,11 +38,14 @@ use futures::future::join_all;
 use futures::FutureExt;
 use hookline_core::config::CoreConfig;
 use hookline_core::error::panic_message;
+use hookline_core::ids::TenantId;
 use hookline_core::ids::{AttemptId, EndpointId, MessageId};
 use hookline_core::metrics;
 use hookline_core::model::{
-    Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange, Message, Millis,
+    Attempt, AttemptOutcome, Delivery, DeliveryStatus, Endpoint, EndpointStatus, HealthChange,
+    Message, Millis,
 };
+use hookline_core::operational::{self, Operational};
 use hookline_core::ports::{
     FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
 };
@@ -232,6 +239,12 @@ impl Deliverer {
 
     async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
+        if message.targets.is_empty() && operational::is_reserved(&message.event_type) {
+            // Nobody takes it: not kept, so that a log holds the operational events of
+            // those who asked for them only.
+            tracing::debug!(message = %message.id, event_type = %message.event_type, "operational event without subscribers; dropped");
+            return Ok(Step::Settled);
+        }
         let mut permits = None;
         let inserted = if self.config.retry.initial_delay().is_zero() {
             // Taken before the lease is written, so that no lease runs down while waiting.
@@ -371,7 +384,7 @@ impl Deliverer {
             .list_endpoints(route.tenant)
             .await?
             .into_iter()
-            .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
+            .filter(|e| operational::receives(e, &task.event_type, task.domain.as_deref()))
             .collect();
         let message = Message {
             id: task.id,
@@ -591,11 +604,16 @@ impl Deliverer {
             latency_ms = attempt.latency_ms,
             "delivery attempt"
         );
-        if !self
+        if self
             .store
             .record_attempt(&delivery, expect, Some(&attempt))
             .await?
         {
+            // Once per delivery: only the worker whose result was recorded tells.
+            if let Some(event) = self.attempt_event(message, &attempt, now) {
+                self.publish(message.tenant, event).await;
+            }
+        } else {
             tracing::warn!(message = %message.id, endpoint = %endpoint.id, "attempt result lost a race; not recorded");
         }
         // After the result is recorded: a fault here must not send the request again.
@@ -621,12 +639,67 @@ impl Deliverer {
             .update_endpoint_health(endpoint.tenant, endpoint.id, &change)
             .await?;
         if changed {
-            if let HealthChange::Disable { reason, .. } = &change {
+            if let HealthChange::Disable { reason, at } = &change {
                 tracing::warn!(endpoint = %endpoint.id, %reason, "endpoint disabled");
                 metrics::endpoint_disabled();
+                // Once per disabling: only the change that found the endpoint active
+                // tells, whatever the message was (see `operational` on loops).
+                let event = Operational::EndpointDisabled {
+                    endpoint: endpoint.id,
+                    reason: reason.clone(),
+                    failing_since: Some(endpoint.failing_since.unwrap_or(*at)),
+                    at: *at,
+                };
+                self.publish(endpoint.tenant, event).await;
             }
         }
         Ok(())
+    }
+
+    /// The operational event an attempt's recorded result calls for, if any: `failing`
+    /// after the configured number of failures in a row of a delivery that goes on,
+    /// `exhausted` when it failed for good. Never for a delivery of an operational
+    /// message, so that a failing operational endpoint cannot feed itself.
+    fn attempt_event(
+        &self,
+        message: &Message,
+        attempt: &Attempt,
+        at: Millis,
+    ) -> Option<Operational> {
+        if operational::is_reserved(&message.event_type) {
+            return None;
+        }
+        let (message_id, endpoint_id, event_type) =
+            (message.id, attempt.endpoint, message.event_type.clone());
+        let (attempts, last_status, last_error) =
+            (attempt.number, attempt.status_code, attempt.error.clone());
+        match attempt.outcome {
+            AttemptOutcome::Failed => Some(Operational::AttemptExhausted {
+                message: message_id,
+                endpoint: endpoint_id,
+                event_type,
+                attempts,
+                last_status,
+                last_error,
+                at,
+            }),
+            AttemptOutcome::Retrying if self.config.failing_after == Some(attempts) => {
+                Some(Operational::AttemptFailing {
+                    message: message_id,
+                    endpoint: endpoint_id,
+                    event_type,
+                    attempts,
+                    last_status,
+                    last_error,
+                    at,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    async fn publish(&self, tenant: TenantId, event: Operational) {
+        operational::publish(self.queue.as_ref(), tenant, event).await;
     }
 
     /// Puts off an attempt over its endpoint's rate limit or share: a new task for the same

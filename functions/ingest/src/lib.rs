@@ -212,6 +212,7 @@ fn not_queued(fates: &[Fate]) -> Response {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 404, description = "`owner` is neither the caller nor one of its sub-accounts", body = ErrorBody),
         (status = 413, description = "Body or payload too large", body = ErrorBody),
+        (status = 422, description = "`reserved_event_type`: a type starting with `hookline.`, which only Hookline's operational events carry; nothing was queued", body = ErrorBody),
         (status = 503, description = "Not every event was queued. Code `not_queued`: the queue did not take some events (or any); `events` gives the fate of each, in order: `queued` with its `id`, or not with a `code` (`queue_unavailable`: publish it again; `queue_refused`: the queue refuses it as it is) and a `message`. Publish again only those not queued; with their idempotency keys they keep their ids, and a key bound to an event already queued never queues it twice. Code `overloaded`: too many events wait for delivery (local mode, `HOOKLINE_MAX_WAITING`); nothing was queued, retry after the `Retry-After` seconds", body = PublishRefused,
             headers(("Retry-After" = u64, description = "With `overloaded`: seconds to wait before publishing again"))),
     ),

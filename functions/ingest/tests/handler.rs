@@ -77,6 +77,7 @@ async fn setup_with(
         config: Arc::new(CoreConfig::default()),
         operator_key: None,
         sender: None,
+        dead_letters: None,
     };
     Setup {
         app: with_fallbacks(hookline_ingest::router(state)),

@@ -2,12 +2,14 @@
 //! [`SqsQueue`] carries delivery tasks on SQS. Both take ready-made SDK clients; the
 //! endpoint, region and credentials come from the standard AWS configuration chain.
 
+pub mod dead_letters;
 pub mod dynamo;
 pub mod sqs;
 #[cfg(feature = "contract")]
 pub mod testing;
 pub mod transport;
 
+pub use dead_letters::SqsDeadLetters;
 pub use dynamo::{create_table, DynamoStore};
 pub use sqs::{create_queue_pair, SqsQueue};
 pub use transport::sdk_http_client;

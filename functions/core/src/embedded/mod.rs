@@ -212,6 +212,21 @@ CREATE TABLE IF NOT EXISTS portal_sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS portal_sessions_by_expiry ON portal_sessions (expires_at);
 "#,
+    // 7: dead letters the operator lists and redrives by id: ids never used twice, so an id
+    // read in a listing names that message or none.
+    r#"
+CREATE TABLE dead_letters_unique (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    body           TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    receive_count  INTEGER NOT NULL,
+    at             INTEGER NOT NULL
+);
+INSERT INTO dead_letters_unique (id, body, reason, receive_count, at)
+    SELECT id, body, reason, receive_count, at FROM dead_letters;
+DROP TABLE dead_letters;
+ALTER TABLE dead_letters_unique RENAME TO dead_letters;
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.
@@ -339,6 +354,13 @@ mod tests {
         contract::queue_contract(
             queue.clone() as Arc<dyn PullQueue>,
             contract::QueueTraits::EMBEDDED,
+        )
+        .await;
+        assert_eq!(queue.depth().await.expect("depth"), 0);
+        assert_eq!(queue.dead_letter_count().await.expect("count"), 1);
+        contract::dead_letter_contract(
+            queue.clone() as Arc<dyn PullQueue>,
+            queue.clone() as Arc<dyn crate::ports::DeadLetters>,
         )
         .await;
         assert_eq!(queue.depth().await.expect("depth"), 0);
@@ -590,8 +612,11 @@ mod tests {
             .is_empty());
         assert_eq!(queue.depth().await.expect("depth"), 0);
         assert_eq!(
-            queue.list_dead_letters().await.expect("list"),
-            vec![("poison".to_string(), "max receives exceeded".to_string())]
+            queue.dead_letter_reasons().await.expect("list"),
+            vec![(
+                "poison".to_string(),
+                crate::ports::MAX_RECEIVES_REASON.to_string()
+            )]
         );
     }
 

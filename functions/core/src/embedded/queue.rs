@@ -12,9 +12,10 @@ use tokio::sync::Notify;
 
 use super::{duration_ms, Db};
 use crate::error::{Error, Result};
-use crate::model::Millis;
+use crate::model::{Millis, Page, PageQuery};
 use crate::ports::{
-    NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, SharedClock, SystemClock,
+    DeadLetter, DeadLetters, NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, SharedClock,
+    SystemClock, MAX_PAGE, MAX_RECEIVES_REASON,
 };
 
 /// SQS's longest delivery delay; kept locally so long waits take the re-enqueue path.
@@ -23,8 +24,6 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Receives after which a message is dead-lettered unless handled, like an SQS redrive
 /// policy's `maxReceiveCount`.
 pub const DEFAULT_MAX_RECEIVES: u32 = 10;
-
-const MAX_RECEIVES_REASON: &str = "max receives exceeded";
 
 /// [`PullQueue`] on the shared SQLite database. Cheap handles on one queue can be made
 /// with [`SqliteQueue::with_max_receives`] and [`SqliteQueue::with_clock`].
@@ -211,8 +210,8 @@ impl SqliteQueue {
             .await
     }
 
-    /// The dead letters as (body, reason), oldest first.
-    pub async fn list_dead_letters(&self) -> Result<Vec<(String, String)>> {
+    /// Every dead letter as (body, reason), oldest first.
+    pub async fn dead_letter_reasons(&self) -> Result<Vec<(String, String)>> {
         self.db
             .read("list dead letters", |conn| {
                 conn.prepare_cached("SELECT body, reason FROM dead_letters ORDER BY id")?
@@ -302,6 +301,85 @@ impl Queue for SqliteQueue {
     fn push_back(&self) -> Option<Duration> {
         let max = self.max_waiting?;
         (self.waiting() > max).then_some(PUSH_BACK)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteQueue {
+    async fn list_dead_letters(&self, page: &PageQuery) -> Result<Page<DeadLetter>> {
+        // Rows are numbered in the order they came: the id alone places the cursor.
+        let after: i64 = match &page.after {
+            None => 0,
+            Some(cursor) => DeadLetter::parse_cursor(cursor)
+                .and_then(|(_, id)| id.parse().ok())
+                .ok_or_else(|| {
+                    Error::invalid("invalid_cursor", "cursor is not one a listing gave")
+                })?,
+        };
+        let limit = page.limit.clamp(1, MAX_PAGE);
+        let mut items: Vec<DeadLetter> = self
+            .db
+            .read("list dead letters", move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, body, reason, at FROM dead_letters WHERE id > ?1
+                     ORDER BY id LIMIT ?2",
+                )?
+                .query_map(params![after, limit + 1], |row| {
+                    Ok(DeadLetter {
+                        id: row.get::<_, i64>(0)?.to_string(),
+                        body: row.get(1)?,
+                        reason: row.get(2)?,
+                        at: row.get(3)?,
+                    })
+                })?
+                .collect()
+            })
+            .await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = more.then(|| items.last().map(DeadLetter::cursor)).flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn redrive(&self, ids: Option<&[String]>) -> Result<Vec<String>> {
+        // An id that is not a row's cannot name one: it is left out like a missing one.
+        let ids: Option<Vec<i64>> =
+            ids.map(|ids| ids.iter().filter_map(|id| id.parse().ok()).collect());
+        let now = self.clock.now();
+        let waiting = Arc::clone(&self.waiting);
+        let moved = self
+            .db
+            .write("redrive dead letters", move |conn| {
+                let rows: Vec<i64> = match ids {
+                    None => conn
+                        .prepare_cached("SELECT id FROM dead_letters ORDER BY id")?
+                        .query_map([], |row| row.get(0))?
+                        .collect::<rusqlite::Result<_>>()?,
+                    Some(ids) => ids,
+                };
+                let mut moved = Vec::new();
+                for id in rows {
+                    // A new arrival: received afresh, its receives counted from zero.
+                    let n = conn
+                        .prepare_cached(
+                            "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
+                             SELECT body, ?2, 0, 0, ?2 FROM dead_letters WHERE id = ?1",
+                        )?
+                        .execute(params![id, now])?;
+                    if n == 1 {
+                        conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                            .execute([id])?;
+                        moved.push(id.to_string());
+                    }
+                }
+                waiting.add(moved.len());
+                Ok(moved)
+            })
+            .await?;
+        if !moved.is_empty() {
+            self.ready.notify_waiters();
+        }
+        Ok(moved)
     }
 }
 
