@@ -224,6 +224,15 @@ export class Hookline extends Construct {
     const apiRole = role('ApiRole', 'Role of the Hookline api function', 'ApiQueueAndTable', [
       // Replays queue attempt tasks.
       allow('EnqueueReplays', ['sqs:SendMessage'], [this.eventsQueue.queueArn]),
+      // GET /health asks the events queue for its attributes.
+      allow('ProbeQueue', ['sqs:GetQueueAttributes'], [this.eventsQueue.queueArn]),
+      // GET /v1/dead-letters receives under a short visibility timeout and gives the messages
+      // back; a redrive deletes what it re-sent.
+      allow(
+        'ReadAndRedriveDeadLetters',
+        ['sqs:ReceiveMessage', 'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage'],
+        [this.deadLetterQueue.queueArn],
+      ),
       allow(
         'TableReadWrite',
         [
@@ -250,6 +259,7 @@ export class Hookline extends Construct {
         ...shared,
         HOOKLINE_OPERATOR_KEY: props.operatorKey.unsafeUnwrap(),
         QUEUE_URL: this.eventsQueue.queueUrl,
+        DLQ_URL: this.deadLetterQueue.queueUrl,
         HOOKLINE_PORTAL_FRAME_ANCESTORS: props.portalFrameAncestors ?? "'none'",
         HOOKLINE_PORTAL_TITLE: props.portalTitle ?? 'Webhooks',
         HOOKLINE_PORTAL_LOGO_URL: props.portalLogoUrl ?? '',
@@ -336,6 +346,7 @@ export class Hookline extends Construct {
     this.httpApi.addRoutes({ path: '/v1/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({ path: '/v3/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({ path: '/openapi.json', methods: [apigw.HttpMethod.GET], integration: api });
+    this.httpApi.addRoutes({ path: '/health', methods: [apigw.HttpMethod.GET], integration: api });
     this.httpApi.addRoutes({ path: '/portal', methods: [apigw.HttpMethod.GET], integration: api });
     this.httpApi.addRoutes({ path: '/portal/{proxy+}', methods: [apigw.HttpMethod.ANY], integration: api });
     this.httpApi.addRoutes({
