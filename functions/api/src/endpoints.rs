@@ -10,6 +10,7 @@ use axum::Json;
 use hookline_core::catalog;
 use hookline_core::envelope::json_or_default;
 use hookline_core::fields::{self, EndpointUrl, EventFilter};
+use hookline_core::filter::Filter;
 use hookline_core::http::{
     no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
     Paging, RawBody,
@@ -58,6 +59,11 @@ pub struct CreateEndpoint {
     /// A registered domain to scope it to; absent or `null` for organisation-wide.
     #[serde(default)]
     domain: Option<String>,
+    /// A condition on the payload a message must meet to be sent here; absent or `null`
+    /// for every message. See the README's "Payload filters".
+    #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::FilterNode>)]
+    filter: Option<Value>,
     /// At most 1024 characters.
     #[serde(default)]
     description: Option<String>,
@@ -91,6 +97,10 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     domain: Option<Option<String>>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::openapi::FilterNode>)]
+    filter: Option<Option<Value>>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -137,6 +147,7 @@ struct Patch {
     url: Option<String>,
     event_types: Option<Option<Vec<String>>>,
     domain: Option<Option<String>>,
+    filter: Option<Option<Filter>>,
     description: Option<String>,
     format: Option<BodyFormat>,
     status: Option<EndpointStatus>,
@@ -153,6 +164,7 @@ impl Patch {
             .url
             .map(|url| validate_url(&state.config.url_policy, &url))
             .transpose()?;
+        let filter = req.filter.map(|f| fields::filter(f.as_ref())).transpose()?;
         let event_types = match req.event_types {
             Some(types) => Some(
                 EventFilter::parse(state.store.as_ref(), types)
@@ -175,6 +187,7 @@ impl Patch {
             url,
             event_types,
             domain,
+            filter,
             description,
             format,
             status,
@@ -201,6 +214,9 @@ impl Patch {
         }
         if let Some(domain) = &self.domain {
             endpoint.domain = domain.clone();
+        }
+        if let Some(filter) = &self.filter {
+            endpoint.filter = filter.clone();
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -237,6 +253,10 @@ impl Patch {
             (
                 "domain",
                 self.domain.is_some() && read.domain != fresh.domain,
+            ),
+            (
+                "filter",
+                self.filter.is_some() && read.filter != fresh.filter,
             ),
             (
                 "description",
@@ -304,7 +324,7 @@ fn still_changing() -> Error {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -316,6 +336,7 @@ pub async fn create(
     let tenant = caller.tenant()?;
     let rate_limit = fields::rate_limit(req.rate_limit.as_ref())?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
+    let filter = fields::filter(req.filter.as_ref())?;
     let event_types = EventFilter::parse(state.store.as_ref(), req.event_types)
         .await?
         .into_inner();
@@ -334,6 +355,7 @@ pub async fn create(
         description,
         event_types,
         domain,
+        filter,
         format,
         secrets: EndpointSecrets::new(secret),
         status: EndpointStatus::Active,
@@ -458,7 +480,7 @@ pub async fn get(
         (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
         (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]

@@ -195,6 +195,10 @@ CREATE INDEX IF NOT EXISTS tenants_by_parent_id ON tenants (parent, id);
 CREATE INDEX IF NOT EXISTS messages_by_received ON messages (received_at, id);
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 "#,
+    // 6: an endpoint's payload filter, as the JSON it was saved with.
+    r#"
+ALTER TABLE endpoints ADD COLUMN filter TEXT;
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.
