@@ -11,6 +11,7 @@ mod body_limits;
 mod consistency;
 mod delivery;
 mod event_types;
+mod filters;
 mod formats;
 mod health;
 mod isolation;
