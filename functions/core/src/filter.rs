@@ -26,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::model::Endpoint;
 
 /// The deepest nesting of nodes (the root is depth 1).
 pub const MAX_DEPTH: usize = 8;
@@ -155,6 +156,30 @@ impl Filter {
     pub fn matches(&self, payload: &Value) -> bool {
         self.root.eval(payload)
     }
+}
+
+/// The endpoints a message goes to, of its tenant's `endpoints`: those subscribed to its
+/// type and domain whose filter its payload passes. The payload is read once, and only
+/// when one of them has a filter; a payload that does not read (it was checked to be JSON
+/// when accepted) passes no filter.
+pub fn fan_out(
+    endpoints: Vec<Endpoint>,
+    event_type: &str,
+    domain: Option<&str>,
+    payload: &serde_json::value::RawValue,
+) -> Vec<Endpoint> {
+    let mut endpoints: Vec<Endpoint> = endpoints
+        .into_iter()
+        .filter(|e| e.subscribes_to(event_type, domain))
+        .collect();
+    if endpoints.iter().any(|e| e.filter.is_some()) {
+        let payload: Option<Value> = serde_json::from_str(payload.get()).ok();
+        endpoints.retain(|e| match &payload {
+            Some(p) => e.accepts(p),
+            None => e.filter.is_none(),
+        });
+    }
+    endpoints
 }
 
 fn compile(value: &Value, pointer: &str, depth: usize, nodes: &mut usize) -> Result<Node> {
@@ -703,6 +728,47 @@ mod tests {
             message.starts_with("filter at /path: a path has at most 16"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn fan_out_keeps_the_subscribed_endpoints_whose_filter_passes() {
+        use crate::contract::endpoint_to;
+        use crate::ids::TenantId;
+        use crate::model::EndpointStatus;
+
+        let t = TenantId::new();
+        let all = endpoint_to(t, "https://a.example.com/", None);
+        let mut big = endpoint_to(t, "https://b.example.com/", None);
+        big.filter = Some(filter(json!({"path": "amount", "gt": 10})));
+        let mut small = endpoint_to(t, "https://c.example.com/", None);
+        small.filter = Some(filter(json!({"path": "amount", "lte": 10})));
+        let mut other_type = endpoint_to(t, "https://d.example.com/", Some(&["opened"]));
+        other_type.filter = Some(filter(json!({"path": "amount", "gt": 10})));
+        let mut disabled = big.clone();
+        disabled.status = EndpointStatus::Disabled;
+        let endpoints = vec![
+            all.clone(),
+            big.clone(),
+            small.clone(),
+            other_type,
+            disabled,
+        ];
+        let urls = |payload: &str| -> Vec<String> {
+            let raw = serde_json::value::RawValue::from_string(payload.into()).unwrap();
+            fan_out(endpoints.clone(), "delivered", None, &raw)
+                .into_iter()
+                .map(|e| e.url)
+                .collect()
+        };
+        assert_eq!(
+            urls(r#"{"amount": 50}"#),
+            [all.url.clone(), big.url.clone()]
+        );
+        assert_eq!(
+            urls(r#"{"amount": 5}"#),
+            [all.url.clone(), small.url.clone()]
+        );
+        assert_eq!(urls(r#"{}"#), vec![all.url]);
     }
 
     #[test]

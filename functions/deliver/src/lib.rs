@@ -357,22 +357,12 @@ impl Deliverer {
             }
             route
         };
-        let mut endpoints: Vec<Endpoint> = self
-            .store
-            .list_endpoints(route.tenant)
-            .await?
-            .into_iter()
-            .filter(|e| e.subscribes_to(&task.event_type, task.domain.as_deref()))
-            .collect();
-        if endpoints.iter().any(|e| e.filter.is_some()) {
-            // Read once for all the endpoints' filters; a payload was checked to be JSON
-            // when it was accepted, so one that does not read passes no filter.
-            let payload: Option<serde_json::Value> = serde_json::from_str(task.payload.get()).ok();
-            endpoints.retain(|e| match &payload {
-                Some(p) => e.accepts(p),
-                None => e.filter.is_none(),
-            });
-        }
+        let endpoints = hookline_core::filter::fan_out(
+            self.store.list_endpoints(route.tenant).await?,
+            &task.event_type,
+            task.domain.as_deref(),
+            &task.payload,
+        );
         let message = Message {
             id: task.id,
             tenant: route.tenant,
