@@ -21,6 +21,7 @@
 //! [`MAX_DEPTH`] nodes deep, [`MAX_NODES`] nodes and [`MAX_BYTES`] bytes of JSON.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -43,23 +44,26 @@ pub const MAX_STRING: usize = 256;
 /// The largest filter, as compact JSON.
 pub const MAX_BYTES: usize = 8 * 1024;
 
-/// A valid filter: the JSON it was given (what is stored and shown) and its compiled form.
+/// A valid filter: the JSON it was given (what is stored and shown) and its compiled form,
+/// shared: endpoints are copied per message (from the store or its cache), filters need not be.
 #[derive(Clone)]
-pub struct Filter {
+pub struct Filter(Arc<Compiled>);
+
+struct Compiled {
     source: Value,
     root: Node,
 }
 
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Filter({})", self.source)
+        write!(f, "Filter({})", self.0.source)
     }
 }
 
 /// Two filters are the same when their JSON is: the compiled form follows from it.
 impl PartialEq for Filter {
     fn eq(&self, other: &Self) -> bool {
-        self.source == other.source
+        self.0.source == other.0.source
     }
 }
 
@@ -67,7 +71,7 @@ impl Eq for Filter {}
 
 impl Serialize for Filter {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.source.serialize(s)
+        self.0.source.serialize(s)
     }
 }
 
@@ -144,17 +148,17 @@ impl Filter {
         }
         let mut nodes = 0;
         let root = compile(&source, "", 1, &mut nodes)?;
-        Ok(Filter { source, root })
+        Ok(Filter(Arc::new(Compiled { source, root })))
     }
 
     /// The filter as given.
     pub fn source(&self) -> &Value {
-        &self.source
+        &self.0.source
     }
 
     /// Whether a payload passes the filter.
     pub fn matches(&self, payload: &Value) -> bool {
-        self.root.eval(payload)
+        self.0.root.eval(payload)
     }
 }
 
