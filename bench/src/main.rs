@@ -6,9 +6,11 @@
 //! - `sizes`: the bootstraps as `sam build` makes them for Lambda (`cargo lambda build
 //!   --release` in each function's folder);
 //! - `portal`: the tenant portal's pages over a large log, in local mode;
+//! - `filters`: what payload filters cost the fan-out, per endpoint (in process);
 //! - `smoke`: every path at tiny scale, checking that the numbers are sane.
 
 mod emulator;
+mod filters;
 mod lambda;
 mod local;
 mod portal;
@@ -41,6 +43,8 @@ enum Cmd {
     Portal(portal::PortalArgs),
     /// Builds the bootstraps with `cargo lambda build --release` and reports their sizes.
     Sizes(SizesArgs),
+    /// What payload filters cost the fan-out: N filtered endpoints, in process.
+    Filters(filters::FilterArgs),
     /// Every measurement at tiny scale; ends with `bench: smoke passed` or `failed`.
     Smoke(SmokeArgs),
 }
@@ -114,6 +118,7 @@ async fn main() -> ExitCode {
         Cmd::Lambda(args) => run_lambda(&args).await,
         Cmd::Portal(args) => run_portal(&args).await,
         Cmd::Sizes(args) => run_sizes(&args).await,
+        Cmd::Filters(args) => run_filters(&args),
         Cmd::Smoke(args) => return smoke(&args).await,
     };
     match result {
@@ -123,6 +128,33 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_filters(args: &filters::FilterArgs) -> anyhow::Result<()> {
+    let m = machine();
+    println!(
+        "machine: {} × {}, load {}",
+        m.cpus, m.cpu_model, m.load_average
+    );
+    let r = filters::run(args)?;
+    println!(
+        "{} endpoints, {} messages of {} bytes: fan-out {:.0} ns/message unfiltered, \
+         {:.0} ns/message filtered ({:.0}% of targets kept)",
+        r.endpoints,
+        r.messages,
+        r.payload_bytes,
+        r.unfiltered_ns_per_message,
+        r.filtered_ns_per_message,
+        r.matched_share * 100.0
+    );
+    println!(
+        "filters add {:.0} ns per endpoint (payload read included); one filter alone: {:.0} ns",
+        r.added_ns_per_endpoint, r.eval_ns_per_filter
+    );
+    if let Some(path) = &args.json {
+        write_json(path, "filters", &r)?;
+    }
+    Ok(())
 }
 
 async fn run_local(args: &local::LocalArgs) -> anyhow::Result<()> {

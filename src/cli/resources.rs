@@ -230,6 +230,10 @@ pub struct EndpointFields {
     /// Requests per second at most (1 to 10000).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// A payload filter as JSON, e.g. '{"path": "amount", "gte": 100}' (see the README's
+    /// "Payload filters"); only matching messages are sent.
+    #[arg(long, value_name = "JSON", value_parser = json_value)]
+    pub filter: Option<Value>,
     /// Send a test event first and save only if the receiver answers 2xx.
     #[arg(long)]
     pub verify: bool,
@@ -273,6 +277,9 @@ pub enum Endpoints {
         /// No rate limit any more.
         #[arg(long, conflicts_with = "rate_limit")]
         no_rate_limit: bool,
+        /// No payload filter any more: every message of its event types.
+        #[arg(long, conflicts_with = "filter")]
+        no_filter: bool,
         /// active or disabled.
         #[arg(long)]
         status: Option<String>,
@@ -311,6 +318,11 @@ const ENDPOINT_COLUMNS: &[Column] = &[
     ("FORMAT", "format"),
 ];
 
+/// A flag's JSON text, parsed (checked by the API, not here).
+fn json_value(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
 fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     if !f.event_types.is_empty() {
         body.insert("event_types".into(), json!(f.event_types));
@@ -326,6 +338,9 @@ fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     }
     if let Some(r) = f.rate_limit {
         body.insert("rate_limit".into(), json!(r));
+    }
+    if let Some(filter) = f.filter {
+        body.insert("filter".into(), filter);
     }
     if f.verify {
         body.insert("verify".into(), json!(true));
@@ -363,6 +378,7 @@ pub async fn endpoints(cmd: Endpoints, global: &Global) -> anyhow::Result<()> {
             all_events,
             no_domain,
             no_rate_limit,
+            no_filter,
             status,
             fields,
         } => {
@@ -377,6 +393,7 @@ pub async fn endpoints(cmd: Endpoints, global: &Global) -> anyhow::Result<()> {
                 (all_events, "event_types"),
                 (no_domain, "domain"),
                 (no_rate_limit, "rate_limit"),
+                (no_filter, "filter"),
             ] {
                 if flag {
                     body.insert(name.into(), Value::Null);

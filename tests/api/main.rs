@@ -12,6 +12,7 @@ mod consistency;
 mod dead_letters;
 mod delivery;
 mod event_types;
+mod filters;
 mod formats;
 mod health;
 mod isolation;

@@ -260,6 +260,8 @@ async fn endpoints_go_through_their_whole_life() {
                 "opened",
                 "--description",
                 "main",
+                "--filter",
+                r#"{"path": "amount", "gte": 100}"#,
                 "--json",
             ],
         )
@@ -267,6 +269,10 @@ async fn endpoints_go_through_their_whole_life() {
         .ok()
         .json();
     let id = ep["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        ep["filter"],
+        serde_json::json!({"path": "amount", "gte": 100})
+    );
     assert_eq!(
         ep["event_types"],
         serde_json::json!(["delivered", "opened"])
@@ -296,6 +302,7 @@ async fn endpoints_go_through_their_whole_life() {
                 "disabled",
                 "--rate-limit",
                 "5",
+                "--no-filter",
                 "--json",
             ],
         )
@@ -305,6 +312,7 @@ async fn endpoints_go_through_their_whole_life() {
     assert_eq!(updated["event_types"], Value::Null);
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["rate_limit"], 5);
+    assert_eq!(updated["filter"], Value::Null);
     let shown = user
         .at(b, &t.key, &["endpoints", "get", &id, "--json"])
         .await

@@ -10,6 +10,7 @@ use axum::Json;
 use hookline_core::catalog;
 use hookline_core::envelope::json_or_default;
 use hookline_core::fields::{self, EndpointUrl, EventFilter};
+use hookline_core::filter::Filter;
 use hookline_core::http::{
     no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
     Paging, RawBody,
@@ -59,6 +60,11 @@ pub struct CreateEndpoint {
     /// A registered domain to scope it to; absent or `null` for organisation-wide.
     #[serde(default)]
     domain: Option<String>,
+    /// A condition on the payload a message must meet to be sent here; absent or `null`
+    /// for every message. See the README's "Payload filters".
+    #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::FilterNode>)]
+    filter: Option<Value>,
     /// At most 1024 characters.
     #[serde(default)]
     description: Option<String>,
@@ -92,6 +98,10 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     domain: Option<Option<String>>,
+    /// A payload filter; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::openapi::FilterNode>)]
+    filter: Option<Option<Value>>,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
@@ -138,6 +148,7 @@ struct Patch {
     url: Option<String>,
     event_types: Option<Option<Vec<String>>>,
     domain: Option<Option<String>>,
+    filter: Option<Option<Filter>>,
     description: Option<String>,
     format: Option<BodyFormat>,
     status: Option<EndpointStatus>,
@@ -154,6 +165,7 @@ impl Patch {
             .url
             .map(|url| validate_url(&state.config.url_policy, &url))
             .transpose()?;
+        let filter = req.filter.map(|f| fields::filter(f.as_ref())).transpose()?;
         let event_types = match req.event_types {
             Some(types) => Some(
                 EventFilter::parse(state.store.as_ref(), types)
@@ -176,6 +188,7 @@ impl Patch {
             url,
             event_types,
             domain,
+            filter,
             description,
             format,
             status,
@@ -202,6 +215,9 @@ impl Patch {
         }
         if let Some(domain) = &self.domain {
             endpoint.domain = domain.clone();
+        }
+        if let Some(filter) = &self.filter {
+            endpoint.filter = filter.clone();
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -238,6 +254,10 @@ impl Patch {
             (
                 "domain",
                 self.domain.is_some() && read.domain != fresh.domain,
+            ),
+            (
+                "filter",
+                self.filter.is_some() && read.filter != fresh.filter,
             ),
             (
                 "description",
@@ -305,7 +325,7 @@ fn still_changing() -> Error {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -325,6 +345,7 @@ pub(crate) async fn create_for(
 ) -> ApiResult<Response> {
     let rate_limit = fields::rate_limit(req.rate_limit.as_ref())?;
     let url = validate_url(&state.config.url_policy, &req.url)?;
+    let filter = fields::filter(req.filter.as_ref())?;
     let event_types = EventFilter::parse(state.store.as_ref(), req.event_types)
         .await?
         .into_inner();
@@ -343,6 +364,7 @@ pub(crate) async fn create_for(
         description,
         event_types,
         domain,
+        filter,
         format,
         secrets: EndpointSecrets::new(secret),
         status: EndpointStatus::Active,
@@ -477,7 +499,7 @@ pub(crate) async fn get_for(state: &AppState, tenant: TenantId, id: &str) -> Api
         (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
         (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]

@@ -281,3 +281,48 @@ pub enum StatusName {
     Active,
     Disabled,
 }
+
+/// A payload filter: one object with exactly one of `and`, `or` (arrays of filters), `not`
+/// (a filter), or `path` with exactly one operator. At most 8 deep, 64 nodes, 8 KiB.
+/// Only documents the shape; the handlers check it (422 `invalid_filter`, naming the node
+/// by JSON pointer). See the README's "Payload filters".
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"and": [
+    {"path": "event", "in": ["delivered", "opened"]},
+    {"not": {"path": "recipient", "prefix": "test@"}}
+]}))]
+pub struct FilterNode {
+    /// Filters that must all hold (1 to 32).
+    #[schema(value_type = Option<Vec<Object>>)]
+    and: Option<()>,
+    /// Filters of which one must hold (1 to 32).
+    #[schema(value_type = Option<Vec<Object>>)]
+    or: Option<()>,
+    /// A filter that must not hold.
+    #[schema(value_type = Option<Object>)]
+    not: Option<()>,
+    /// Dotted keys into the payload: `a.b`; on an array, digits take an element
+    /// (`items.0.sku`) and any other key looks in every element (`items.sku`, any match).
+    #[schema(example = "data.items.sku")]
+    path: Option<String>,
+    /// The value there is this string, number, boolean or null (on an array: an element is).
+    #[schema(value_type = Option<serde_json::Value>)]
+    equals: Option<()>,
+    /// The value there is one of these (1 to 100 strings, numbers, booleans or nulls).
+    #[serde(rename = "in")]
+    #[schema(value_type = Option<Vec<serde_json::Value>>)]
+    in_: Option<()>,
+    /// `true`: the path reaches a value (`null` included); `false`: it reaches none.
+    exists: Option<bool>,
+    /// The value there is a string starting with this.
+    prefix: Option<String>,
+    /// The value there is a number greater than this.
+    gt: Option<f64>,
+    /// The value there is a number at least this.
+    gte: Option<f64>,
+    /// The value there is a number less than this.
+    lt: Option<f64>,
+    /// The value there is a number at most this.
+    lte: Option<f64>,
+}

@@ -76,6 +76,9 @@ pub struct EndpointView {
     pub description: String,
     pub event_types: Option<Vec<String>>,
     pub domain: Option<String>,
+    /// The payload filter; `null`: every message.
+    #[schema(value_type = Option<crate::openapi::FilterNode>)]
+    pub filter: Option<serde_json::Value>,
     #[schema(value_type = crate::openapi::FormatName)]
     pub format: &'static str,
     #[schema(value_type = crate::openapi::StatusName)]
@@ -100,6 +103,7 @@ impl From<&Endpoint> for EndpointView {
             description: e.description.clone(),
             event_types: e.event_types.clone(),
             domain: e.domain.clone(),
+            filter: e.filter.as_ref().map(|f| f.source().clone()),
             format: e.format.as_str(),
             status: e.status.as_str(),
             disabled_reason: e.disabled_reason.clone(),

@@ -269,6 +269,7 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         disabled_at: None,
         failing_since: None,
         rate_limit: None,
+        filter: None,
         created_at,
         updated_at: created_at,
         version: 1,
@@ -715,6 +716,14 @@ async fn endpoints(s: &dyn Store) {
     // A rotated secret, so the retired one must round-trip too.
     first.secrets.rotate(Secret::generate(), t0, 86_400_000);
     first.rate_limit = Some(7);
+    first.filter = Some(
+        crate::filter::Filter::parse(serde_json::json!({"or": [
+            {"path": "order.total", "gte": 100.5},
+            {"path": "order.items.sku", "in": ["A-1", 2, true, null]},
+            {"not": {"path": "test", "exists": true}}
+        ]}))
+        .expect("valid filter"),
+    );
     first.failing_since = Some(t0 - 10);
     let second = endpoint(t, Some("shop.example.com"), t0 + 1);
     stored_endpoint(s, &first).await;
@@ -739,6 +748,7 @@ async fn endpoints(s: &dyn Store) {
         disabled_at: Some(t0 + 100),
         failing_since: None,
         rate_limit: None,
+        filter: None,
         updated_at: t0 + 100,
         ..first.clone()
     };

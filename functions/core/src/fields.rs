@@ -1,6 +1,6 @@
 //! The rules of an endpoint's fields, as types parsed once at the edge: the URL (against
 //! the deployment's URL policy), the event-type filter (against the catalog), the
-//! description, the body format, the rate limit, the status, the secret and the domain
+//! payload filter, the description, the body format, the rate limit, the status, the secret and the domain
 //! scope. `/v1`, the Mailgun-compatible `/v3` and anything later take their input through
 //! these, so a rule lives in one place and every route refuses the same input the same way.
 
@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::catalog;
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::ids::TenantId;
 use crate::model::{BodyFormat, EndpointStatus};
 use crate::ports::{EndpointStore, EventTypeStore};
@@ -126,6 +127,15 @@ pub fn rate_limit(value: Option<&Value>) -> Result<Option<u32>> {
     }
 }
 
+/// A payload filter (see [`crate::filter`]): absent or `null` for none; a fault is a 422
+/// `invalid_filter` naming the node by JSON pointer.
+pub fn filter(value: Option<&Value>) -> Result<Option<Filter>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => Filter::parse(v.clone()).map(Some),
+    }
+}
+
 /// An endpoint status by name.
 pub fn status(s: &str) -> Result<EndpointStatus> {
     EndpointStatus::parse(s).ok_or_else(|| {
@@ -195,6 +205,18 @@ mod tests {
                 Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "invalid_rate_limit"),
                 other => panic!("{bad}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn filters_are_optional_and_checked() {
+        assert_eq!(filter(None).unwrap(), None);
+        assert_eq!(filter(Some(&Value::Null)).unwrap(), None);
+        let f = json!({"path": "a", "equals": 1});
+        assert_eq!(filter(Some(&f)).unwrap().unwrap().source(), &f);
+        match filter(Some(&json!({"path": "a"}))) {
+            Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "invalid_filter"),
+            other => panic!("{other:?}"),
         }
     }
 

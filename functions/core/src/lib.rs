@@ -9,6 +9,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod fields;
+pub mod filter;
 pub mod ids;
 pub mod keys;
 pub mod metrics;

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::filter::Filter;
 use crate::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::signing::EndpointSecrets;
@@ -106,6 +107,8 @@ pub struct Endpoint {
     pub event_types: Option<Vec<String>>,
     /// `None` is organisation-wide: events of every domain of the tenant.
     pub domain: Option<String>,
+    /// A condition on the payload a message must meet to go to the endpoint; `None`: all.
+    pub filter: Option<Filter>,
     pub format: BodyFormat,
     pub secrets: EndpointSecrets,
     pub status: EndpointStatus,
@@ -170,6 +173,11 @@ impl Endpoint {
                 None => true,
                 Some(scope) => domain == Some(scope.as_str()),
             }
+    }
+
+    /// Whether a payload passes the endpoint's filter (every payload does without one).
+    pub fn accepts(&self, payload: &serde_json::Value) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(payload))
     }
 }
 

@@ -113,6 +113,7 @@ mod tests {
             disabled_at: None,
             failing_since: None,
             rate_limit: None,
+            filter: None,
             created_at: 0,
             updated_at: 0,
             version: 1,

@@ -261,6 +261,7 @@ async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
         disabled_at: None,
         failing_since: None,
         rate_limit: None,
+        filter: None,
         created_at,
         updated_at: created_at,
         version: 1,

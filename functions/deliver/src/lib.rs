@@ -379,13 +379,12 @@ impl Deliverer {
             }
             route
         };
-        let endpoints: Vec<Endpoint> = self
-            .store
-            .list_endpoints(route.tenant)
-            .await?
-            .into_iter()
-            .filter(|e| operational::receives(e, &task.event_type, task.domain.as_deref()))
-            .collect();
+        let endpoints = hookline_core::filter::fan_out(
+            self.store.list_endpoints(route.tenant).await?,
+            &task.event_type,
+            task.domain.as_deref(),
+            &task.payload,
+        );
         let message = Message {
             id: task.id,
             tenant: route.tenant,

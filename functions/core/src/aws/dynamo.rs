@@ -36,7 +36,7 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? created_at updated_at version` (an item written before versions has none: version 1) |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version` (an item written before versions has none: version 1) |
 //! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
@@ -481,6 +481,11 @@ fn endpoint_sk(id: EndpointId) -> String {
 
 fn endpoint_item(e: &Endpoint) -> Result<Item> {
     let secrets = to_json("encode endpoint secrets", &e.secrets)?;
+    let filter = e
+        .filter
+        .as_ref()
+        .map(|f| to_json("encode endpoint filter", f))
+        .transpose()?;
     Ok(item(
         tenant_pk(e.tenant),
         endpoint_sk(e.id),
@@ -498,6 +503,7 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
             ("disabled_at", e.disabled_at.map(n)),
             ("failing_since", e.failing_since.map(n)),
             ("rate_limit", e.rate_limit.map(n)),
+            ("filter", filter.map(s)),
             ("created_at", Some(n(e.created_at))),
             ("updated_at", Some(n(e.updated_at))),
             ("version", Some(n(e.version))),
@@ -534,6 +540,11 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
         disabled_at: f.opt_n("disabled_at")?,
         failing_since: f.opt_n("failing_since")?,
         rate_limit: f.opt_n("rate_limit")?,
+        filter: f
+            .opt_s("filter")?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| Error::backend("decode endpoint filter", e))?,
         created_at: f.n("created_at")?,
         updated_at: f.n("updated_at")?,
         version: f.opt_n("version")?.unwrap_or(1),

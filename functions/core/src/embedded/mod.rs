@@ -227,6 +227,10 @@ INSERT INTO dead_letters_unique (id, body, reason, receive_count, at)
 DROP TABLE dead_letters;
 ALTER TABLE dead_letters_unique RENAME TO dead_letters;
 "#,
+    // 8: an endpoint's payload filter, as the JSON it was saved with.
+    r#"
+ALTER TABLE endpoints ADD COLUMN filter TEXT;
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.

@@ -212,7 +212,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
      secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
-     rate_limit, version";
+     rate_limit, version, filter";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -232,11 +232,12 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         failing_since: row.get(13)?,
         rate_limit: row.get(14)?,
         version: row.get(15)?,
+        filter: json_opt(row, 16)?,
     })
 }
 
 /// An endpoint's columns as statement parameters, in [`ENDPOINT_COLUMNS`] order but the
-/// version, which each statement sets itself (`?16`).
+/// version, which each statement sets itself.
 struct EndpointRow {
     id: String,
     tenant: String,
@@ -253,6 +254,7 @@ struct EndpointRow {
     disabled_at: Option<Millis>,
     failing_since: Option<Millis>,
     rate_limit: Option<u32>,
+    filter: Option<String>,
 }
 
 impl EndpointRow {
@@ -277,6 +279,11 @@ impl EndpointRow {
             disabled_at: e.disabled_at,
             failing_since: e.failing_since,
             rate_limit: e.rate_limit,
+            filter: e
+                .filter
+                .as_ref()
+                .map(|f| to_json("encode endpoint filter", f))
+                .transpose()?,
         })
     }
 
@@ -291,7 +298,7 @@ impl EndpointRow {
         }
         conn.prepare_cached(&format!(
             "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -310,6 +317,7 @@ impl EndpointRow {
                 self.disabled_at,
                 self.failing_since,
                 self.rate_limit,
+                self.filter,
             ])
         })
         .map_err(|e| Error::backend("insert endpoint", e))?;
@@ -692,7 +700,7 @@ impl EndpointStore for SqliteStore {
                              url = ?3, description = ?4, event_types = ?5, domain = ?6,
                              format = ?7, secrets = ?8, status = ?9, disabled_reason = ?10,
                              updated_at = ?11, disabled_at = ?12, failing_since = ?13,
-                             rate_limit = ?14, version = version + 1
+                             rate_limit = ?14, filter = ?16, version = version + 1
                          WHERE tenant = ?1 AND id = ?2 AND version = ?15",
                     )?
                     .execute(params![
@@ -711,6 +719,7 @@ impl EndpointStore for SqliteStore {
                         e.failing_since,
                         e.rate_limit,
                         expected_version,
+                        e.filter,
                     ])?;
                 conditional(
                     conn,
