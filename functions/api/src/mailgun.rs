@@ -384,7 +384,19 @@ fn new_endpoint(
     name: &str,
     url: &str,
 ) -> Endpoint {
-    let now = state.clock.now();
+    let secrets = EndpointSecrets::new(Secret::generate());
+    webhook_endpoint(tenant, domain, name, url, secrets, state.clock.now())
+}
+
+/// An unsaved endpoint in a webhook's shape: one URL of webhook `name` of `domain`.
+fn webhook_endpoint(
+    tenant: TenantId,
+    domain: &str,
+    name: &str,
+    url: &str,
+    secrets: EndpointSecrets,
+    now: Millis,
+) -> Endpoint {
     Endpoint {
         id: EndpointId::new(),
         tenant,
@@ -393,7 +405,7 @@ fn new_endpoint(
         event_types: Some(vec![name.to_string()]),
         domain: Some(domain.to_string()),
         format: BodyFormat::Mailgun,
-        secrets: EndpointSecrets::new(Secret::generate()),
+        secrets,
         status: EndpointStatus::Active,
         disabled_reason: None,
         disabled_at: None,
@@ -761,25 +773,7 @@ fn test_target(
         .find(|e| e.url == url)
         .map(|e| e.secrets.clone())
         .unwrap_or_else(|| EndpointSecrets::new(Secret::generate()));
-    Endpoint {
-        id: EndpointId::new(),
-        tenant,
-        url: url.to_string(),
-        description: format!("mailgun webhook {name}"),
-        event_types: Some(vec![name.to_string()]),
-        domain: Some(domain.to_string()),
-        format: BodyFormat::Mailgun,
-        secrets,
-        status: EndpointStatus::Active,
-        disabled_reason: None,
-        disabled_at: None,
-        failing_since: None,
-        rate_limit: None,
-        filter: None,
-        created_at: now,
-        updated_at: now,
-        version: 1,
-    }
+    webhook_endpoint(tenant, domain, name, url, secrets, now)
 }
 
 /// `PUT /v3/domains/{domain}/webhooks/{name}/test` with the field `url`: sends the sample
