@@ -480,6 +480,32 @@ def main():
                 shot(small, name, full_page=False)
             phone.close()
 
+        def the_log_pages_through_older_messages():
+            published = [
+                hl.publish(key, "delivered", {"recipient": f"page{i}@example.com"}) for i in range(60)
+            ]
+            wait_until(
+                "every message to be stored",
+                lambda: all(hl.delivery_status(key, m) for m in published),
+            )
+            page.goto(hl.base + "/portal/messages")
+            pages = []
+            while True:
+                links = page.locator("table.log tbody tr td:first-child a")
+                pages.append([links.nth(i).inner_text() for i in range(links.count())])
+                older = page.locator("a[rel=next]")
+                if older.count() == 0:
+                    break
+                older.click()
+                page.wait_for_load_state()
+            seen = [m for ids in pages for m in ids]
+            assert len(pages) >= 2, f"one page only: {len(seen)} messages"
+            assert len(pages[0]) == 50, f"the first page holds {len(pages[0])}"
+            assert len(seen) == len(set(seen)), "a message shows on two pages"
+            missing = set(published) - set(seen)
+            assert not missing, f"not on any page: {sorted(missing)}"
+            assert seen == sorted(seen, reverse=True), "pages are not newest first"
+
         def logout_ends_the_session():
             page.goto(hl.base + "/portal/endpoints")
             page.get_by_role("button", name="Sign out").click()
@@ -520,6 +546,7 @@ def main():
             catalog_and_domains_pages,
             a_parent_switches_to_its_sub_accounts,
             keyboard_and_phone_width,
+            the_log_pages_through_older_messages,
             logout_ends_the_session,
             an_expired_session_gets_the_link_expired_page,
         ]:

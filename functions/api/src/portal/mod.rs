@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use hookline_core::http::{rfc3339, ApiError, AppState, IfMatch, JsonBody, RawBody};
-use hookline_core::ids::{EndpointId, MessageId};
+use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
     Delivery, DeliveryStatus, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
 };
@@ -230,32 +230,15 @@ async fn recent(
     since: Millis,
 ) -> Result<Vec<(Message, Vec<Delivery>)>, Error> {
     let mut out = Vec::new();
-    let mut before = None;
-    loop {
-        let page = state
-            .store
-            .list_messages(
-                portal.tenant,
-                &MessageQuery {
-                    before,
-                    limit: 100,
-                    event_type: None,
-                },
-            )
-            .await?;
-        let more = page.next_cursor.is_some();
-        for m in page.items {
-            if m.received_at < since || out.len() >= RECENT {
-                return Ok(out);
-            }
-            before = Some(m.id);
-            let deliveries = state.store.list_deliveries(m.id).await?;
-            out.push((m, deliveries));
+    let mut log = LogWalk::new(state, portal.tenant, None, None);
+    while let Some(m) = log.next().await? {
+        if m.received_at < since || out.len() >= RECENT {
+            break;
         }
-        if !more {
-            return Ok(out);
-        }
+        let deliveries = state.store.list_deliveries(m.id).await?;
+        out.push((m, deliveries));
     }
+    Ok(out)
 }
 
 /// The endpoint's deliveries of the messages received since `since`, newest first: at
@@ -269,39 +252,78 @@ async fn recent_deliveries(
 ) -> Result<Vec<(Message, Delivery)>, Error> {
     const SHOWN: usize = 20;
     let mut out = Vec::new();
-    let mut before = None;
     let mut scanned = 0;
-    loop {
-        let page = state
-            .store
-            .list_messages(
-                portal.tenant,
-                &MessageQuery {
-                    before,
-                    limit: 100,
-                    event_type: None,
-                },
-            )
-            .await?;
-        let more = page.next_cursor.is_some();
-        for m in page.items {
-            scanned += 1;
-            if m.received_at < since || out.len() >= SHOWN || scanned > MAX_SCAN {
-                return Ok(out);
-            }
-            before = Some(m.id);
-            if !m.targets.contains(&endpoint.id) {
-                continue;
-            }
-            let d = state
-                .store
-                .get_delivery(m.id, endpoint.id)
-                .await?
-                .unwrap_or_else(|| Delivery::fresh(m.id, endpoint.id, m.tenant, m.received_at));
-            out.push((m, d));
+    let mut log = LogWalk::new(state, portal.tenant, None, None);
+    while let Some(m) = log.next().await? {
+        scanned += 1;
+        if m.received_at < since || out.len() >= SHOWN || scanned > MAX_SCAN {
+            break;
         }
-        if !more {
-            return Ok(out);
+        if !m.targets.contains(&endpoint.id) {
+            continue;
+        }
+        let d = state
+            .store
+            .get_delivery(m.id, endpoint.id)
+            .await?
+            .unwrap_or_else(|| Delivery::fresh(m.id, endpoint.id, m.tenant, m.received_at));
+        out.push((m, d));
+    }
+    Ok(out)
+}
+
+/// A tenant's log read newest first, one store page of 100 at a time and only as far as
+/// its reader goes.
+struct LogWalk<'a> {
+    state: &'a AppState,
+    tenant: TenantId,
+    event_type: Option<String>,
+    /// The last message handed out: where the next store page starts.
+    before: Option<MessageId>,
+    page: std::vec::IntoIter<Message>,
+    more: bool,
+}
+
+impl<'a> LogWalk<'a> {
+    fn new(
+        state: &'a AppState,
+        tenant: TenantId,
+        event_type: Option<String>,
+        before: Option<MessageId>,
+    ) -> Self {
+        LogWalk {
+            state,
+            tenant,
+            event_type,
+            before,
+            page: Vec::new().into_iter(),
+            more: true,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            if let Some(m) = self.page.next() {
+                self.before = Some(m.id);
+                return Ok(Some(m));
+            }
+            if !self.more {
+                return Ok(None);
+            }
+            let page = self
+                .state
+                .store
+                .list_messages(
+                    self.tenant,
+                    &MessageQuery {
+                        before: self.before,
+                        limit: 100,
+                        event_type: self.event_type.clone(),
+                    },
+                )
+                .await?;
+            self.more = page.next_cursor.is_some();
+            self.page = page.items.into_iter();
         }
     }
 }
@@ -709,7 +731,7 @@ impl LogFilter {
 /// by event type; the rest is filtered here, reading at most [`MAX_SCAN`] messages.
 pub(crate) async fn log_page(
     state: &AppState,
-    tenant: hookline_core::ids::TenantId,
+    tenant: TenantId,
     filter: &LogFilter,
 ) -> Result<(Vec<(Message, Vec<Delivery>)>, Option<String>), Error> {
     let status = LogFilter::text(&filter.status)
@@ -731,58 +753,43 @@ pub(crate) async fn log_page(
             parse_local_time(s).ok_or_else(|| Error::invalid("invalid_time", "until is not a time"))
         })
         .transpose()?;
-    let mut before = LogFilter::text(&filter.cursor)
+    let before = LogFilter::text(&filter.cursor)
         .map(|c| {
             MessageId::parse(c)
                 .ok_or_else(|| Error::invalid("invalid_cursor", "cursor is not one we issued"))
         })
         .transpose()?;
+    let event_type = LogFilter::text(&filter.event_type).map(str::to_string);
+    let mut log = LogWalk::new(state, tenant, event_type, before);
     let mut out = Vec::new();
     let mut scanned = 0;
-    loop {
-        let page = state
-            .store
-            .list_messages(
-                tenant,
-                &MessageQuery {
-                    before,
-                    limit: 100,
-                    event_type: LogFilter::text(&filter.event_type).map(str::to_string),
-                },
-            )
-            .await?;
-        let more = page.next_cursor.is_some();
-        for m in page.items {
-            scanned += 1;
-            before = Some(m.id);
-            let in_time =
-                since.is_none_or(|s| m.received_at >= s) && until.is_none_or(|u| m.received_at < u);
-            let to_endpoint = endpoint.is_none_or(|e| m.targets.contains(&e));
-            if in_time && to_endpoint {
-                let deliveries = state.store.list_deliveries(m.id).await?;
-                let shown = status.is_none_or(|s| {
-                    m.targets.iter().any(|t| {
-                        endpoint.is_none_or(|e| e == *t)
-                            && deliveries
-                                .iter()
-                                .find(|d| d.endpoint == *t)
-                                .map_or(DeliveryStatus::Pending, |d| d.status)
-                                == s
-                    })
-                });
-                if shown {
-                    out.push((m, deliveries));
-                }
-            }
-            if out.len() == PAGE_SIZE || scanned >= MAX_SCAN {
-                let cursor = before.map(|b| b.to_string());
-                return Ok((out, cursor));
+    while let Some(m) = log.next().await? {
+        scanned += 1;
+        let id = m.id;
+        let in_time =
+            since.is_none_or(|s| m.received_at >= s) && until.is_none_or(|u| m.received_at < u);
+        let to_endpoint = endpoint.is_none_or(|e| m.targets.contains(&e));
+        if in_time && to_endpoint {
+            let deliveries = state.store.list_deliveries(m.id).await?;
+            let shown = status.is_none_or(|s| {
+                m.targets.iter().any(|t| {
+                    endpoint.is_none_or(|e| e == *t)
+                        && deliveries
+                            .iter()
+                            .find(|d| d.endpoint == *t)
+                            .map_or(DeliveryStatus::Pending, |d| d.status)
+                            == s
+                })
+            });
+            if shown {
+                out.push((m, deliveries));
             }
         }
-        if !more {
-            return Ok((out, None));
+        if out.len() == PAGE_SIZE || scanned >= MAX_SCAN {
+            return Ok((out, Some(id.to_string())));
         }
     }
+    Ok((out, None))
 }
 
 async fn message_list(
