@@ -24,6 +24,13 @@ FUNCTIONS = {
     "DeliverFunction": "hookline-deliver",
 }
 
+# Each function's reserved-concurrency parameter.
+RESERVED = {
+    "ApiFunction": "ApiReservedConcurrency",
+    "IngestFunction": "IngestReservedConcurrency",
+    "DeliverFunction": "DeliverReservedConcurrency",
+}
+
 # SQS's upper bound for a queue's visibility timeout, in seconds.
 SQS_MAX_VISIBILITY = 43200
 
@@ -303,7 +310,7 @@ class TemplateTest(unittest.TestCase):
         self.assertIn("ReportBatchItemFailures", ev["FunctionResponseTypes"])
         self.assertEqual(ev["BatchSize"], {"Ref": "DeliverBatchSize"})
         self.assertEqual(ev["ScalingConfig"]["MaximumConcurrency"], {"Ref": "DeliverMaxConcurrency"})
-        self.assertLessEqual(ev.get("MaximumBatchingWindowInSeconds", 0), 1)
+        self.assertEqual(ev["MaximumBatchingWindowInSeconds"], {"Ref": "DeliverBatchingWindow"})
 
     def test_deliver_parameter_bounds(self):
         batch = self.params["DeliverBatchSize"]
@@ -322,6 +329,101 @@ class TemplateTest(unittest.TestCase):
             (256, 1, 65536),
         )
         self.assertEqual(int(self.params["DeliverTimeout"]["Default"]), 60)
+        # Lambda's range for MaximumBatchingWindowInSeconds; 0 (no wait) keeps latency least.
+        window = self.params["DeliverBatchingWindow"]
+        self.assertEqual(window["Type"], "Number")
+        self.assertEqual(
+            (int(window["Default"]), int(window["MinValue"]), int(window["MaxValue"])), (0, 0, 300)
+        )
+
+    # --- scale settings (docs/scale.md) ------------------------------------------------------
+
+    def condition(self, name, **values):
+        """Evaluates a condition of the template with the given parameter values (as
+        CloudFormation passes them: strings), the others at their defaults."""
+
+        def param(ref):
+            if ref in values:
+                return str(values[ref])
+            return str(self.params[ref]["Default"])
+
+        def ev(node):
+            if isinstance(node, dict) and len(node) == 1:
+                [(fn, arg)] = node.items()
+                if fn == "Ref":
+                    return param(arg)
+                if fn == "Condition":
+                    return ev(self.t["Conditions"][arg])
+                if fn == "Fn::Not":
+                    return not ev(arg[0])
+                if fn == "Fn::Equals":
+                    # CloudFormation compares the two sides as strings.
+                    return str(ev(arg[0])) == str(ev(arg[1]))
+            if isinstance(node, (str, int)):
+                return node
+            raise AssertionError(f"condition not understood here: {node}")
+
+        return ev(self.t["Conditions"][name])
+
+    def test_reserved_concurrency_per_function_is_unreserved_at_zero(self):
+        for name, param in RESERVED.items():
+            p = self.params[param]
+            self.assertEqual(p["Type"], "Number", param)
+            self.assertEqual((int(p["Default"]), int(p["MinValue"])), (0, 0), param)
+            value = self.props(name)["ReservedConcurrentExecutions"]
+            cond, then, other = value["Fn::If"]
+            self.assertEqual(then, {"Ref": param}, name)
+            self.assertEqual(other, {"Ref": "AWS::NoValue"}, name)
+            # 0 (the default) must leave the function unreserved: reserving 0 stops it.
+            self.assertFalse(self.condition(cond), f"{name} reserved at the default")
+            self.assertFalse(self.condition(cond, **{param: 0}), name)
+            self.assertTrue(self.condition(cond, **{param: 50}), name)
+            # Each function's condition reads its own parameter only.
+            others = {k: 7 for k in RESERVED.values() if k != param}
+            self.assertFalse(self.condition(cond, **others), f"{name} reads another parameter")
+
+    def test_api_stage_throttling_only_when_a_rate_is_set(self):
+        for param in ("ApiThrottlingRateLimit", "ApiThrottlingBurstLimit"):
+            self.assertEqual(self.params[param]["Type"], "Number", param)
+        self.assertEqual(int(self.params["ApiThrottlingRateLimit"]["Default"]), 0)
+        self.assertGreaterEqual(int(self.params["ApiThrottlingBurstLimit"]["MinValue"]), 1)
+        settings = self.props("HttpApi")["DefaultRouteSettings"]
+        cond, then, other = settings["Fn::If"]
+        self.assertEqual(
+            then,
+            {
+                "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+                "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+            },
+        )
+        self.assertEqual(other, {"Ref": "AWS::NoValue"})
+        self.assertFalse(self.condition(cond))
+        self.assertFalse(self.condition(cond, ApiThrottlingBurstLimit=100))
+        self.assertTrue(self.condition(cond, ApiThrottlingRateLimit=2000))
+
+    @unittest.skipUnless(
+        __import__("importlib").util.find_spec("samtranslator"), "aws-sam-translator not installed"
+    )
+    def test_translated_scale_settings_reach_the_deployed_resources(self):
+        """What SAM generates carries the settings: the functions' reserved concurrency,
+        the event source mapping's batching and the HTTP API stage's route throttling."""
+        out = self.translated()["Resources"]
+        for name, param in RESERVED.items():
+            reserved = out[name]["Properties"]["ReservedConcurrentExecutions"]
+            self.assertEqual(reserved["Fn::If"][1], {"Ref": param}, name)
+        [mapping] = [v for v in out.values() if v["Type"] == "AWS::Lambda::EventSourceMapping"]
+        m = mapping["Properties"]
+        self.assertEqual(m["FunctionName"], {"Ref": "DeliverFunction"})
+        self.assertEqual(m["BatchSize"], {"Ref": "DeliverBatchSize"})
+        self.assertEqual(m["MaximumBatchingWindowInSeconds"], {"Ref": "DeliverBatchingWindow"})
+        self.assertEqual(
+            m["ScalingConfig"], {"MaximumConcurrency": {"Ref": "DeliverMaxConcurrency"}}
+        )
+        [stage] = [v for v in out.values() if v["Type"] == "AWS::ApiGatewayV2::Stage"]
+        self.assertEqual(stage["Properties"]["ApiId"], {"Ref": "HttpApi"})
+        route = stage["Properties"]["DefaultRouteSettings"]["Fn::If"][1]
+        self.assertEqual(route["ThrottlingRateLimit"], {"Ref": "ApiThrottlingRateLimit"})
+        self.assertEqual(route["ThrottlingBurstLimit"], {"Ref": "ApiThrottlingBurstLimit"})
 
     def test_events_queue_redrives_to_the_dead_letter_queue(self):
         q = self.props("EventsQueue")

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The Hookline stack as a CDK app: the Hookline construct in one stack, the operator key a
 // NoEcho parameter as in template.yaml, the settings from context (-c key=value).
-import { App, CfnOutput, CfnParameter, SecretValue, Stack } from 'aws-cdk-lib';
+import { App, CfnOutput, CfnParameter, Duration, SecretValue, Stack } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { Hookline, HooklineCode } from '../lib';
@@ -34,6 +34,8 @@ const operatorKey = new CfnParameter(stack, 'OperatorKey', {
 const bootstrapDir = context('bootstrapDir');
 const alarmTopicArn = context('alarmTopicArn');
 const retention = number('logRetentionDays');
+const batchingWindow = number('deliverBatchingWindowSeconds');
+const throttleRate = number('apiThrottleRateLimit');
 const hookline = new Hookline(stack, 'Hookline', {
   operatorKey: SecretValue.cfnParameter(operatorKey),
   code: bootstrapDir ? HooklineCode.fromBootstrapDir(bootstrapDir) : HooklineCode.cargoLambda(),
@@ -46,6 +48,15 @@ const hookline = new Hookline(stack, 'Hookline', {
   portalTitle: context('portalTitle'),
   portalLogoUrl: context('portalLogoUrl'),
   portalAccent: context('portalAccent'),
+  // Scale settings (docs/scale.md); reserved concurrency 0 or absent leaves a function unreserved.
+  deliverBatchSize: number('deliverBatchSize'),
+  deliverMaxConcurrency: number('deliverMaxConcurrency'),
+  deliverBatchingWindow: batchingWindow === undefined ? undefined : Duration.seconds(batchingWindow),
+  apiReservedConcurrency: number('apiReservedConcurrency'),
+  ingestReservedConcurrency: number('ingestReservedConcurrency'),
+  deliverReservedConcurrency: number('deliverReservedConcurrency'),
+  apiThrottle:
+    throttleRate === undefined ? undefined : { rateLimit: throttleRate, burstLimit: number('apiThrottleBurstLimit') },
 });
 
 new CfnOutput(stack, 'ApiUrl', { description: 'Base URL of the HTTP API', value: hookline.httpApi.url! });

@@ -34,6 +34,26 @@ export interface HooklineProps {
   readonly deliverBatchSize?: number;
   /** Concurrent deliver invocations polling the events queue, 2 to 1000. @default 10 */
   readonly deliverMaxConcurrency?: number;
+  /**
+   * How long the event source may wait to fill a batch before it invokes the deliver
+   * function, whole seconds up to 300. @default no wait
+   */
+  readonly deliverBatchingWindow?: Duration;
+  /** Concurrent executions reserved for the api function, also its ceiling; 0 is unreserved. @default unreserved */
+  readonly apiReservedConcurrency?: number;
+  /** Concurrent executions reserved for the ingest function, also its ceiling; 0 is unreserved. @default unreserved */
+  readonly ingestReservedConcurrency?: number;
+  /**
+   * Concurrent executions reserved for the deliver function; 0 is unreserved. At least
+   * `deliverMaxConcurrency`: the event source does not count it, and a throttled batch goes
+   * back to the queue towards the dead-letter redrive. @default unreserved
+   */
+  readonly deliverReservedConcurrency?: number;
+  /**
+   * The HTTP API stage's default route throttling: requests per second on each route, and
+   * the burst above it (default 5000). A rate of 0 sets none. @default the account's limit only
+   */
+  readonly apiThrottle?: { readonly rateLimit: number; readonly burstLimit?: number };
   /** Delivery requests in flight per deliver invocation (HOOKLINE_CONCURRENCY), 1 to 65536. @default 256 */
   readonly deliverRequestLimit?: number;
   /**
@@ -118,6 +138,38 @@ export class Hookline extends Construct {
     const retentionDays = inRange('retentionDays', props.retentionDays ?? 30, 15, 3650);
     const batchSize = inRange('deliverBatchSize', props.deliverBatchSize ?? 10, 1, 10);
     const maxConcurrency = inRange('deliverMaxConcurrency', props.deliverMaxConcurrency ?? 10, 2, 1000);
+    const batchingWindow = inRange(
+      'deliverBatchingWindow (s)',
+      (props.deliverBatchingWindow ?? Duration.seconds(0)).toSeconds(),
+      0,
+      300,
+    );
+    // 0 is "not set", as in the template: a reserved concurrency of 0 would stop the function.
+    const reserved = (name: string, value?: number) =>
+      inRange(name, value ?? 0, 0, Number.MAX_SAFE_INTEGER) || undefined;
+    const apiReserved = reserved('apiReservedConcurrency', props.apiReservedConcurrency);
+    const ingestReserved = reserved('ingestReservedConcurrency', props.ingestReservedConcurrency);
+    const deliverReserved = reserved('deliverReservedConcurrency', props.deliverReservedConcurrency);
+    if (
+      deliverReserved !== undefined &&
+      !Token.isUnresolved(deliverReserved) &&
+      !Token.isUnresolved(maxConcurrency) &&
+      deliverReserved < maxConcurrency
+    ) {
+      throw new Error(
+        `deliverReservedConcurrency (${deliverReserved}) must be at least deliverMaxConcurrency (${maxConcurrency})`,
+      );
+    }
+    const throttleRate = props.apiThrottle?.rateLimit ?? 0;
+    if (!Token.isUnresolved(throttleRate) && !(throttleRate >= 0)) {
+      throw new Error(`apiThrottle.rateLimit must be 0 or more, not ${throttleRate}`);
+    }
+    const throttleBurst = inRange(
+      'apiThrottle.burstLimit',
+      props.apiThrottle?.burstLimit ?? 5000,
+      1,
+      Number.MAX_SAFE_INTEGER,
+    );
     const requestLimit = inRange('deliverRequestLimit', props.deliverRequestLimit ?? 256, 1, 65536);
     const deliverTimeout = inRange(
       'deliverTimeout (s)',
@@ -253,6 +305,7 @@ export class Hookline extends Construct {
       binary: 'hookline-api',
       description: 'Hookline tenant and operator API (/v1, /v3, /openapi.json) and portal (/portal)',
       timeout: Duration.seconds(29),
+      reservedConcurrentExecutions: apiReserved,
       role: apiRole,
       logGroup: this.logGroups.api,
       environment: {
@@ -286,6 +339,7 @@ export class Hookline extends Construct {
       binary: 'hookline-ingest',
       description: 'Hookline ingestion (POST /v1/events) onto the events queue',
       timeout: Duration.seconds(10),
+      reservedConcurrentExecutions: ingestReserved,
       role: ingestRole,
       logGroup: this.logGroups.ingest,
       environment: { ...shared, QUEUE_URL: this.eventsQueue.queueUrl },
@@ -314,6 +368,7 @@ export class Hookline extends Construct {
       description: 'Hookline delivery worker on the events queue',
       timeout: Duration.seconds(deliverTimeout),
       memorySize: 256,
+      reservedConcurrentExecutions: deliverReserved,
       role: deliverRole,
       logGroup: this.logGroups.deliver,
       environment: {
@@ -330,7 +385,7 @@ export class Hookline extends Construct {
       target: this.deliverFunction,
       eventSourceArn: this.eventsQueue.queueArn,
       batchSize,
-      maxBatchingWindow: Duration.seconds(0),
+      maxBatchingWindow: Duration.seconds(batchingWindow),
       reportBatchItemFailures: true,
       maxConcurrency,
     });
@@ -340,6 +395,11 @@ export class Hookline extends Construct {
     this.httpApi = new apigw.HttpApi(this, 'HttpApi', {
       description: 'Hookline API (payload format 2.0)',
     });
+    if (Token.isUnresolved(throttleRate) || throttleRate > 0) {
+      // The L2 HttpApi passes no throttle to the default stage it creates.
+      const stage = this.httpApi.defaultStage!.node.defaultChild as apigw.CfnStage;
+      stage.defaultRouteSettings = { throttlingRateLimit: throttleRate, throttlingBurstLimit: throttleBurst };
+    }
     const api = new HttpLambdaIntegration('Api', this.apiFunction, {
       payloadFormatVersion: apigw.PayloadFormatVersion.VERSION_2_0,
     });

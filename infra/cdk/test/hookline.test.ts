@@ -179,6 +179,41 @@ describe('props', () => {
     });
   });
 
+  test('reserved concurrency, batching window and stage throttling: none by default, set when given', () => {
+    const none = build().template;
+    for (const f of Object.values<Json>(none.findResources('AWS::Lambda::Function'))) {
+      assert.equal(f.Properties.ReservedConcurrentExecutions, undefined);
+    }
+    none.hasResourceProperties('AWS::Lambda::EventSourceMapping', { MaximumBatchingWindowInSeconds: 0 });
+    none.hasResourceProperties('AWS::ApiGatewayV2::Stage', { DefaultRouteSettings: Match.absent() });
+
+    const { stack, hookline, template } = build({
+      apiReservedConcurrency: 5,
+      ingestReservedConcurrency: 0,
+      deliverReservedConcurrency: 40,
+      deliverMaxConcurrency: 40,
+      deliverBatchingWindow: Duration.seconds(3),
+      apiThrottle: { rateLimit: 500 },
+    });
+    const reservedOf = (f: lambda.Function) =>
+      template.toJSON().Resources[stack.resolve((f.node.defaultChild as lambda.CfnFunction).logicalId)].Properties
+        .ReservedConcurrentExecutions;
+    assert.equal(reservedOf(hookline.apiFunction), 5);
+    assert.equal(reservedOf(hookline.ingestFunction), undefined, '0 leaves the function unreserved');
+    assert.equal(reservedOf(hookline.deliverFunction), 40);
+    template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      MaximumBatchingWindowInSeconds: 3,
+      ScalingConfig: { MaximumConcurrency: 40 },
+    });
+    template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      DefaultRouteSettings: { ThrottlingRateLimit: 500, ThrottlingBurstLimit: 5000 },
+    });
+    build({ apiThrottle: { rateLimit: 0, burstLimit: 10 } }).template.hasResourceProperties(
+      'AWS::ApiGatewayV2::Stage',
+      { DefaultRouteSettings: Match.absent() },
+    );
+  });
+
   test('an alarm topic is notified by every alarm, on firing and on clearing', () => {
     const arn = 'arn:aws:sns:us-east-1:111111111111:ops';
     const { template } = build({}, (stack) => ({ alarmTopic: sns.Topic.fromTopicArn(stack, 'Ops', arn) }));
@@ -213,6 +248,15 @@ describe('props', () => {
     ['a batch of 11', { deliverBatchSize: 11 }, /deliverBatchSize/],
     ['one concurrent poller', { deliverMaxConcurrency: 1 }, /deliverMaxConcurrency/],
     ['no request in flight', { deliverRequestLimit: 0 }, /deliverRequestLimit/],
+    ['a batching window over 300 s', { deliverBatchingWindow: Duration.seconds(301) }, /deliverBatchingWindow/],
+    ['a negative reserved concurrency', { apiReservedConcurrency: -1 }, /apiReservedConcurrency/],
+    [
+      'deliver reserved below the event source maximum',
+      { deliverReservedConcurrency: 9, deliverMaxConcurrency: 10 },
+      /deliverReservedConcurrency \(9\) must be at least deliverMaxConcurrency \(10\)/,
+    ],
+    ['a negative stage rate', { apiThrottle: { rateLimit: -1 } }, /apiThrottle.rateLimit/],
+    ['a stage burst of 0', { apiThrottle: { rateLimit: 10, burstLimit: 0 } }, /apiThrottle.burstLimit/],
     ['a deliver timeout over 900 s', { deliverTimeout: Duration.seconds(901) }, /deliverTimeout/],
     ['a queue age alarm below SQS delays', { queueAgeAlarmThreshold: Duration.minutes(15) }, /queueAgeAlarmThreshold/],
     ['a failure share over 100 %', { deliveryFailureAlarmPercent: 101 }, /deliveryFailureAlarmPercent/],

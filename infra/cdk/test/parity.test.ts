@@ -29,6 +29,12 @@ const SETTINGS: Setting[] = [
       AllowHttp: 'true',
       DeliverBatchSize: 5,
       DeliverMaxConcurrency: 50,
+      DeliverBatchingWindow: 2,
+      ApiReservedConcurrency: 20,
+      IngestReservedConcurrency: 300,
+      DeliverReservedConcurrency: 60,
+      ApiThrottlingRateLimit: 2000,
+      ApiThrottlingBurstLimit: 1000,
       DeliverRequestLimit: 64,
       DeliverTimeout: 120,
       AlarmTopicArn: TOPIC,
@@ -48,6 +54,11 @@ const SETTINGS: Setting[] = [
       allowHttp: true,
       deliverBatchSize: 5,
       deliverMaxConcurrency: 50,
+      deliverBatchingWindow: Duration.seconds(2),
+      apiReservedConcurrency: 20,
+      ingestReservedConcurrency: 300,
+      deliverReservedConcurrency: 60,
+      apiThrottle: { rateLimit: 2000, burstLimit: 1000 },
       deliverRequestLimit: 64,
       deliverTimeout: Duration.seconds(120),
       alarmTopic: sns.Topic.fromTopicArn(stack, 'Topic', TOPIC),
@@ -114,6 +125,13 @@ for (const setting of SETTINGS) {
     const { cdk, resolve, byName } = synth(setting);
     const globals = sam.Globals.Function;
 
+    if (setting.name === 'every parameter set') {
+      test('sets every parameter of the template', () => {
+        const unset = Object.keys(sam.Parameters).filter((p) => p !== 'OperatorKey' && !(p in setting.params));
+        assert.deepEqual(unset, []);
+      });
+    }
+
     test('the same resource types', () => {
       const count = (resources: Json, type: string) =>
         Object.values<Json>(resources).filter((r) => r.Type === type).length;
@@ -159,6 +177,11 @@ for (const setting of SETTINGS) {
         assert.deepEqual(fn.TracingConfig, { Mode: samFn.Tracing ?? globals.Tracing });
         assert.deepEqual(resolve(fn.LoggingConfig), samResolve(samFn.LoggingConfig));
         assert.equal(fn.Description, samFn.Description);
+        const reserved = samResolve({ r: samFn.ReservedConcurrentExecutions }).r;
+        assert.equal(
+          fn.ReservedConcurrentExecutions === undefined ? undefined : String(fn.ReservedConcurrentExecutions),
+          reserved === undefined ? undefined : String(reserved),
+        );
       });
 
       test(`${name}: the same IAM actions on the same resources, the same managed policies`, () => {
@@ -204,6 +227,12 @@ for (const setting of SETTINGS) {
       assert.deepEqual(actual.sort(), expected.sort());
       const stage = Object.values<Json>(cdk.Resources).find((r) => r.Type === 'AWS::ApiGatewayV2::Stage');
       assert.equal(stage.Properties.StageName, sam.Resources.HttpApi.Properties.StageName ?? '$default');
+      const samRoutes = samResolve({ r: sam.Resources.HttpApi.Properties.DefaultRouteSettings }).r;
+      const cdkRoutes = stage.Properties.DefaultRouteSettings;
+      assert.deepEqual(
+        cdkRoutes === undefined ? undefined : scalars(cdkRoutes),
+        samRoutes === undefined ? undefined : scalars(samRoutes),
+      );
     });
 
     test('the same event source on the events queue', () => {
@@ -217,10 +246,13 @@ for (const setting of SETTINGS) {
       assert.equal(FunctionName, '<DeliverFunction>');
       const { Queue, ...samRest } = ev;
       assert.equal(EventSourceArn, Queue);
-      assert.deepEqual(
-        { ...rest, BatchSize: scalar(rest.BatchSize), ScalingConfig: scalars(rest.ScalingConfig) },
-        { ...samRest, BatchSize: scalar(samRest.BatchSize), ScalingConfig: scalars(samRest.ScalingConfig) },
-      );
+      const comparable = (m: Json) => ({
+        ...m,
+        BatchSize: scalar(m.BatchSize),
+        MaximumBatchingWindowInSeconds: scalar(m.MaximumBatchingWindowInSeconds),
+        ScalingConfig: scalars(m.ScalingConfig),
+      });
+      assert.deepEqual(comparable(rest), comparable(samRest));
     });
 
     const plain = (type: string) => Object.keys(sam.Resources).filter((k) => sam.Resources[k].Type === type);
