@@ -396,6 +396,7 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         "format": form.get("format").filter(|f| !f.is_empty()),
         "rate_limit": rate_limit,
         "verify": verify,
+        "signing": form.get("signing").filter(|s| !s.is_empty()),
     })
 }
 
@@ -415,6 +416,8 @@ fn field_of(code: &str) -> &'static str {
         "rate_limit"
     } else if code.contains("endpoint_test") {
         "verify"
+    } else if code.contains("signing") {
+        "signing"
     } else {
         ""
     }
@@ -626,7 +629,8 @@ async fn endpoint_action(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             extras.notice = Some(
-                "A new signing secret is current; the old one signs for the grace period too."
+                "A new signing secret (and ed25519 key, if it has one) is current; the old ones \
+                 sign for the grace period too."
                     .into(),
             );
         }
@@ -965,6 +969,7 @@ mod tests {
         assert_eq!(field_of("invalid_format"), "format");
         assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
         assert_eq!(field_of("endpoint_test_failed"), "verify");
+        assert_eq!(field_of("invalid_signing"), "signing");
         assert_eq!(field_of("too_many_endpoints"), "");
     }
 

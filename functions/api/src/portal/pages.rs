@@ -219,6 +219,7 @@ pub struct EndpointForm {
     pub rate_limit: String,
     pub verify: bool,
     pub error: Option<FieldError>,
+    pub signing: String,
 }
 
 impl Default for EndpointForm {
@@ -232,6 +233,7 @@ impl Default for EndpointForm {
             rate_limit: String::new(),
             verify: true,
             error: None,
+            signing: "hmac".into(),
         }
     }
 }
@@ -252,6 +254,7 @@ impl EndpointForm {
             rate_limit: text("rate_limit"),
             verify: form.get("verify").is_some(),
             error,
+            signing: text("signing"),
         }
     }
 
@@ -265,6 +268,7 @@ impl EndpointForm {
             rate_limit: e.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
             verify: false,
             error: None,
+            signing: e.secrets.signing().as_str().to_string(),
         }
     }
 
@@ -368,6 +372,15 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
                     value=(form.rate_limit) placeholder="no limit"
                     aria-describedby=[described("rate_limit")];
                 (field_error(form, prefix, "rate_limit"))
+            }
+            div.field {
+                label for=(id("signing")) { "Signatures" }
+                select id=(id("signing")) name="signing" aria-describedby=[described("signing")] {
+                    @for (value, name) in [("hmac", "HMAC (v1)"), ("ed25519", "Ed25519 (v1a)"), ("both", "Both")] {
+                        option value=(value) selected[form.signing == value] { (name) }
+                    }
+                }
+                (field_error(form, prefix, "signing"))
             }
         }
         div.field {
@@ -549,6 +562,15 @@ pub fn endpoint_page(
                 dt { "Rate limit" } dd { (e.rate_limit.map(|r| format!("{r} requests/s")).unwrap_or_else(|| "none".into())) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
+                dt { "Signatures" } dd { (e.secrets.signing().as_str()) }
+                dt { "Public key" } dd {
+                    @if let Some((key, _)) = e.secrets.public_keys(0) {
+                        code id="public-key" { (key.expose()) }
+                        " " button type="button" .link data-copy="public-key" { "Copy" }
+                    } @else {
+                        span.hint { "none (ed25519 never chosen)" }
+                    }
+                }
                 dt { "Signing secret" } dd {
                     @if let Some(secret) = &extras.secret {
                         code id="secret" { (secret) }
