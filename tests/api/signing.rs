@@ -11,7 +11,7 @@ use hookline_core::signing::PublicKey;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::spawn_app;
 use crate::receiver::{Received, Receiver};
 
 fn headers(r: &Received) -> Value {
@@ -37,12 +37,12 @@ fn verifying(r: &Received, key: &str) -> usize {
         .count()
 }
 
-/// The `whsk_` private keys in the local data file (and its write-ahead log): what no
-/// answer may contain.
-fn stored_private_keys(app: &TestApp) -> Vec<String> {
+/// The `whsk_` private keys (their base64) in the local data file of `dir` and its
+/// write-ahead log: what no answer or log line may contain.
+pub fn stored_private_keys(dir: &std::path::Path) -> Vec<String> {
     let mut keys = Vec::new();
     for name in ["hookline.db", "hookline.db-wal"] {
-        let Ok(bytes) = std::fs::read(app.dir.path().join(name)) else {
+        let Ok(bytes) = std::fs::read(dir.join(name)) else {
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);
@@ -270,7 +270,7 @@ async fn the_private_key_is_in_no_answer_and_another_tenant_gets_404() {
     assert_eq!(status, StatusCode::OK);
     answers.push(keys);
 
-    let private = stored_private_keys(&app);
+    let private = stored_private_keys(app.dir.path());
     assert_eq!(
         private.len(),
         2,

@@ -220,6 +220,8 @@ pub struct EndpointForm {
     pub verify: bool,
     pub error: Option<FieldError>,
     pub signing: String,
+    /// The payload filter as JSON text; empty: none.
+    pub filter: String,
 }
 
 impl Default for EndpointForm {
@@ -234,6 +236,7 @@ impl Default for EndpointForm {
             verify: true,
             error: None,
             signing: "hmac".into(),
+            filter: String::new(),
         }
     }
 }
@@ -255,6 +258,7 @@ impl EndpointForm {
             verify: form.get("verify").is_some(),
             error,
             signing: text("signing"),
+            filter: text("filter"),
         }
     }
 
@@ -269,6 +273,11 @@ impl EndpointForm {
             verify: false,
             error: None,
             signing: e.secrets.signing().as_str().to_string(),
+            filter: e
+                .filter
+                .as_ref()
+                .and_then(|f| serde_json::to_string_pretty(f.source()).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -382,6 +391,17 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
                 }
                 (field_error(form, prefix, "signing"))
             }
+        }
+        div.field {
+            label for=(id("filter")) {
+                "Payload filter " span.hint { "(JSON, see the README's \"Payload filters\"; empty: every message)" }
+            }
+            textarea id=(id("filter")) name="filter" rows="4" spellcheck="false"
+                placeholder=r#"{"path": "severity", "in": ["permanent"]}"#
+                aria-describedby=[described("filter")] aria-invalid=[described("filter").map(|_| "true")] {
+                (form.filter)
+            }
+            (field_error(form, prefix, "filter"))
         }
         div.field {
             label {
@@ -562,6 +582,12 @@ pub fn endpoint_page(
                 dt { "Rate limit" } dd { (e.rate_limit.map(|r| format!("{r} requests/s")).unwrap_or_else(|| "none".into())) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
+                dt { "Filter" } dd {
+                    @match &e.filter {
+                        Some(f) => code { (f.source().to_string()) },
+                        None => "none (every message)",
+                    }
+                }
                 dt { "Signatures" } dd { (e.secrets.signing().as_str()) }
                 dt { "Public key" } dd {
                     @if let Some((key, _)) = e.secrets.public_keys(0) {
