@@ -1,7 +1,8 @@
 //! The receiving side: `listen`, a receiver on 127.0.0.1 that prints each delivery and
 //! checks its signature, and `verify`, the same check on one captured delivery. Both
-//! check Standard Webhooks headers and, in Mailgun's body format, the body's signature,
-//! with the signing code of `hookline_core`.
+//! check Standard Webhooks headers (`v1` with a `whsec_` secret, `v1a` with a `whpk_`
+//! public key) and, in Mailgun's body format, the body's signature, with the signing code
+//! of `hookline_core`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use clap::Args;
-use hookline_core::signing::Secret;
+use hookline_core::signing::{PublicKey, Secret};
 use hookline_core::webhook::mailgun_signature;
 use owo_colors::OwoColorize;
 use serde_json::{json, Value};
@@ -55,11 +56,20 @@ impl Verdict {
     }
 }
 
+/// What a delivery is checked with: the endpoint's secret (`v1` signatures) or its
+/// ed25519 public key (`v1a` signatures).
+#[derive(Debug, Clone)]
+pub enum VerifyKey {
+    Secret(Secret),
+    Public(PublicKey),
+}
+
 /// The Standard Webhooks check as the specification's libraries make it: the three
 /// headers present, the timestamp within `tolerance` of `now`, and one `v1` signature of
-/// `id.timestamp.body` equal to the secret's (compared in constant time).
+/// `id.timestamp.body` equal to the secret's (compared in constant time), or with a public
+/// key one `v1a` signature that verifies.
 pub fn verify_standard<'a>(
-    secret: &Secret,
+    key: &VerifyKey,
     header: impl Fn(&str) -> Option<&'a str>,
     body: &[u8],
     now: i64,
@@ -90,22 +100,31 @@ pub fn verify_standard<'a>(
     if timestamp > now + tolerance {
         return Verdict::Invalid("timestamp too new".into());
     }
-    let expected = secret.sign(id, timestamp, body);
-    let expected = STANDARD
-        .decode(expected.strip_prefix("v1,").expect("core signs v1"))
-        .expect("core signs in base64");
-    let matched = signatures.split(' ').any(|candidate| {
-        let Some(("v1", sig)) = candidate.split_once(',') else {
-            return false;
-        };
-        STANDARD
-            .decode(sig)
-            .is_ok_and(|sig| bool::from(sig.ct_eq(&expected)))
-    });
-    if matched {
-        Verdict::Valid
-    } else {
-        Verdict::Invalid("no signature matches the secret".into())
+    let matched = match key {
+        VerifyKey::Secret(secret) => {
+            let expected = secret.sign(id, timestamp, body);
+            let expected = STANDARD
+                .decode(expected.strip_prefix("v1,").expect("core signs v1"))
+                .expect("core signs in base64");
+            signatures.split(' ').any(|candidate| {
+                let Some(("v1", sig)) = candidate.split_once(',') else {
+                    return false;
+                };
+                STANDARD
+                    .decode(sig)
+                    .is_ok_and(|sig| bool::from(sig.ct_eq(&expected)))
+            })
+        }
+        VerifyKey::Public(public) => signatures.split(' ').any(|candidate| {
+            matches!(candidate.split_once(','), Some(("v1a", sig)) if public.verifies(id, timestamp, body, sig))
+        }),
+    };
+    match (matched, key) {
+        (true, _) => Verdict::Valid,
+        (false, VerifyKey::Secret(_)) => Verdict::Invalid("no signature matches the secret".into()),
+        (false, VerifyKey::Public(_)) => {
+            Verdict::Invalid("no v1a signature verifies with the public key".into())
+        }
     }
 }
 
@@ -135,9 +154,20 @@ pub fn verify_mailgun(key: &str, body: &[u8]) -> Option<Verdict> {
     }
 }
 
-fn parse_secret(text: &str) -> anyhow::Result<Secret> {
-    Secret::parse(text.trim()).ok_or_else(|| {
-        usage("--secret is not a signing secret (whsec_ and 16 to 64 bytes of base64)")
+fn parse_key(text: &str) -> anyhow::Result<VerifyKey> {
+    let text = text.trim();
+    if text.starts_with("whpk_") {
+        return PublicKey::parse(text)
+            .map(VerifyKey::Public)
+            .ok_or_else(|| {
+                usage("--secret is not an ed25519 public key (whpk_ and 32 bytes of base64)")
+            });
+    }
+    Secret::parse(text).map(VerifyKey::Secret).ok_or_else(|| {
+        usage(
+            "--secret is not a signing secret (whsec_ and 16 to 64 bytes of base64) \
+             nor a public key (whpk_...)",
+        )
     })
 }
 
@@ -145,9 +175,10 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Both checks of one delivery; the Mailgun one only for a body in that format.
+/// Both checks of one delivery; the Mailgun one only for a body in that format, checked
+/// with a secret (Mailgun signs with HMAC alone).
 fn check(
-    secret: &Secret,
+    key: &VerifyKey,
     key_text: &str,
     headers: &Headers,
     body: &[u8],
@@ -159,8 +190,12 @@ fn check(
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
-    let standard = verify_standard(secret, header, body, now(), tolerance);
-    (standard, verify_mailgun(key_text, body))
+    let standard = verify_standard(key, header, body, now(), tolerance);
+    let mailgun = match key {
+        VerifyKey::Secret(_) => verify_mailgun(key_text, body),
+        VerifyKey::Public(_) => None,
+    };
+    (standard, mailgun)
 }
 
 #[derive(Debug, Args)]
@@ -168,8 +203,9 @@ pub struct Listen {
     /// Port on 127.0.0.1 (0 picks a free one, printed at start).
     #[arg(long, default_value_t = 9000)]
     pub port: u16,
-    /// The endpoint's signing secret, to check each delivery's signature.
-    #[arg(long)]
+    /// The endpoint's signing secret (`whsec_...`), or its public key (`whpk_...`) for
+    /// `v1a` signatures, to check each delivery's signature.
+    #[arg(long, visible_alias = "public-key")]
     pub secret: Option<String>,
     /// Status to answer each delivery with.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..600))]
@@ -180,7 +216,7 @@ pub struct Listen {
 }
 
 struct Receiver {
-    secret: Option<(Secret, String)>,
+    secret: Option<(VerifyKey, String)>,
     status: StatusCode,
     json: bool,
     tolerance: Duration,
@@ -188,7 +224,7 @@ struct Receiver {
 
 pub async fn listen(cmd: Listen, global: &Global) -> anyhow::Result<()> {
     let secret = match &cmd.secret {
-        Some(s) => Some((parse_secret(s)?, s.trim().to_string())),
+        Some(s) => Some((parse_key(s)?, s.trim().to_string())),
         None => None,
     };
     let receiver = Arc::new(Receiver {
@@ -285,8 +321,9 @@ async fn receive(
 
 #[derive(Debug, Args)]
 pub struct Verify {
-    /// The endpoint's signing secret (`whsec_...`).
-    #[arg(long)]
+    /// The endpoint's signing secret (`whsec_...`), or its public key (`whpk_...`) to check
+    /// `v1a` signatures.
+    #[arg(long, visible_alias = "public-key")]
     pub secret: String,
     /// A request header, `name: value` (repeat for each).
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
@@ -348,7 +385,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 pub fn verify(cmd: Verify, global: &Global) -> anyhow::Result<()> {
-    let secret = parse_secret(&cmd.secret)?;
+    let secret = parse_key(&cmd.secret)?;
     let (mut headers, body) = match &cmd.request {
         Some(path) => parse_request(&read_input(Some(path))?)?,
         None => (Vec::new(), read_input(cmd.body.as_ref())?),
@@ -396,7 +433,7 @@ mod tests {
     /// The specification's published example verifies, and each part of it matters.
     #[test]
     fn the_reference_example_verifies_and_any_change_does_not() {
-        let secret = Secret::parse(SECRET).unwrap();
+        let secret = VerifyKey::Secret(Secret::parse(SECRET).unwrap());
         let body = br#"{"test": 2432232314}"#;
         let at = 1614265330;
         let headers = |sig: &'static str| {
@@ -464,5 +501,32 @@ mod tests {
         let (headers, body) = parse_request(raw).unwrap();
         assert_eq!(headers[0], ("webhook-id".to_string(), "msg_1".to_string()));
         assert_eq!(body, b"{\"a\":1}");
+    }
+
+    #[test]
+    fn a_public_key_verifies_v1a_signatures_only() {
+        let private = hookline_core::signing::PrivateKey::generate();
+        let key = parse_key(&private.public_key().expose()).unwrap();
+        let body = br#"{"a":1}"#;
+        let at = 1700000000;
+        let v1a = private.sign("msg_1", at, body);
+        let hmac = Secret::parse(SECRET).unwrap().sign("msg_1", at, body);
+        let tol = Duration::from_secs(300);
+        fn headers<'a>(sig: &'a str) -> impl Fn(&str) -> Option<&'a str> {
+            move |name| match name {
+                "webhook-id" => Some("msg_1"),
+                "webhook-timestamp" => Some("1700000000"),
+                "webhook-signature" => Some(sig),
+                _ => None,
+            }
+        }
+        let check = |sig: &str, body: &[u8]| verify_standard(&key, headers(sig), body, at, tol);
+        assert_eq!(check(&format!("{hmac} {v1a}"), body), Verdict::Valid);
+        assert_eq!(check(&v1a, body), Verdict::Valid);
+        assert!(!check(&v1a, b"{}").is_valid());
+        assert!(!check(&hmac, body).is_valid());
+        let other = hookline_core::signing::PrivateKey::generate().sign("msg_1", at, body);
+        assert!(!check(&other, body).is_valid());
+        assert!(parse_key("whpk_c2hvcnQ=").is_err());
     }
 }

@@ -237,6 +237,10 @@ pub struct EndpointFields {
     /// Send a test event first and save only if the receiver answers 2xx.
     #[arg(long)]
     pub verify: bool,
+    /// Signatures: hmac (`v1`), ed25519 (`v1a`, checked with `endpoints public-key`) or
+    /// both.
+    #[arg(long, value_parser = ["hmac", "ed25519", "both"])]
+    pub signing: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,7 +296,8 @@ pub enum Endpoints {
     /// Show an endpoint's signing secret.
     #[command(after_help = "Example:\n  hookline endpoints secret ep_...")]
     Secret { id: String },
-    /// Rotate an endpoint's signing secret (the old one signs for 24 hours more).
+    /// Rotate an endpoint's signing secret and ed25519 key (the old ones sign for 24 hours
+    /// more).
     #[command(after_help = "Example:\n  hookline endpoints rotate ep_...")]
     Rotate {
         id: String,
@@ -300,6 +305,9 @@ pub enum Endpoints {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Show an endpoint's ed25519 public key (`whpk_...`), to check its `v1a` signatures.
+    #[command(after_help = "Example:\n  hookline endpoints public-key ep_...")]
+    PublicKey { id: String },
     /// Send a test event to an endpoint and show what it answered.
     #[command(after_help = "Example:\n  hookline endpoints test ep_... --event-type delivered")]
     Test {
@@ -344,6 +352,9 @@ fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     }
     if f.verify {
         body.insert("verify".into(), json!(true));
+    }
+    if let Some(signing) = f.signing {
+        body.insert("signing".into(), json!(signing));
     }
 }
 
@@ -425,6 +436,9 @@ pub async fn endpoints(cmd: Endpoints, global: &Global) -> anyhow::Result<()> {
                 &api.post(&format!("{}/secret/rotate", one(&id)), &body)
                     .await?,
             );
+        }
+        Endpoints::PublicKey { id } => {
+            show(global, &api.get(&format!("{}/public-key", one(&id))).await?)
         }
         Endpoints::Test { id, event_type } => {
             let body = match event_type {

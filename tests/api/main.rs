@@ -29,5 +29,6 @@ mod rate_limit;
 mod replay;
 mod restart;
 mod retention;
+mod signing;
 mod standard_webhooks;
 mod verify;

@@ -77,6 +77,7 @@ async fn every_subcommand_has_help_with_an_example() {
         &["endpoints", "delete"],
         &["endpoints", "secret"],
         &["endpoints", "rotate"],
+        &["endpoints", "public-key"],
         &["endpoints", "test"],
         &["event-types", "list"],
         &["event-types", "get"],

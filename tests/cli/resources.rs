@@ -347,6 +347,30 @@ async fn endpoints_go_through_their_whole_life() {
         .ok()
         .json();
     assert_ne!(rotated["key"], old.as_str());
+    assert!(rotated.get("public_key").is_none(), "{rotated}");
+
+    // Ed25519 signing turned on, and its public key shown; the private key never is.
+    let signed = user
+        .at(
+            b,
+            &t.key,
+            &["endpoints", "update", &id, "--signing", "both", "--json"],
+        )
+        .await
+        .ok()
+        .json();
+    assert_eq!(signed["signing"], "both");
+    let public = user
+        .at(b, &t.key, &["endpoints", "public-key", &id, "--json"])
+        .await
+        .ok();
+    assert!(!public.stdout.contains("whsk_"), "{}", public.stdout);
+    let public = public.json();
+    assert!(
+        public["key"].as_str().unwrap().starts_with("whpk_"),
+        "{public}"
+    );
+    assert_eq!(public["previous"], serde_json::json!([]));
     let now = user
         .at(b, &t.key, &["endpoints", "secret", &id, "--json"])
         .await

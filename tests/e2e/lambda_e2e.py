@@ -7,7 +7,8 @@ through the api function, events are published through the ingest function and w
 straight to the queue, and a driver pumps the queue into the deliver function the way the
 SQS event source mapping does: receive, invoke with an SQS event, delete only what the
 function did not report in batchItemFailures. A local receiver checks each delivery with
-the official standardwebhooks library. Then: ten events of 200 KiB in one publish; a copy
+the official standardwebhooks library (`v1`) and with `cryptography` and the endpoint's
+public key from the api function (`v1a`). Then: ten events of 200 KiB in one publish; a copy
 of an event that waits on the lease of the copy being delivered, which comes back within
 seconds rather than after the queue's visibility timeout (360 s, the template's default);
 and a receiver that hangs, which does not keep the other records of its batch from being
@@ -18,6 +19,7 @@ lines, checked against the EMF specification and for the metrics of what the run
 Needs HOOKLINE_TEST_AWS_ENDPOINT (moto) and cargo-lambda on PATH; scripts/test.sh sets
 both up.
 """
+import base64
 import hashlib
 import http.server
 import json
@@ -33,6 +35,7 @@ import uuid
 
 import boto3
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -285,8 +288,12 @@ def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     status, tenant = call("POST", f"{api}/v1/tenants", OPERATOR_KEY, {"name": "e2e"})
     check("api function creates a tenant", status == 201, f"{status} {tenant}")
     key = tenant["api_key"]
-    status, ep = call("POST", f"{api}/v1/endpoints", key, {"url": receiver_url})
+    status, ep = call("POST", f"{api}/v1/endpoints", key,
+                      {"url": receiver_url, "signing": "both"})
     check("api function creates an endpoint", status == 201, f"{status} {ep}")
+    status, public = call("GET", f"{api}/v1/endpoints/{ep['id']}/public-key", key)
+    check("api function returns the public key",
+          status == 200 and public["key"].startswith("whpk_"), f"{status} {public}")
     status, secret = call("GET", f"{api}/v1/endpoints/{ep['id']}/secret", key)
     check("api function returns the secret", status == 200 and secret["key"].startswith("whsec_"))
     status, bad = call("POST", f"{api}/v1/endpoints", key, {"url": "https://10.0.0.1/"})
@@ -310,6 +317,17 @@ def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     except Exception as e:  # noqa: BLE001 - any failure is the finding
         verified = str(e)
     check("standardwebhooks verifies the signature", verified is True, str(verified))
+    ed25519 = Ed25519PublicKey.from_public_bytes(base64.b64decode(public["key"][len("whpk_"):]))
+    signed = f"{lower['webhook-id']}.{lower['webhook-timestamp']}.".encode() + body
+    v1a = [s[len("v1a,"):] for s in lower["webhook-signature"].split(" ") if s.startswith("v1a,")]
+    try:
+        check("one v1a signature", len(v1a) == 1, lower["webhook-signature"])
+        ed25519.verify(base64.b64decode(v1a[0]), signed)
+        verified = True
+    except Exception as e:  # noqa: BLE001 - any failure is the finding
+        verified = repr(e)
+    check("the deliver function's v1a signature verifies with the public key", verified is True,
+          str(verified))
 
     # A producer writing straight to the queue, and a malformed message.
     sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(

@@ -1,5 +1,5 @@
 //! Endpoints: where a tenant's messages go, which of them, in what format, signed with
-//! which secret.
+//! which secret or key.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -12,14 +12,14 @@ use hookline_core::envelope::json_or_default;
 use hookline_core::fields::{self, EndpointUrl, EventFilter};
 use hookline_core::filter::Filter;
 use hookline_core::http::{
-    no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,
-    Paging, RawBody,
+    no_content, page_body, rfc3339, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch,
+    JsonBody, Paging, RawBody,
 };
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
 use hookline_core::operational::{self, Operational};
 use hookline_core::ports::Written;
-use hookline_core::signing::{EndpointSecrets, Secret};
+use hookline_core::signing::{EndpointSecrets, Secret, Signing};
 use hookline_core::urlpolicy::UrlPolicy;
 use hookline_core::verdict::is_success;
 use hookline_core::webhook::{render, Outbound};
@@ -28,7 +28,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::openapi::{EndpointList, FormatName, SecretKey, StatusName, TestResult};
+use crate::openapi::{
+    EndpointList, FormatName, PublicKeys, RotatedSecret, SecretKey, SigningName, StatusName,
+    TestResult,
+};
 use crate::views::EndpointView;
 
 /// Tries of a change whose endpoint keeps changing under it before it gives up (409).
@@ -82,6 +85,11 @@ pub struct CreateEndpoint {
     /// Send a test event first and save only if the receiver answers 2xx.
     #[serde(default)]
     verify: bool,
+    /// The signatures in `webhook-signature`: `hmac` (`v1,`, the default), `ed25519`
+    /// (`v1a,`, checked with the key of `GET /v1/endpoints/{id}/public-key`) or `both`.
+    #[serde(default)]
+    #[schema(value_type = Option<SigningName>)]
+    signing: Option<String>,
 }
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
@@ -117,6 +125,10 @@ pub struct UpdateEndpoint {
     /// Send a test event to the changed endpoint first and save only on a 2xx.
     #[serde(default)]
     verify: bool,
+    /// `hmac`, `ed25519` or `both`; a key pair is made the first time ed25519 is chosen.
+    #[serde(default)]
+    #[schema(value_type = Option<SigningName>)]
+    signing: Option<String>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -153,6 +165,7 @@ struct Patch {
     format: Option<BodyFormat>,
     status: Option<EndpointStatus>,
     rate_limit: Option<Option<u32>>,
+    signing: Option<Signing>,
 }
 
 impl Patch {
@@ -184,6 +197,7 @@ impl Patch {
             Some(domain) => Some(fields::scope(state.store.as_ref(), tenant, domain).await?),
             None => None,
         };
+        let signing = req.signing.map(|s| fields::signing(Some(&s))).transpose()?;
         Ok(Patch {
             url,
             event_types,
@@ -193,6 +207,7 @@ impl Patch {
             format,
             status,
             rate_limit,
+            signing,
         })
     }
 
@@ -218,6 +233,9 @@ impl Patch {
         }
         if let Some(filter) = &self.filter {
             endpoint.filter = filter.clone();
+        }
+        if let Some(signing) = self.signing {
+            endpoint.secrets.set_signing(signing);
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -275,6 +293,10 @@ impl Patch {
                 "rate_limit",
                 self.rate_limit.is_some() && read.rate_limit != fresh.rate_limit,
             ),
+            (
+                "signing",
+                self.signing.is_some() && read.secrets.signing() != fresh.secrets.signing(),
+            ),
         ];
         touched
             .into_iter()
@@ -285,12 +307,13 @@ impl Patch {
 
 /// What a test event to an endpoint depends on: verified once, a copy that agrees on all
 /// of it needs no second test.
-fn test_target(e: &Endpoint) -> (String, BodyFormat, String, Option<String>) {
+fn test_target(e: &Endpoint) -> (String, BodyFormat, String, Option<String>, Signing) {
     (
         e.url.clone(),
         e.format,
         e.secrets.current.expose().to_string(),
         e.event_types.as_ref().and_then(|t| t.first().cloned()),
+        e.secrets.signing(),
     )
 }
 
@@ -320,7 +343,7 @@ fn still_changing() -> Error {
     responses(
         (status = 201, description = "The endpoint", body = EndpointView,
             headers(("ETag" = String, description = "The endpoint's revision, for `If-Match`"))),
-        (status = 400, description = "Invalid body, URL, event type, domain, format or secret", body = ErrorBody),
+        (status = 400, description = "Invalid body, URL, event type, domain, format, secret or signing", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
@@ -356,6 +379,8 @@ pub(crate) async fn create_for(
         None => Secret::generate(),
     };
     let domain = fields::scope(state.store.as_ref(), tenant, req.domain).await?;
+    let mut secrets = EndpointSecrets::new(secret);
+    secrets.set_signing(fields::signing(req.signing.as_deref())?);
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: EndpointId::new(),
@@ -366,7 +391,7 @@ pub(crate) async fn create_for(
         domain,
         filter,
         format,
-        secrets: EndpointSecrets::new(secret),
+        secrets,
         status: EndpointStatus::Active,
         disabled_reason: None,
         disabled_at: None,
@@ -651,8 +676,50 @@ pub(crate) async fn secret_for(
     Ok(Json(json!({ "key": endpoint.secrets.current.expose() })))
 }
 
-/// Makes a new secret current. The old one keeps signing for the grace period, so
-/// receivers can switch without dropping a message. Two rotations at once: the later one
+/// The endpoint's ed25519 public key (`whpk_…`), to check its `v1a` signatures with, and
+/// the keys retired by a rotation that still sign until their expiry.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints/{id}/public-key",
+    tag = "endpoints",
+    operation_id = "get_endpoint_public_key",
+    params(("id" = String, Path, description = "Endpoint id (`ep_…`)")),
+    responses(
+        (status = 200, description = "The current public key and those still signing after a rotation", body = PublicKeys),
+        (status = 401, description = "No valid key", body = ErrorBody),
+        (status = 403, description = "The operator key", body = ErrorBody),
+        (status = 404, description = "Not one of the caller's endpoints", body = ErrorBody),
+        (status = 409, description = "`no_public_key`: the endpoint has never signed with ed25519 (set `signing` to `ed25519` or `both`)", body = ErrorBody),
+    ),
+    security(("tenant_key" = []))
+)]
+pub async fn public_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let endpoint = load(&state, caller.tenant()?, &id).await?;
+    Ok(Json(public_keys(&endpoint, state.clock.now())?))
+}
+
+/// `{"key", "previous": [{"key", "expires_at"}]}` of an endpoint with ed25519 keys.
+pub(crate) fn public_keys(endpoint: &Endpoint, now: Millis) -> Result<Value> {
+    let (current, previous) = endpoint.secrets.public_keys(now).ok_or_else(|| {
+        Error::conflict(
+            "no_public_key",
+            "the endpoint has never signed with ed25519; set its signing to ed25519 or both",
+        )
+    })?;
+    let previous: Vec<Value> = previous
+        .iter()
+        .map(|p| json!({"key": p.key.expose(), "expires_at": p.expires_at.map(rfc3339)}))
+        .collect();
+    Ok(json!({ "key": current.expose(), "previous": previous }))
+}
+
+/// Makes a new secret current, and a new ed25519 key if the endpoint has one. The old
+/// ones keep signing for the grace period, so receivers can switch without dropping a
+/// message. Two rotations at once: the later one
 /// gets a 409 rather than retire a secret nobody was shown.
 #[utoipa::path(
     post,
@@ -665,7 +732,7 @@ pub(crate) async fn secret_for(
     ),
     request_body = Option<RotateSecret>,
     responses(
-        (status = 200, description = "The new current secret; the old one signs for the grace period too", body = SecretKey,
+        (status = 200, description = "The new current secret (and public key); the old ones sign for the grace period too", body = RotatedSecret,
             headers(("ETag" = String, description = "The endpoint's new revision"))),
         (status = 400, description = "Invalid body, secret or If-Match", body = ErrorBody),
         (status = 401, description = "No valid key", body = ErrorBody),
@@ -705,10 +772,11 @@ pub async fn rotate(
                     version: read.version + 1,
                     ..next
                 };
-                return Ok(with_etag(
-                    &revision(&stored),
-                    Json(json!({ "key": stored.secrets.current.expose() })),
-                ));
+                let mut body = json!({ "key": stored.secrets.current.expose() });
+                if let Some((public, _)) = stored.secrets.public_keys(now) {
+                    body["public_key"] = json!(public.expose());
+                }
+                return Ok(with_etag(&revision(&stored), Json(body)));
             }
             Written::Missing => return Err(Error::NotFound("endpoint").into()),
             Written::Stale => {

@@ -77,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(endpoints::secret))
         .routes(routes!(endpoints::rotate))
+        .routes(routes!(endpoints::public_key))
         .routes(routes!(endpoints::test))
         .routes(routes!(replay::endpoint))
         .routes(routes!(messages::list))

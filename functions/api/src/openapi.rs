@@ -175,6 +175,36 @@ pub struct SecretKey {
     pub key: String,
 }
 
+/// A rotation's new signing secret and, for an endpoint with ed25519 keys, its new
+/// public key.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedSecret {
+    #[schema(example = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")]
+    pub key: String,
+    /// Absent for an endpoint that has never signed with ed25519.
+    #[schema(example = "whpk_ZbHG3ETmpKI4oQMTBq7iEC+8Er1xcu0z6/8kyZvD6ik=")]
+    pub public_key: Option<String>,
+}
+
+/// An endpoint's ed25519 public keys, to check `v1a` signatures with.
+#[derive(Serialize, ToSchema)]
+pub struct PublicKeys {
+    /// The current key: `whpk_` and the base64 of its 32 bytes.
+    #[schema(example = "whpk_ZbHG3ETmpKI4oQMTBq7iEC+8Er1xcu0z6/8kyZvD6ik=")]
+    pub key: String,
+    /// Keys retired by a rotation that still sign, beside the current one, until they
+    /// expire.
+    pub previous: Vec<RetiredPublicKey>,
+}
+
+/// A public key retired by a rotation.
+#[derive(Serialize, ToSchema)]
+pub struct RetiredPublicKey {
+    pub key: String,
+    /// When it stops signing (RFC 3339).
+    pub expires_at: String,
+}
+
 /// What the receiver answered to a test event.
 #[derive(Serialize, ToSchema)]
 pub struct TestResult {
@@ -271,6 +301,17 @@ pub enum FormatName {
     Raw,
     Envelope,
     Mailgun,
+}
+
+/// The signatures an endpoint's requests carry: `v1,` (HMAC-SHA256), `v1a,` (ed25519) or
+/// both. Only documents the values.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningName {
+    Hmac,
+    Ed25519,
+    Both,
 }
 
 /// The status of an endpoint. Only documents the values.

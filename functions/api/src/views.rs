@@ -93,6 +93,9 @@ pub struct EndpointView {
     pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
+    /// The signatures its requests carry: `v1,` (HMAC), `v1a,` (ed25519) or both.
+    #[schema(value_type = crate::openapi::SigningName)]
+    pub signing: &'static str,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -112,6 +115,7 @@ impl From<&Endpoint> for EndpointView {
             rate_limit: e.rate_limit,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
+            signing: e.secrets.signing().as_str(),
         }
     }
 }

@@ -713,7 +713,8 @@ async fn endpoints(s: &dyn Store) {
     let t = TenantId::new();
     let mut first = endpoint(t, None, t0);
     first.event_types = Some(vec!["order.created".into(), "order.paid".into()]);
-    // A rotated secret, so the retired one must round-trip too.
+    // A rotated secret and ed25519 key, so the retired ones must round-trip too.
+    first.secrets.set_signing(crate::signing::Signing::Both);
     first.secrets.rotate(Secret::generate(), t0, 86_400_000);
     first.rate_limit = Some(7);
     first.filter = Some(

@@ -12,7 +12,7 @@ use crate::filter::Filter;
 use crate::ids::TenantId;
 use crate::model::{BodyFormat, EndpointStatus};
 use crate::ports::{EndpointStore, EventTypeStore};
-use crate::signing::Secret;
+use crate::signing::{Secret, Signing};
 use crate::urlpolicy::UrlPolicy;
 
 /// Longest description, in characters.
@@ -147,6 +147,19 @@ pub fn status(s: &str) -> Result<EndpointStatus> {
 }
 
 /// A signing secret of the caller's choosing.
+/// An endpoint's signing choice: `hmac` when absent.
+pub fn signing(s: Option<&str>) -> Result<Signing> {
+    match s {
+        None => Ok(Signing::default()),
+        Some(s) => Signing::parse(s).ok_or_else(|| {
+            Error::invalid(
+                "invalid_signing",
+                format!("unknown signing {s:?}: hmac, ed25519 or both"),
+            )
+        }),
+    }
+}
+
 pub fn secret(s: &str) -> Result<Secret> {
     Secret::parse(s).ok_or_else(|| {
         Error::invalid(

@@ -379,8 +379,9 @@ async fn render_endpoint_list(
 }
 
 /// The `/v1` body of an endpoint form: what `POST /v1/endpoints` and `PATCH` read, so the
-/// same rules judge it.
-fn endpoint_body(form: &Form, verify: bool) -> Value {
+/// same rules judge it. An empty filter is `null` (none); text that is not JSON at all is
+/// refused here, as the API refuses a bad filter (422 `invalid_filter`).
+fn endpoint_body(form: &Form, verify: bool) -> Result<Value, Error> {
     let types: Vec<&str> = form.all("event_types");
     let domain = form.get("domain").filter(|d| !d.is_empty());
     let rate_limit = form
@@ -388,7 +389,13 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|r| r.parse::<i64>().map(Value::from).unwrap_or(json!(r)));
-    json!({
+    let filter = match form.get("filter").map(str::trim).filter(|f| !f.is_empty()) {
+        None => Value::Null,
+        Some(text) => serde_json::from_str::<Value>(text).map_err(|e| {
+            Error::unprocessable("invalid_filter", format!("the filter is not JSON: {e}"))
+        })?,
+    };
+    Ok(json!({
         "url": form.get("url").unwrap_or_default().trim(),
         "description": form.get("description").unwrap_or_default(),
         "event_types": (!types.is_empty()).then_some(types),
@@ -396,7 +403,9 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         "format": form.get("format").filter(|f| !f.is_empty()),
         "rate_limit": rate_limit,
         "verify": verify,
-    })
+        "signing": form.get("signing").filter(|s| !s.is_empty()),
+        "filter": filter,
+    }))
 }
 
 /// Which field of the endpoint form an error concerns, by its code.
@@ -415,6 +424,10 @@ fn field_of(code: &str) -> &'static str {
         "rate_limit"
     } else if code.contains("endpoint_test") {
         "verify"
+    } else if code.contains("signing") {
+        "signing"
+    } else if code.contains("filter") {
+        "filter"
     } else {
         ""
     }
@@ -444,16 +457,23 @@ fn form_error(e: Error) -> pages::FieldError {
 async fn endpoint_create(State(state): State<AppState>, portal: Portal, form: Form) -> PageResult {
     portal.check_csrf(&state, &form)?;
     let verify = form.get("verify").is_some();
-    let body = endpoint_body(&form, verify);
-    let req = serde_json::from_value(body).map_err(|e| {
-        error_page(
-            &state,
-            &portal,
-            Error::invalid("invalid_form", e.to_string()),
-        )
-    })?;
-    match endpoints::create(State(state.clone()), portal.caller(), JsonBody(req)).await {
-        Ok(_) => Ok(see_other("/portal/endpoints?created=1")),
+    let created = match endpoint_body(&form, verify) {
+        Ok(body) => {
+            let req = serde_json::from_value(body).map_err(|e| {
+                error_page(
+                    &state,
+                    &portal,
+                    Error::invalid("invalid_form", e.to_string()),
+                )
+            })?;
+            endpoints::create(State(state.clone()), portal.caller(), JsonBody(req))
+                .await
+                .map(drop)
+        }
+        Err(e) => Err(ApiError(e)),
+    };
+    match created {
+        Ok(()) => Ok(see_other("/portal/endpoints?created=1")),
         Err(ApiError(e)) if matches!(e, Error::Backend { .. }) => {
             Err(error_page(&state, &portal, e).into())
         }
@@ -555,20 +575,25 @@ async fn endpoint_action(
     match form.get("action").unwrap_or_default() {
         "update" => {
             // An empty picker is `null`: every event, as in the API.
-            let body = endpoint_body(&form, form.get("verify").is_some());
-            let req = serde_json::from_value(body)
-                .map_err(|e| Error::invalid("invalid_form", e.to_string()))
-                .or_page(&state, &portal)?;
-            match endpoints::update(
-                State(state.clone()),
-                caller,
-                IfMatch::default(),
-                path,
-                JsonBody(req),
-            )
-            .await
-            {
-                Ok(_) => return Ok(see_other(&format!("{back}?saved=1"))),
+            let updated = match endpoint_body(&form, form.get("verify").is_some()) {
+                Ok(body) => {
+                    let req = serde_json::from_value(body)
+                        .map_err(|e| Error::invalid("invalid_form", e.to_string()))
+                        .or_page(&state, &portal)?;
+                    endpoints::update(
+                        State(state.clone()),
+                        caller,
+                        IfMatch::default(),
+                        path,
+                        JsonBody(req),
+                    )
+                    .await
+                    .map(drop)
+                }
+                Err(e) => Err(ApiError(e)),
+            };
+            match updated {
+                Ok(()) => return Ok(see_other(&format!("{back}?saved=1"))),
                 Err(ApiError(e)) if matches!(e, Error::Backend { .. }) => {
                     return Err(error_page(&state, &portal, e).into())
                 }
@@ -626,7 +651,8 @@ async fn endpoint_action(
                 .and_then(Value::as_str)
                 .map(str::to_string);
             extras.notice = Some(
-                "A new signing secret is current; the old one signs for the grace period too."
+                "A new signing secret (and ed25519 key, if it has one) is current; the old ones \
+                 sign for the grace period too."
                     .into(),
             );
         }
@@ -965,6 +991,8 @@ mod tests {
         assert_eq!(field_of("invalid_format"), "format");
         assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
         assert_eq!(field_of("endpoint_test_failed"), "verify");
+        assert_eq!(field_of("invalid_signing"), "signing");
+        assert_eq!(field_of("invalid_filter"), "filter");
         assert_eq!(field_of("too_many_endpoints"), "");
     }
 

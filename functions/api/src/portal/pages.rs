@@ -219,6 +219,9 @@ pub struct EndpointForm {
     pub rate_limit: String,
     pub verify: bool,
     pub error: Option<FieldError>,
+    pub signing: String,
+    /// The payload filter as JSON text; empty: none.
+    pub filter: String,
 }
 
 impl Default for EndpointForm {
@@ -232,6 +235,8 @@ impl Default for EndpointForm {
             rate_limit: String::new(),
             verify: true,
             error: None,
+            signing: "hmac".into(),
+            filter: String::new(),
         }
     }
 }
@@ -252,6 +257,8 @@ impl EndpointForm {
             rate_limit: text("rate_limit"),
             verify: form.get("verify").is_some(),
             error,
+            signing: text("signing"),
+            filter: text("filter"),
         }
     }
 
@@ -265,6 +272,12 @@ impl EndpointForm {
             rate_limit: e.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
             verify: false,
             error: None,
+            signing: e.secrets.signing().as_str().to_string(),
+            filter: e
+                .filter
+                .as_ref()
+                .and_then(|f| serde_json::to_string_pretty(f.source()).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -369,6 +382,26 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
                     aria-describedby=[described("rate_limit")];
                 (field_error(form, prefix, "rate_limit"))
             }
+            div.field {
+                label for=(id("signing")) { "Signatures" }
+                select id=(id("signing")) name="signing" aria-describedby=[described("signing")] {
+                    @for (value, name) in [("hmac", "HMAC (v1)"), ("ed25519", "Ed25519 (v1a)"), ("both", "Both")] {
+                        option value=(value) selected[form.signing == value] { (name) }
+                    }
+                }
+                (field_error(form, prefix, "signing"))
+            }
+        }
+        div.field {
+            label for=(id("filter")) {
+                "Payload filter " span.hint { "(JSON, see the README's \"Payload filters\"; empty: every message)" }
+            }
+            textarea id=(id("filter")) name="filter" rows="4" spellcheck="false"
+                placeholder=r#"{"path": "severity", "in": ["permanent"]}"#
+                aria-describedby=[described("filter")] aria-invalid=[described("filter").map(|_| "true")] {
+                (form.filter)
+            }
+            (field_error(form, prefix, "filter"))
         }
         div.field {
             label {
@@ -549,6 +582,21 @@ pub fn endpoint_page(
                 dt { "Rate limit" } dd { (e.rate_limit.map(|r| format!("{r} requests/s")).unwrap_or_else(|| "none".into())) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
+                dt { "Filter" } dd {
+                    @match &e.filter {
+                        Some(f) => code { (f.source().to_string()) },
+                        None => "none (every message)",
+                    }
+                }
+                dt { "Signatures" } dd { (e.secrets.signing().as_str()) }
+                dt { "Public key" } dd {
+                    @if let Some((key, _)) = e.secrets.public_keys(0) {
+                        code id="public-key" { (key.expose()) }
+                        " " button type="button" .link data-copy="public-key" { "Copy" }
+                    } @else {
+                        span.hint { "none (ed25519 never chosen)" }
+                    }
+                }
                 dt { "Signing secret" } dd {
                     @if let Some(secret) = &extras.secret {
                         code id="secret" { (secret) }
