@@ -580,7 +580,10 @@ pub async fn run(args: &LambdaArgs) -> anyhow::Result<LambdaResult> {
         let mut source = Counts::new();
         let mut invocations = 0u64;
         let mut deliver_ms = 0.0;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Generous: on a loaded machine the debug functions against moto take seconds a
+        // batch.
+        let patience = Duration::from_secs(120 + 3 * args.cost_events as u64);
+        let deadline = Instant::now() + patience;
         while fast.count() - before < want && Instant::now() < deadline {
             let messages = aws.receive(10, Duration::from_secs(2)).await?;
             source.entry("SQS.ReceiveMessage".into()).or_default().calls += 1;
