@@ -280,14 +280,18 @@ async fn large_payloads_are_stored_compressed_and_read_back_verbatim() {
     store.insert_message(&message).await.expect("insert");
     let item = stored_message_item(&client, &store, message.id).await;
     assert!(!item.contains_key("payload"), "stored as text too");
-    let packed = item["payload_zstd"].as_b().expect("compressed bytes");
+    let packed = item["payload_zd1"].as_b().expect("compressed bytes");
     assert!(
         packed.as_ref().len() < text.len() / 2,
         "{} of {} bytes",
         packed.as_ref().len(),
         text.len()
     );
-    let got = store.get_message(tenant, message.id).await.unwrap().unwrap();
+    let got = store
+        .get_message(tenant, message.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.payload.get(), text);
     let listed = store
         .list_messages(tenant, &MessageQuery::default())
@@ -298,7 +302,7 @@ async fn large_payloads_are_stored_compressed_and_read_back_verbatim() {
 
     // An item written before payloads were compressed carries the text.
     let mut old = item;
-    old.remove("payload_zstd");
+    old.remove("payload_zd1");
     old.insert("payload".into(), AttributeValue::S(text.clone()));
     client
         .put_item()
@@ -307,7 +311,11 @@ async fn large_payloads_are_stored_compressed_and_read_back_verbatim() {
         .send()
         .await
         .expect("put the old item");
-    let got = store.get_message(tenant, message.id).await.unwrap().unwrap();
+    let got = store
+        .get_message(tenant, message.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.payload.get(), text);
     drop_table(&client, &store).await;
 }
