@@ -321,6 +321,7 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
         endpoints: 2,
         receiver_latency_ms: 50,
         cost_events: 3,
+        publish_batch: 2,
         json: None,
     };
     let lambda = lambda::run(&lambda_args).await?;

@@ -1,7 +1,8 @@
 //! A counting HTTP proxy in front of an AWS emulator: forwards every request unchanged and
 //! counts it by service and operation (`X-Amz-Target`, else the `Action` parameter), with
 //! the billing units each call would cost on AWS: SQS requests per 64 KiB chunk, and
-//! DynamoDB read and write request units estimated from the item sizes on the wire.
+//! DynamoDB read and write request units from the item sizes, written ones looked up
+//! before and after the write as AWS bills them (the larger of the two).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,10 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let before = match written_items(&headers, &body) {
+        Some(writes) => Some(looked_up(&inner, &headers, writes).await),
+        None => None,
+    };
     let mut request = inner
         .client
         .request(method, format!("{}{path}", inner.upstream))
@@ -87,7 +92,10 @@ async fn forward(
     let status = answer.status();
     let answer_headers = answer.headers().clone();
     let answer_body = answer.bytes().await.unwrap_or_default();
-    let (op, count) = cost(&uri, &headers, &body, &answer_body);
+    let (op, mut count) = cost(&uri, &headers, &body, &answer_body);
+    if let Some(writes) = before {
+        count.wru = billed_writes(&inner, &headers, writes).await;
+    }
     {
         let mut counts = inner.counts.lock().expect("counts lock");
         let entry = counts.entry(op).or_default();
@@ -158,7 +166,8 @@ fn cost(uri: &Uri, headers: &HeaderMap, request: &[u8], answer: &[u8]) -> (Strin
 
 /// Write and read request units of one DynamoDB call on an on-demand table whose one
 /// index projects every attribute: a write of an item carrying the index key is written to
-/// the index too. Update and delete sizes are not on the wire and count as one unit.
+/// the index too. Update and delete sizes are not on the wire: this counts them as one
+/// unit, and [`forward`] replaces every write's units with [`billed_writes`]'s.
 fn dynamo_units(op: &str, req: &Value, ans: &Value) -> (f64, f64) {
     let write = |item: &Value| -> f64 {
         let units = (item_size(item) as f64 / 1024.0).ceil().max(1.0);
@@ -224,6 +233,139 @@ fn dynamo_units(op: &str, req: &Value, ans: &Value) -> (f64, f64) {
     }
 }
 
+/// One item a DynamoDB write touches: where it is, what a put writes, and (looked up)
+/// what it held before.
+#[derive(Debug, Clone)]
+struct WrittenItem {
+    table: String,
+    key: Value,
+    put: Option<Value>,
+    before: Option<Value>,
+}
+
+/// The items a DynamoDB write request touches; `None` for anything else. The keys of a
+/// put are the table's, `pk` and `sk`.
+fn written_items(headers: &HeaderMap, request: &[u8]) -> Option<(bool, Vec<WrittenItem>)> {
+    let target = headers.get("x-amz-target")?.to_str().ok()?;
+    let op = target.strip_prefix("DynamoDB_20120810.")?;
+    let req: Value = serde_json::from_slice(request).ok()?;
+    let step = |table: &Value, key: Option<&Value>, put: Option<&Value>| {
+        let key = match (key, put) {
+            (Some(key), _) => key.clone(),
+            (None, Some(item)) => {
+                let mut key = serde_json::Map::new();
+                for name in ["pk", "sk"] {
+                    if let Some(v) = item.get(name) {
+                        key.insert(name.into(), v.clone());
+                    }
+                }
+                Value::Object(key)
+            }
+            (None, None) => Value::Null,
+        };
+        WrittenItem {
+            table: table.as_str().unwrap_or_default().to_string(),
+            key,
+            put: put.cloned(),
+            before: None,
+        }
+    };
+    match op {
+        "PutItem" => Some((
+            false,
+            vec![step(&req["TableName"], None, Some(&req["Item"]))],
+        )),
+        "UpdateItem" | "DeleteItem" => Some((
+            false,
+            vec![step(&req["TableName"], Some(&req["Key"]), None)],
+        )),
+        "TransactWriteItems" => {
+            let steps = req["TransactItems"].as_array()?;
+            let items = steps
+                .iter()
+                .filter_map(|s| {
+                    if let Some(put) = s.get("Put") {
+                        Some(step(&put["TableName"], None, Some(&put["Item"])))
+                    } else {
+                        let w = s.get("Update").or_else(|| s.get("Delete"))?;
+                        Some(step(&w["TableName"], Some(&w["Key"]), None))
+                    }
+                })
+                .collect();
+            Some((true, items))
+        }
+        _ => None,
+    }
+}
+
+/// The items as they stand now, read from the emulator directly (not counted).
+async fn looked_up(
+    inner: &Inner,
+    headers: &HeaderMap,
+    (transaction, mut items): (bool, Vec<WrittenItem>),
+) -> (bool, Vec<WrittenItem>) {
+    for item in &mut items {
+        item.before = get_item(inner, headers, &item.table, &item.key).await;
+    }
+    (transaction, items)
+}
+
+async fn get_item(inner: &Inner, headers: &HeaderMap, table: &str, key: &Value) -> Option<Value> {
+    let body = serde_json::json!({"TableName": table, "Key": key, "ConsistentRead": true});
+    let mut request = inner
+        .client
+        .post(format!("{}/", inner.upstream))
+        .header("x-amz-target", "DynamoDB_20120810.GetItem")
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(body.to_string());
+    if let Some(auth) = headers.get("authorization") {
+        request = request.header("authorization", auth);
+    }
+    let answer: Value = request.send().await.ok()?.json().await.ok()?;
+    answer.get("Item").cloned()
+}
+
+/// Write units of a write whose items were looked up before it: each item billed on the
+/// larger of its size before and after (a put's after being what it puts), per started
+/// KiB, at least one; an item carrying an index key (`gsi…pk`) after the write is written
+/// to that index too (every index here projects all attributes), one that leaves the
+/// index costs a delete there; a transaction costs double.
+async fn billed_writes(
+    inner: &Inner,
+    headers: &HeaderMap,
+    (transaction, items): (bool, Vec<WrittenItem>),
+) -> f64 {
+    let mut units = 0.0;
+    for item in items {
+        let after = match &item.put {
+            Some(put) => Some(put.clone()),
+            None => get_item(inner, headers, &item.table, &item.key).await,
+        };
+        units += write_units(item.before.as_ref(), after.as_ref());
+    }
+    if transaction {
+        units * 2.0
+    } else {
+        units
+    }
+}
+
+fn write_units(before: Option<&Value>, after: Option<&Value>) -> f64 {
+    let size = |i: Option<&Value>| i.map_or(0, item_size);
+    let units = |bytes: u64| (bytes as f64 / 1024.0).ceil().max(1.0);
+    let indexed = |i: Option<&Value>| {
+        i.and_then(Value::as_object)
+            .is_some_and(|o| o.keys().any(|k| k.starts_with("gsi") && k.ends_with("pk")))
+    };
+    let mut total = units(size(before).max(size(after)));
+    if indexed(after) {
+        total += units(size(after));
+    } else if indexed(before) {
+        total += 1.0;
+    }
+    total
+}
+
 /// DynamoDB's size of an item in its JSON wire form: names plus values.
 fn item_size(item: &Value) -> u64 {
     item.as_object()
@@ -241,7 +383,12 @@ fn value_size(v: &Value) -> u64 {
         return 0;
     };
     match kind.as_str() {
-        "S" | "B" => inner.as_str().map_or(0, |s| s.len() as u64),
+        "S" => inner.as_str().map_or(0, |s| s.len() as u64),
+        // Base64 on the wire; billed as the bytes it decodes to.
+        "B" => inner.as_str().map_or(0, |s| {
+            let s = s.trim_end_matches('=');
+            (s.len() as u64 * 3) / 4
+        }),
         "N" => inner
             .as_str()
             .map_or(1, |s| (s.len() as u64).div_ceil(2) + 1),
@@ -258,7 +405,15 @@ fn value_size(v: &Value) -> u64 {
                     .sum()
             })
         }
-        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |l| {
+        "BS" => inner.as_array().map_or(0, |l| {
+            l.iter()
+                .map(|e| {
+                    e.as_str()
+                        .map_or(0, |s| (s.trim_end_matches('=').len() as u64 * 3) / 4)
+                })
+                .sum()
+        }),
+        "SS" | "NS" => inner.as_array().map_or(0, |l| {
             l.iter()
                 .map(|e| e.as_str().map_or(0, |s| s.len() as u64))
                 .sum()
@@ -278,6 +433,25 @@ mod tests {
         let indexed = json!({"Item": {"pk": {"S": "M#1"}, "gsi1pk": {"S": "T#1#MSG"}}});
         assert_eq!(dynamo_units("PutItem", &small, &Value::Null), (1.0, 0.0));
         assert_eq!(dynamo_units("PutItem", &indexed, &Value::Null), (2.0, 0.0));
+    }
+
+    #[test]
+    fn an_update_is_billed_on_the_larger_of_the_item_before_and_after() {
+        let small = json!({"pk": {"S": "M#1"}, "sk": {"S": "D#1"}});
+        let big = json!({"pk": {"S": "M#1"}, "log": {"S": "x".repeat(1500)}});
+        assert_eq!(write_units(Some(&small), Some(&big)), 2.0);
+        assert_eq!(write_units(Some(&big), Some(&small)), 2.0);
+        assert_eq!(write_units(None, Some(&small)), 1.0);
+        let failed = json!({"pk": {"S": "M#1"}, "gsi2pk": {"S": "T#1#EP#2#FAILED"}});
+        assert_eq!(write_units(Some(&small), Some(&failed)), 2.0);
+        assert_eq!(write_units(Some(&failed), Some(&small)), 2.0);
+    }
+
+    #[test]
+    fn binary_values_count_their_decoded_bytes() {
+        // 1,500 bytes as base64 is 2,000 characters on the wire.
+        let item = json!({"p": {"B": "A".repeat(2000)}});
+        assert_eq!(item_size(&item), 1 + 1500);
     }
 
     #[test]

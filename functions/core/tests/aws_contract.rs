@@ -232,6 +232,94 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
     drop_table(&client, &plain).await;
 }
 
+/// The stored item of a message, found without knowing how its keys are made.
+async fn stored_message_item(
+    client: &aws_sdk_dynamodb::Client,
+    store: &DynamoStore,
+    id: MessageId,
+) -> std::collections::HashMap<String, AttributeValue> {
+    client
+        .scan()
+        .table_name(store.table())
+        .filter_expression("#id = :id")
+        .expression_attribute_names("#id", "id")
+        .expression_attribute_values(":id", AttributeValue::S(id.to_string()))
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .find(|item| item.contains_key("received_at"))
+        .expect("the message item")
+}
+
+#[tokio::test]
+async fn large_payloads_are_stored_compressed_and_read_back_verbatim() {
+    let (client, store) = store().await;
+    let tenant = TenantId::new();
+    // Odd spacing, escapes and non-ASCII: what is read back must be these bytes.
+    let text = format!(
+        r#"{{"event":"delivered",  "recipient": "ann\u00e9@example.com", "é": 1.50, "log": [{}]}}"#,
+        (0..60)
+            .map(|i| format!(r#"{{"at": {i}, "line": "250 2.0.0 OK queued as {i:08X}"}}"#))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let message = Message {
+        id: MessageId::new(),
+        tenant,
+        publisher: None,
+        domain: None,
+        event_type: "delivered".into(),
+        payload: RawValue::from_string(text.clone()).unwrap(),
+        idempotency_key: None,
+        received_at: 1_700_000_000_000,
+        targets: vec![EndpointId::new()],
+    };
+    store.insert_message(&message).await.expect("insert");
+    let item = stored_message_item(&client, &store, message.id).await;
+    assert!(!item.contains_key("payload"), "stored as text too");
+    let packed = item["payload_zd1"].as_b().expect("compressed bytes");
+    assert!(
+        packed.as_ref().len() < text.len() / 2,
+        "{} of {} bytes",
+        packed.as_ref().len(),
+        text.len()
+    );
+    let got = store
+        .get_message(tenant, message.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.payload.get(), text);
+    let listed = store
+        .list_messages(tenant, &MessageQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].payload.get(), text);
+
+    // An item written before payloads were compressed carries the text.
+    let mut old = item;
+    old.remove("payload_zd1");
+    old.insert("payload".into(), AttributeValue::S(text.clone()));
+    client
+        .put_item()
+        .table_name(store.table())
+        .set_item(Some(old))
+        .send()
+        .await
+        .expect("put the old item");
+    let got = store
+        .get_message(tenant, message.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.payload.get(), text);
+    drop_table(&client, &store).await;
+}
+
 #[tokio::test]
 async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
     let (client, store) = store().await;
