@@ -1,8 +1,9 @@
 //! Local mode under load: the real binary as a child process on a temporary data file, a
 //! loopback receiver behind N endpoints, and a publisher at a fixed rate or as fast as
 //! the service accepts. Measures acceptance and delivery rates, publish-to-delivery
-//! latency, the service's CPU time and peak memory, disk bytes per delivery, and the data
-//! file's size through the run (which levels off under a retention).
+//! latency, the CPU time per event of the service, the publisher and the receiver (and the
+//! rate they bound on this machine's cores), peak memory, disk bytes per delivery, and the
+//! data file's size through the run (which levels off under a retention).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::procstat;
-use crate::receiver::Receiver;
+use crate::receiver::{self, Receiver};
 
 pub(crate) const OPERATOR_KEY: &str = "hkop_bench-operator-key-0123456789abcdef";
 /// Open-loop publishing gives up a tick (and counts it) beyond this many requests in flight.
@@ -161,6 +162,9 @@ pub struct LocalResult {
     pub disk_bytes_per_delivery: f64,
     /// CPU used by this benchmark process (publisher and receiver) on the same machine.
     pub bench_cpu_s: f64,
+    /// The CPU time of the three processes per accepted event and per delivery, and the
+    /// rate they bound on this machine.
+    pub cpu_split: CpuSplit,
     /// `HOOKLINE_RETENTION` of the run, if one was set (e.g. `20s`).
     pub retention: Option<String>,
     /// The data file and its WAL, once a second from the first publish.
@@ -170,6 +174,73 @@ pub struct LocalResult {
     /// With a retention: the messages still in the log after the drain and a wait for the
     /// sweeper (until none is left, up to the retention and 30 s more).
     pub messages_left: Option<u64>,
+}
+
+/// Where the CPU of a run went, per accepted event (with its whole fan-out) and per
+/// delivery: the service, the publisher (the benchmark process less its receiver threads)
+/// and the receiver. The three share the machine's cores, so at most
+/// `cores / total_us_per_event` events per second can be accepted and delivered, however
+/// the work is spread: the bound the measured rates are held against.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CpuSplit {
+    pub service_cpu_s: f64,
+    pub publisher_cpu_s: f64,
+    pub receiver_cpu_s: f64,
+    pub service_us_per_event: f64,
+    pub publisher_us_per_event: f64,
+    pub receiver_us_per_event: f64,
+    pub total_us_per_event: f64,
+    pub service_us_per_delivery: f64,
+    pub receiver_us_per_delivery: f64,
+    /// `std::thread::available_parallelism` of the machine.
+    pub cores: usize,
+    /// `cores` CPU-seconds per second over the CPU-seconds one event costs.
+    pub bound_events_per_s: f64,
+    /// The same bound in deliveries (events times endpoints).
+    pub bound_deliveries_per_s: f64,
+    /// The accepted rate measured, as a share of the bound.
+    pub accepted_share_of_bound: f64,
+}
+
+impl CpuSplit {
+    /// The split of one run: the CPU seconds of each process, the events accepted and the
+    /// deliveries made, on `cores` cores, at `accepted_per_s`.
+    pub fn of(
+        cpu_s: [f64; 3],
+        accepted: u64,
+        deliveries: u64,
+        endpoints: usize,
+        cores: usize,
+        accepted_per_s: f64,
+    ) -> Self {
+        let [service, publisher, receiver] = cpu_s;
+        let per = |cpu: f64, n: u64| if n == 0 { 0.0 } else { cpu * 1e6 / n as f64 };
+        let total = per(service + publisher + receiver, accepted);
+        let bound = if total > 0.0 {
+            cores as f64 * 1e6 / total
+        } else {
+            0.0
+        };
+        CpuSplit {
+            service_cpu_s: service,
+            publisher_cpu_s: publisher,
+            receiver_cpu_s: receiver,
+            service_us_per_event: per(service, accepted),
+            publisher_us_per_event: per(publisher, accepted),
+            receiver_us_per_event: per(receiver, accepted),
+            total_us_per_event: total,
+            service_us_per_delivery: per(service, deliveries),
+            receiver_us_per_delivery: per(receiver, deliveries),
+            cores,
+            bound_events_per_s: bound,
+            bound_deliveries_per_s: bound * endpoints as f64,
+            accepted_share_of_bound: if bound > 0.0 {
+                accepted_per_s / bound
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 /// The size of the data file and of its WAL at one moment.
@@ -501,7 +572,8 @@ async fn publish(
 }
 
 async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<LocalResult> {
-    let receiver = Receiver::start(Duration::ZERO).await?;
+    // On threads of its own, so its CPU time is told apart from the publisher's.
+    let receiver = Receiver::start_apart(Duration::ZERO)?;
     let service = Service::spawn(&args.binary, &args.log, args.retention, metrics).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
@@ -513,6 +585,7 @@ async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<
     let duration = Duration::from_secs_f64(args.duration);
     let cpu_before = procstat::cpu_time(service.pid)?;
     let bench_cpu_before = procstat::cpu_time(std::process::id())?;
+    let receiver_cpu_before = procstat::own_threads_cpu_time(receiver::THREAD_NAME)?;
     let start = Instant::now();
     let (disk_samples, disk_sampler) = sample_disk(service.data.clone(), start);
     // Delivery counts through the run, to measure the sustained rate.
@@ -560,6 +633,8 @@ async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<
     tokio::time::sleep(Duration::from_millis(200)).await;
     let cpu = procstat::cpu_time(service.pid)? - cpu_before;
     let bench_cpu = procstat::cpu_time(std::process::id())? - bench_cpu_before;
+    let receiver_cpu =
+        procstat::own_threads_cpu_time(receiver::THREAD_NAME)?.saturating_sub(receiver_cpu_before);
     let peak_rss = procstat::peak_rss_kib(service.pid)?;
     let disk = service.disk_bytes();
     let mut messages_left = None;
@@ -595,6 +670,19 @@ async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<
     let (w_at, w_count) = at_warmup.unwrap_or((start, 0));
     let window = load_end.duration_since(w_at).as_secs_f64().max(1e-3);
     let elapsed = load_end.duration_since(start).as_secs_f64();
+    let accepted_per_s = accepted.len() as f64 / elapsed;
+    let cpu_split = CpuSplit::of(
+        [
+            cpu.as_secs_f64(),
+            bench_cpu.saturating_sub(receiver_cpu).as_secs_f64(),
+            receiver_cpu.as_secs_f64(),
+        ],
+        accepted.len() as u64,
+        delivered,
+        args.endpoints,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        accepted_per_s,
+    );
     Ok(LocalResult {
         rate: rate.to_string(),
         endpoints: args.endpoints,
@@ -602,7 +690,7 @@ async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<
         duration_s: elapsed,
         published: published.sent.load(Ordering::Relaxed),
         accepted: accepted.len() as u64,
-        accepted_per_s: accepted.len() as f64 / elapsed,
+        accepted_per_s,
         skipped_ticks: published.skipped.load(Ordering::Relaxed),
         turned_away: published.turned_away.load(Ordering::Relaxed),
         deliveries_expected: expected,
@@ -622,6 +710,7 @@ async fn run_one(args: &LocalArgs, rate: Rate, metrics: bool) -> anyhow::Result<
         disk_bytes: disk,
         disk_bytes_per_delivery: disk as f64 / delivered.max(1) as f64,
         bench_cpu_s: bench_cpu.as_secs_f64(),
+        cpu_split,
         retention: args
             .retention
             .map(|r| humantime::format_duration(r).to_string()),
@@ -700,6 +789,35 @@ pub fn metrics_cost(results: &[LocalResult]) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
+/// CPU time per accepted event of each process, per delivery, and the rate that bounds.
+pub fn cpu_table(results: &[LocalResult]) -> String {
+    let mut out = String::from(
+        "| rate | endpoints | metrics | service µs/event | publisher µs/event | receiver µs/event | total µs/event | service µs/delivery | receiver µs/delivery | bound events/s (cores) | bound deliveries/s | accepted/s | share of bound |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        let c = &r.cpu_split;
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} ({}) | {:.0} | {:.0} | {:.0} % |\n",
+            r.rate,
+            r.endpoints,
+            if r.metrics { "on" } else { "off" },
+            c.service_us_per_event,
+            c.publisher_us_per_event,
+            c.receiver_us_per_event,
+            c.total_us_per_event,
+            c.service_us_per_delivery,
+            c.receiver_us_per_delivery,
+            c.bound_events_per_s,
+            c.cores,
+            c.bound_deliveries_per_s,
+            r.accepted_per_s,
+            c.accepted_share_of_bound * 100.0,
+        ));
+    }
+    out
+}
+
 /// The results as a table, and the cost of metrics where both settings were run.
 pub fn table(results: &[LocalResult]) -> String {
     let mut out = String::from(
@@ -726,10 +844,41 @@ pub fn table(results: &[LocalResult]) -> String {
             r.disk_bytes_per_delivery,
         ));
     }
+    out.push('\n');
+    out.push_str(&cpu_table(results));
     for (rate, accepted, delivered) in metrics_cost(results) {
         out.push_str(&format!(
             "\nmetrics on / off at {rate}: accepted/s x{accepted:.3}, deliveries/s (sustained) x{delivered:.3}\n"
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bound_is_the_cores_over_the_cpu_of_one_event() {
+        // 10,000 events, 30,000 deliveries: 2 s of service, 0.5 s of publisher and 1 s of
+        // receiver CPU make 350 µs per event, so 2 cores bound the rate at 5,714 events/s.
+        let split = CpuSplit::of([2.0, 0.5, 1.0], 10_000, 30_000, 3, 2, 4_000.0);
+        assert_eq!(split.service_us_per_event, 200.0);
+        assert_eq!(split.publisher_us_per_event, 50.0);
+        assert_eq!(split.receiver_us_per_event, 100.0);
+        assert_eq!(split.total_us_per_event, 350.0);
+        assert!((split.service_us_per_delivery - 66.667).abs() < 1e-3);
+        assert!((split.receiver_us_per_delivery - 33.333).abs() < 1e-3);
+        assert!((split.bound_events_per_s - 5_714.286).abs() < 1e-3);
+        assert!((split.bound_deliveries_per_s - 17_142.857).abs() < 1e-3);
+        assert!((split.accepted_share_of_bound - 0.7).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_run_that_accepted_nothing_bounds_nothing() {
+        let split = CpuSplit::of([1.0, 0.1, 0.0], 0, 0, 1, 2, 0.0);
+        assert_eq!(split.total_us_per_event, 0.0);
+        assert_eq!(split.bound_events_per_s, 0.0);
+        assert_eq!(split.accepted_share_of_bound, 0.0);
+    }
 }

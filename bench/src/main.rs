@@ -361,6 +361,15 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
     )?;
     check(n(&l["cpu_s"]) > 0.0, "local: the service used CPU")?;
     check(n(&l["peak_rss_mib"]) > 0.0, "local: peak RSS was read")?;
+    let split = &l["cpu_split"];
+    check(
+        n(&split["receiver_cpu_s"]) > 0.0
+            && n(&split["publisher_cpu_s"]) >= 0.0
+            && n(&split["total_us_per_event"]) >= n(&split["service_us_per_event"])
+            && n(&split["service_us_per_event"]) > 0.0
+            && n(&split["bound_events_per_s"]) > 0.0,
+        "local: CPU per event split between service, publisher and receiver, with its bound",
+    )?;
     check(
         n(&l["disk_bytes_per_delivery"]) > 0.0,
         "local: the data file grew",

@@ -1,5 +1,6 @@
-//! What Linux says about a process: CPU time (user + system) from `/proc/<pid>/stat` and
-//! peak resident memory (`VmHWM`) from `/proc/<pid>/status`.
+//! What Linux says about a process: CPU time (user + system) from `/proc/<pid>/stat`, that
+//! of its threads of one name from `/proc/<pid>/task/<tid>/stat`, and peak resident memory
+//! (`VmHWM`) from `/proc/<pid>/status`.
 
 use std::time::Duration;
 
@@ -10,6 +11,28 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     parse_cpu_time(&text, ticks_per_second())
+}
+
+/// User plus system CPU time used so far by this process's live threads whose name starts
+/// with `prefix` (threads that have ended are not counted).
+pub fn own_threads_cpu_time(prefix: &str) -> anyhow::Result<Duration> {
+    let ticks = ticks_per_second();
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+            // The thread ended since the directory was read.
+            continue;
+        };
+        if thread_name(&stat).is_some_and(|name| name.starts_with(prefix)) {
+            total += parse_cpu_time(&stat, ticks)?;
+        }
+    }
+    Ok(total)
+}
+
+/// The command name of a `stat` line: between the first `(` and the last `)`.
+fn thread_name(stat: &str) -> Option<&str> {
+    Some(&stat[stat.find('(')? + 1..stat.rfind(')')?])
 }
 
 fn ticks_per_second() -> u64 {
@@ -59,6 +82,37 @@ mod tests {
     fn cpu_time_adds_user_and_system_ticks() {
         let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4";
         assert_eq!(parse_cpu_time(stat, 100).unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_thread_name_may_hold_parentheses() {
+        let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 4";
+        assert_eq!(thread_name(stat), Some("my (odd) name"));
+    }
+
+    #[test]
+    fn only_the_named_threads_are_counted() {
+        let busy = std::thread::Builder::new()
+            .name("procstat-busy".into())
+            .spawn(|| {
+                // Spins until its CPU time shows (a few clock ticks); the bound on the wait
+                // only ends a failing run.
+                let start = std::time::Instant::now();
+                let mut named = Duration::ZERO;
+                while named < Duration::from_millis(30) && start.elapsed() < Duration::from_secs(20)
+                {
+                    for _ in 0..100_000 {
+                        std::hint::black_box(start);
+                    }
+                    named = own_threads_cpu_time("procstat-busy").unwrap();
+                }
+                let none = own_threads_cpu_time("no-such-thread").unwrap();
+                (named, none)
+            })
+            .unwrap();
+        let (named, none) = busy.join().unwrap();
+        assert!(named >= Duration::from_millis(30), "{named:?}");
+        assert_eq!(none, Duration::ZERO);
     }
 
     #[test]

@@ -100,11 +100,11 @@ pub enum Publish {
 impl Publish {
     /// Parses a request body. Payloads stay as the producer wrote them.
     pub fn parse(body: &[u8]) -> Result<Publish> {
-        let top: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(body) {
-            Ok(map) => map,
+        let top: Shape = match serde_json::from_slice(body) {
+            Ok(shape) => shape,
             Err(e) => return Err(json_error(e)),
         };
-        if top.contains_key("events") {
+        if top.has_events {
             let batch: Batch = serde_json::from_slice(body).map_err(json_error)?;
             if batch.events.is_empty() {
                 return Err(Error::invalid(
@@ -131,6 +131,41 @@ impl Publish {
             Publish::One(e) => vec![e],
             Publish::Many(v) => v,
         }
+    }
+}
+
+/// What tells a batch from a single event: whether the body is a JSON object with an
+/// `events` key. Read key by key with every value skipped, so a payload is not built into
+/// a tree of values only to be parsed again as the request's type.
+struct Shape {
+    has_events: bool,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = Shape;
+
+            // Said as a map of values says it, so a body that is not an object is refused
+            // in the same words.
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Shape, A::Error> {
+                let mut has_events = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    has_events |= key == "events";
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(Shape { has_events })
+            }
+        }
+        d.deserialize_map(Keys)
     }
 }
 
@@ -316,6 +351,20 @@ mod tests {
     #[test]
     fn rejects_bad_bodies_with_distinct_codes() {
         assert_eq!(Publish::parse(b"{nope").unwrap_err().code(), "invalid_json");
+        assert_eq!(
+            Publish::parse(br#"{"type":"a","payload":{"x":[1,}}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_json",
+            "a payload that is not JSON is refused as the body is"
+        );
+        assert_eq!(
+            Publish::parse(br#"{"type":"a","payload":{}} x"#)
+                .unwrap_err()
+                .code(),
+            "invalid_json",
+            "nothing may follow the object"
+        );
         assert_eq!(
             Publish::parse(b"[1]").unwrap_err().code(),
             "invalid_request"
