@@ -9,7 +9,8 @@
 #   stage NAME COUNTER COMMAND...  runs COMMAND, showing its output. COUNTER, given the
 #                                  output's file, prints "PASSED FAILED SKIPPED"; `-` makes
 #                                  the stage one check, passed or failed by its exit status
-#   stages_end                     prints each stage's counts and the closing line
+#   stages_end                     prints each stage's counts and elapsed seconds (where a
+#                                  run's time goes) and the closing line
 #                                  `summary: N passed, N failed, N skipped`; returns 1 if
 #                                  any stage failed
 
@@ -26,8 +27,10 @@ stage() {
   local log
   log="$STAGES_LOGS/$(printf '%s' "$name" | tr -cs 'A-Za-z0-9' '-').log"
   echo "==> $name"
+  local started=$SECONDS
   "$@" 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
+  local elapsed=$((SECONDS - started))
 
   local passed=0 failed=0 skipped=0 note=""
   if [ "$counter" = - ]; then
@@ -54,15 +57,18 @@ stage() {
   if [ "$failed" -gt 0 ]; then
     echo "==> $name FAILED${note:+ ($note)}"
   fi
-  printf '%s\t%d\t%d\t%d\t%s\n' "$name" "$passed" "$failed" "$skipped" "$note" >>"$STAGES_FILE"
+  printf '%s\t%d\t%d\t%d\t%s\t%d\n' "$name" "$passed" "$failed" "$skipped" "$note" "$elapsed" \
+    >>"$STAGES_FILE"
 }
 
 stages_end() {
-  echo "==> stages"
+  echo "==> stages (elapsed seconds)"
   awk -F'\t' '{
-    printf "  %-6s %s: %d passed, %d failed, %d skipped%s\n", ($3 > 0 ? "FAILED" : "ok"),
-      $1, $2, $3, $4, ($5 == "" ? "" : " (" $5 ")")
-  }' "$STAGES_FILE"
+    printf "  %-6s %5ds %s: %d passed, %d failed, %d skipped%s\n", ($3 > 0 ? "FAILED" : "ok"),
+      $6, $1, $2, $3, $4, ($5 == "" ? "" : " (" $5 ")")
+    total += $6
+  }
+  END { printf "  %-6s %5ds\n", "total", total }' "$STAGES_FILE"
   awk -F'\t' '
     { p += $2; f += $3; s += $4 }
     $3 > 0 { failed = failed (failed == "" ? "" : ", ") $1 }

@@ -56,11 +56,6 @@ stage "cargo fmt --check" - cargo fmt --all -- --check
 
 stage "cargo clippy" - cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-# Local mode with the release profile's panic strategy, for tests/api/panics.rs (which
-# builds it too; built here first so that the test run does not compete with a build).
-stage "local mode, release panic strategy" - \
-  cargo build --locked --profile panic-check --bin hookline --features fault-injection
-
 # Every test binary runs even after one fails, so the counts cover them all.
 stage "cargo test" cargo_test_counts \
   cargo test --workspace --all-features --locked --no-fail-fast

@@ -1,10 +1,12 @@
-//! A panic costs one request or one job, never the process. Local mode is built with the
-//! release profile's panic strategy (the `panic-check` profile inherits `release`, and only
-//! compiles faster) and the `fault-injection` routes, then made to panic in a handler, in a
-//! job of the database's writer thread and in a delivery task of the worker: each time it
-//! answers or carries on, logs the panic, and keeps serving.
+//! A panic costs one request or one job, never the process. Local mode's test build (with
+//! the `fault-injection` routes, as `--all-features` builds it) is made to panic in a
+//! handler, in a job of the database's writer thread and in a delivery task of the worker:
+//! each time it answers or carries on, logs the panic, and keeps serving. Cargo builds
+//! everything a test runs with unwinding; a second test checks that the release profile,
+//! which `cargo run --release` builds local mode with, unwinds too.
+#![cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,44 +16,52 @@ use serde_json::json;
 use crate::helpers::{all_settled, TestApp, OPERATOR_KEY};
 use crate::receiver::Receiver;
 
-const PROFILE: &str = "panic-check";
-
-/// Builds local mode as scripts/test.sh does before the test run (then this is a no-op);
-/// returns the binary.
-fn build() -> PathBuf {
+/// The panic strategy (`-C panic=`) of the release profile in this workspace, as cargo
+/// resolves it from Cargo.toml, `.cargo/config.toml` files, `CARGO_PROFILE_RELEASE_PANIC`
+/// and RUSTFLAGS: the verbose command line of a release check of one small dependency, in
+/// a target directory of its own so that it compiles (a profile's `panic` applies to every
+/// crate of a build, and cargo refuses it in per-package overrides).
+fn release_panic_strategy() -> String {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
-    // Without what cargo set for this test's own package: build scripts that watch such a
-    // variable (ring's watches CARGO_MANIFEST_DIR) would see a change and rebuild.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-            ]
-            .contains(&name.as_ref())
-        {
-            command.env_remove(name.as_ref());
+    let target = tempfile::tempdir().unwrap();
+    let output = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["check", "--release", "--locked", "--verbose"])
+        .args(["-p", "cfg-if", "--target-dir"])
+        .arg(target.path())
+        .output()
+        .expect("cargo runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the release check failed:\n{log}");
+    let rustc = log
+        .lines()
+        .find(|line| line.contains("Running `") && line.contains("--crate-name cfg_if"))
+        .unwrap_or_else(|| panic!("no rustc command line for cfg-if in:\n{log}"));
+    // The last `-C panic=` wins, as rustc reads it; none is rustc's default, unwind.
+    let words: Vec<&str> = rustc.split_whitespace().collect();
+    let mut strategy = "unwind".to_string();
+    for (i, word) in words.iter().enumerate() {
+        let setting = match *word {
+            "-C" | "--codegen" => words.get(i + 1).copied().unwrap_or_default(),
+            word => word
+                .strip_prefix("-C")
+                .or_else(|| word.strip_prefix("--codegen="))
+                .unwrap_or_default(),
+        };
+        if let Some(value) = setting.strip_prefix("panic=") {
+            strategy = value.trim_end_matches('`').to_string();
         }
     }
-    let status = command
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--locked", "--quiet", "--profile", PROFILE])
-        .args(["--bin", "hookline", "--features", "fault-injection"])
-        .status()
-        .expect("cargo runs");
-    assert!(
-        status.success(),
-        "local mode builds with the {PROFILE} profile"
+    strategy
+}
+
+#[test]
+fn the_release_profile_unwinds_like_the_build_the_panic_test_runs() {
+    assert_eq!(
+        release_panic_strategy(),
+        "unwind",
+        "local mode's release build must unwind: a panic would otherwise take the process down"
     );
-    // This test runs from <target>/debug/deps.
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).expect("the target directory");
-    target.join(PROFILE).join("hookline")
 }
 
 /// The process, killed when the test ends however it ends.
@@ -87,15 +97,16 @@ async fn wait_for_log(log: &Path, text: &str) {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 #[tokio::test]
 async fn panics_in_a_handler_a_database_job_and_a_delivery_task_leave_the_process_serving() {
-    let binary = build();
+    let binary = env!("CARGO_BIN_EXE_hookline");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = dir.path().join("output.log");
     let out = std::fs::File::create(&log).unwrap();
     let mut process = Process(
-        Command::new(&binary)
+        Command::new(binary)
             .env("HOOKLINE_LISTEN", format!("127.0.0.1:{port}"))
             .env("HOOKLINE_DATA", dir.path().join("hookline.db"))
             .env("HOOKLINE_OPERATOR_KEY", OPERATOR_KEY)

@@ -59,8 +59,8 @@ class Stages(unittest.TestCase):
         self.assertEqual(out[-1], "summary: 8 passed, 1 failed, 0 skipped; failed: fmt")
         self.assertEqual([r[:4] for r in rows], [
             ["tools", "1", "0", "0"], ["fmt", "0", "1", "0"], ["tests", "7", "0", "0"]])
-        self.assertIn("  FAILED fmt: 0 passed, 1 failed, 0 skipped (exit 1, no failure counted)",
-                      out)
+        self.assertIn("  FAILED     0s fmt: 0 passed, 1 failed, 0 skipped "
+                      "(exit 1, no failure counted)", out)
 
     def test_all_passing_sums_the_counts_and_exits_zero(self):
         status, out, _ = run_stages(
@@ -100,6 +100,19 @@ class Stages(unittest.TestCase):
         status, out, _ = run_stages('stage "e2e" "summary_line e2e" echo "nothing ran"\n')
         self.assertEqual(status, 1)
         self.assertEqual(out[-1], "summary: 0 passed, 1 failed, 0 skipped; failed: e2e")
+
+    def test_each_stage_reports_its_elapsed_seconds_and_the_run_their_total(self):
+        status, out, rows = run_stages(
+            """\
+            stage "quick" - true
+            stage "slow" - sleep 2
+            """)
+        self.assertEqual(status, 0)
+        self.assertEqual([r[0] for r in rows], ["quick", "slow"])
+        quick, slow = int(rows[0][5]), int(rows[1][5])
+        self.assertGreaterEqual(slow, 2)
+        self.assertIn(f"  ok     {slow:5d}s slow: 1 passed, 0 failed, 0 skipped", out)
+        self.assertIn(f"  total  {quick + slow:5d}s", out)
 
     def test_each_stage_keeps_its_output(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,6 @@ mod replay;
 mod tenants;
 mod views;
 
-use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
@@ -28,20 +27,87 @@ use utoipa_axum::routes;
 pub use endpoints::validate_url;
 pub use mailgun::{parse_form as parse_mailgun_form, Form as MailgunForm, MailgunError};
 
+/// The OpenAPI document of the whole HTTP API as `openapi()` generates it (compact JSON,
+/// `jq .` shows it), committed and served as it is: the binaries then carry none of the
+/// code that builds it. A test checks that it is the generated one, and rewrites it when
+/// `HOOKLINE_WRITE_OPENAPI` is set.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// Every documented handler, in one list for the router that serves them (`router`) and
+/// the document that describes them (`routes`), so that neither has one the other lacks.
+macro_rules! with_handlers {
+    ($callback:ident) => {
+        $callback!(
+            health::health,
+            tenants::create,
+            tenants::get,
+            tenants::create_sub_account,
+            tenants::list_sub_accounts,
+            tenants::create_key,
+            tenants::list_keys,
+            tenants::get_key,
+            tenants::revoke_key,
+            domains::create,
+            domains::list,
+            domains::get,
+            domains::delete,
+            endpoints::create,
+            endpoints::list,
+            endpoints::get,
+            endpoints::update,
+            endpoints::delete,
+            endpoints::secret,
+            endpoints::rotate,
+            endpoints::public_key,
+            endpoints::test,
+            replay::endpoint,
+            messages::list,
+            messages::get,
+            messages::attempts,
+            replay::message,
+            event_types::list,
+            event_types::create,
+            event_types::get,
+            operator::create_endpoint,
+            operator::list_endpoints,
+            operator::get_endpoint,
+            operator::update_endpoint,
+            operator::delete_endpoint,
+            operator::endpoint_secret,
+            operator::list_dead_letters,
+            operator::redrive,
+            // Mailgun's webhooks API over the same endpoints (see `mailgun`).
+            mailgun::list,
+            mailgun::create,
+            mailgun::get,
+            mailgun::update,
+            mailgun::delete,
+            mailgun::test,
+            portal::session::create_session,
+        )
+    };
+}
+
+macro_rules! served {
+    ($($handler:path),+ $(,)?) => {
+        hookline_core::route_documented!(Router::new(), $($handler),+)
+    };
+}
+
+macro_rules! documented {
+    ($($handler:path),+ $(,)?) => {
+        OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()) $(.routes(routes!($handler)))+
+    };
+}
+
 /// Every `/v1` route but publishing (which the ingest crate serves), Mailgun's `/v3`
 /// webhooks API, and `GET /openapi.json` (no key needed), which documents them all and
 /// publishing too.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = routes().split_for_parts();
-    let doc = Bytes::from(
-        openapi()
-            .to_json()
-            .expect("the OpenAPI document serializes"),
-    );
-    router
+    with_handlers!(served)
         .route(
             "/openapi.json",
-            get(move || async move { ([(CONTENT_TYPE, "application/json")], doc) }),
+            get(|| async { ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON) }),
         )
         .merge(portal::router())
         .with_state(state)
@@ -57,47 +123,35 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The routes with their documentation. Each is registered from its `#[utoipa::path]`
 /// annotation, so none is served undocumented.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(health::health))
-        .routes(routes!(tenants::create))
-        .routes(routes!(tenants::get))
-        .routes(routes!(
-            tenants::create_sub_account,
-            tenants::list_sub_accounts
-        ))
-        .routes(routes!(tenants::create_key, tenants::list_keys))
-        .routes(routes!(tenants::get_key, tenants::revoke_key))
-        .routes(routes!(domains::create, domains::list))
-        .routes(routes!(domains::get, domains::delete))
-        .routes(routes!(endpoints::create, endpoints::list))
-        .routes(routes!(
-            endpoints::get,
-            endpoints::update,
-            endpoints::delete
-        ))
-        .routes(routes!(endpoints::secret))
-        .routes(routes!(endpoints::rotate))
-        .routes(routes!(endpoints::public_key))
-        .routes(routes!(endpoints::test))
-        .routes(routes!(replay::endpoint))
-        .routes(routes!(messages::list))
-        .routes(routes!(messages::get))
-        .routes(routes!(messages::attempts))
-        .routes(routes!(replay::message))
-        .routes(routes!(event_types::list, event_types::create))
-        .routes(routes!(event_types::get))
-        .routes(routes!(operator::create_endpoint, operator::list_endpoints))
-        .routes(routes!(
-            operator::get_endpoint,
-            operator::update_endpoint,
-            operator::delete_endpoint
-        ))
-        .routes(routes!(operator::endpoint_secret))
-        .routes(routes!(operator::list_dead_letters))
-        .routes(routes!(operator::redrive))
-        // Mailgun's webhooks API over the same endpoints (see `mailgun`).
-        .routes(routes!(mailgun::list, mailgun::create))
-        .routes(routes!(mailgun::get, mailgun::update, mailgun::delete))
-        .routes(routes!(mailgun::test))
-        .routes(routes!(portal::session::create_session))
+    with_handlers!(documented)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_openapi_document_is_the_generated_one() {
+        let generated = openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes");
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+        if std::env::var_os("HOOKLINE_WRITE_OPENAPI").is_some() {
+            std::fs::write(file, &generated).expect("openapi.json is written");
+            return;
+        }
+        // One line, as served: name the first difference rather than print both.
+        let first_difference = generated
+            .bytes()
+            .zip(OPENAPI_JSON.bytes())
+            .position(|(generated, committed)| generated != committed)
+            .unwrap_or(generated.len().min(OPENAPI_JSON.len()));
+        assert!(
+            generated == OPENAPI_JSON,
+            "{file} is not what the annotations generate (from byte {first_difference}: {:?}); \
+             rewrite it with `HOOKLINE_WRITE_OPENAPI=1 cargo test -p hookline-api --lib \
+             the_committed_openapi_document`",
+            generated.get(first_difference..(first_difference + 80).min(generated.len())),
+        );
+    }
 }

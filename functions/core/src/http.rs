@@ -572,6 +572,29 @@ pub fn page_body<T: Serialize>(
     json!({ "data": data, "next_cursor": next_cursor })
 }
 
+/// Adds handlers annotated with `#[utoipa::path]` to an axum router at the path and methods
+/// of their annotations, as `utoipa_axum::routes!` does, without building their
+/// documentation: a binary that serves them this way links none of the code that builds
+/// the OpenAPI document (hookline-api serves its committed `openapi.json` instead). The
+/// calling crate depends on `axum`, `utoipa` and `utoipa-axum`.
+#[macro_export]
+macro_rules! route_documented {
+    ($router:expr, $($handler:path),+ $(,)?) => {{
+        use ::utoipa_axum::PathItemExt as _;
+        let router = $router;
+        $(
+            let (path, methods) = ::utoipa_axum::paste! {(
+                ::utoipa_axum::routes!(@path [path()] of $handler),
+                ::utoipa_axum::routes!(@path [methods()] of $handler),
+            )};
+            let router = methods.iter().fold(router, |router, method| {
+                router.route(&path, ::axum::routing::on(method.to_method_filter(), $handler))
+            });
+        )+
+        router
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use axum::routing::get;

@@ -21,10 +21,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The ingest routes, ready to be merged into the local router or served alone on Lambda.
+/// The ingest routes, ready to be merged into the local router or served alone on Lambda;
+/// registered from the same annotations as `routes`, without building their documentation.
 pub fn router(state: AppState) -> Router {
-    let (router, _) = routes().split_for_parts();
-    router.with_state(state)
+    hookline_core::route_documented!(Router::new(), publish).with_state(state)
 }
 
 /// The ingest routes with their documentation, registered from their annotations (the
