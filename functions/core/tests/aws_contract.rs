@@ -18,10 +18,11 @@ use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLe
 use hookline_core::contract::{self, QueueTraits};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
-    BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
+    BodyFormat, Domain, Endpoint, EndpointStatus, FailedQuery, Message, MessageQuery, Millis,
 };
 use hookline_core::ports::{
-    DeadLetters, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal, Store, Written,
+    DeadLetters, DeliveryStore, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal,
+    Store, Written,
 };
 use hookline_core::signing::{EndpointSecrets, Secret};
 use serde_json::value::RawValue;
@@ -763,6 +764,59 @@ async fn the_key_migration_moves_an_unsharded_table_without_loss_or_duplicates()
         new_ids.push(id);
     }
     put_old(new_ids[2]).await;
+    // Failed deliveries to one endpoint, in the replay index under its unsharded key.
+    let endpoint = EndpointId::new();
+    let failed: Vec<MessageId> = old_ids.iter().step_by(4).copied().collect();
+    for id in &failed {
+        client
+            .put_item()
+            .table_name(store.table())
+            .item(PK, AttributeValue::S(format!("M#{id}")))
+            .item(SK, AttributeValue::S(format!("D#{endpoint}")))
+            .item("message", AttributeValue::S(id.to_string()))
+            .item("endpoint", AttributeValue::S(endpoint.to_string()))
+            .item("tenant", AttributeValue::S(tenant.to_string()))
+            .item("status", AttributeValue::S("failed".into()))
+            .item("attempts", AttributeValue::N("8".into()))
+            .item("updated_at", AttributeValue::N(base.to_string()))
+            .item(
+                "gsi2pk",
+                AttributeValue::S(format!("T#{tenant}#EP#{endpoint}#FAILED")),
+            )
+            .item("gsi2sk", AttributeValue::S(id.to_string()))
+            .send()
+            .await
+            .expect("put an old-layout failed delivery");
+    }
+    let replayable = |store: DynamoStore| async move {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_failed_deliveries(
+                    tenant,
+                    endpoint,
+                    &FailedQuery {
+                        since: 0,
+                        until: None,
+                        after,
+                        limit: 3,
+                    },
+                )
+                .await
+                .expect("list failed");
+            let Some(last) = page.last() else {
+                return ids;
+            };
+            after = Some(last.message);
+            ids.extend(page.iter().map(|d| d.message));
+        }
+    };
+    assert_eq!(
+        replayable(store.clone()).await,
+        failed,
+        "before the migration, a replay finds the failed deliveries under the old index key"
+    );
     let mut want: Vec<MessageId> = old_ids.iter().chain(&new_ids).copied().collect();
     want.sort_by_key(|id| std::cmp::Reverse(*id));
 
@@ -834,8 +888,9 @@ async fn the_key_migration_moves_an_unsharded_table_without_loss_or_duplicates()
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(
-        said.contains("41 items moved to sharded keys, 1 found moved already"),
-        "40 messages and one binding moved, the message in both layouts kept once: {said}"
+        said.contains("51 items moved to sharded keys, 1 found moved already"),
+        "40 messages, one binding and 10 failed deliveries moved, the message in both \
+         layouts kept once: {said}"
     );
 
     let scan = client
@@ -896,6 +951,18 @@ async fn the_key_migration_moves_an_unsharded_table_without_loss_or_duplicates()
         claim(after.clone()).await,
         Some(old_ids[7]),
         "the moved binding still holds"
+    );
+    assert_eq!(
+        replayable(after.clone()).await,
+        failed,
+        "a replay since any time finds every failed delivery once, oldest first"
+    );
+    assert!(
+        !scan
+            .iter()
+            .filter_map(|item| item.get("gsi2pk"))
+            .any(|gpk| gpk.as_s().is_ok_and(|k| k.ends_with("#FAILED"))),
+        "no failed delivery is left under the unsharded index key"
     );
     assert_eq!(
         fresh().migrate_keys().await.expect("migrate again"),

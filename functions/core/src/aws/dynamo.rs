@@ -41,7 +41,7 @@
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>#I<nn>` | `IDEM#<key>`    | `message_id expires_ms expires_at`; `nn`: SHA-256 of the key mod [`IDEMPOTENCY_SHARDS`] |
 //! | message       | `T#<tenant>#S<nn>` | `MSG#<message>` | `id tenant publisher? type domain? payload (verbatim JSON text) idempotency_key? received_at targets (L of S) first_lease_until?` |
-//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
+//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED#S<nn> gsi2sk=<message id>` (`nn`: the message's shard) |
 //! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` (attempts past the first [`INLINE_ATTEMPTS`] of a delivery) |
 //! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
 //! | portal login token | `PORTALTOKEN#<hex hash>` | `TOKEN` | `tenant expires_ms expires_at` |
@@ -139,11 +139,14 @@ const ENDPOINT_COUNT_SK: &str = "ENDPOINTS";
 const GROUP_PREFIX: &str = "GROUP#";
 const IDEMPOTENCY_PREFIX: &str = "IDEM#";
 const MESSAGE_PREFIX: &str = "MSG#";
-/// How many partition keys a tenant's messages are spread over. At 10,000 messages a
-/// second from one tenant and 2 write units each (a 1.5 KB payload), 32 keys take about
-/// 625 WRU/s each against DynamoDB's 1,000 per key; more would make every listing page
-/// query more keys. Changing it moves messages between keys: it is part of the layout.
-pub const MESSAGE_SHARDS: u64 = 32;
+/// How many partition keys a tenant's messages are spread over. A message of a 1.5 KB
+/// payload is a 2 KB item, 2 write units (3 from a 2 KB payload): at 10,000 messages a
+/// second from one tenant, 64 keys take at most about 200 messages, 600 WRU/s each (the
+/// random shards are not exactly even), against DynamoDB's 1,000 per key; 32 would put the
+/// busiest key over it with 2 KB payloads. Every listing page queries each key, so more
+/// would make pages dearer. Changing it moves messages between keys: it is part of the
+/// layout.
+pub const MESSAGE_SHARDS: u64 = 64;
 /// How many partition keys a tenant's idempotency bindings are spread over (1 WRU each,
 /// under keys of their own, so they add nothing to a message shard's load). Bindings are
 /// only ever read by key, so more shards cost nothing.
@@ -692,9 +695,22 @@ fn delivery_sk(endpoint: EndpointId) -> String {
     format!("{DELIVERY_PREFIX}{endpoint}")
 }
 
-/// The index partition holding a tenant's failed deliveries to one endpoint.
-fn failed_deliveries_of(tenant: TenantId, endpoint: EndpointId) -> String {
+/// The index partition holding a tenant's failed deliveries to one endpoint before the
+/// sharded layout.
+fn unsharded_failed_deliveries_of(tenant: TenantId, endpoint: EndpointId) -> String {
     format!("T#{tenant}#EP#{endpoint}#FAILED")
+}
+
+/// One of the index partitions a tenant's failed deliveries to one endpoint are spread
+/// over: an endpoint that fails every delivery of a busy tenant would otherwise put all
+/// of them on one index key.
+fn failed_shard_pk(tenant: TenantId, endpoint: EndpointId, shard: u64) -> String {
+    format!("T#{tenant}#EP#{endpoint}#FAILED#S{shard:02}")
+}
+
+/// The index partition of a failed delivery: its message's shard.
+fn failed_deliveries_of(tenant: TenantId, endpoint: EndpointId, message: MessageId) -> String {
+    failed_shard_pk(tenant, endpoint, message_shard(message))
 }
 
 fn delivery_item(d: &Delivery) -> Item {
@@ -716,7 +732,7 @@ fn delivery_item(d: &Delivery) -> Item {
             // Only failed deliveries are in the replay index.
             (
                 GSI2_PK,
-                failed.then(|| s(failed_deliveries_of(d.tenant, d.endpoint))),
+                failed.then(|| s(failed_deliveries_of(d.tenant, d.endpoint, d.message))),
             ),
             (GSI2_SK, failed.then(|| s(d.message.to_string()))),
         ],
@@ -2091,6 +2107,21 @@ fn sharded_pk(item: &Item) -> Result<Option<String>> {
         .map(|key| idempotency_pk(tenant, key)))
 }
 
+/// The index key of a failed delivery of the unsharded layout and its shard's, or `None`
+/// for an item not in the index or already sharded.
+fn sharded_failed_key(item: &Item) -> Result<Option<(String, String)>> {
+    let f = Fields::new(item, "migrate keys");
+    let Some(old) = f.opt_string(GSI2_PK)? else {
+        return Ok(None);
+    };
+    if !old.ends_with("#FAILED") {
+        return Ok(None);
+    }
+    let message: MessageId = f.parsed(GSI2_SK)?;
+    let new = format!("{old}#S{:02}", message_shard(message));
+    Ok(Some((old, new)))
+}
+
 /// The message an idempotency binding holds, unless it has expired.
 fn live_binding(item: &Item, now: Millis) -> Result<Option<MessageId>> {
     let f = Fields::new(item, "decode idempotency key");
@@ -2106,6 +2137,14 @@ struct ShardReader {
     pk: String,
     buffered: std::collections::VecDeque<Message>,
     /// Where the next request starts; `None` with `done` false: at the top.
+    start: Option<Item>,
+    done: bool,
+}
+
+/// One index partition's failed deliveries as a replay reads them: oldest first.
+struct FailedReader {
+    pk: String,
+    buffered: std::collections::VecDeque<Delivery>,
     start: Option<Item>,
     done: bool,
 }
@@ -2184,8 +2223,11 @@ impl DynamoStore {
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("begins_with(#sk, :msg) OR begins_with(#sk, :idem)")
+                .filter_expression(
+                    "begins_with(#sk, :msg) OR begins_with(#sk, :idem) OR attribute_exists(#gpk)",
+                )
                 .expression_attribute_names("#sk", SK)
+                .expression_attribute_names("#gpk", GSI2_PK)
                 .expression_attribute_values(":msg", s(MESSAGE_PREFIX))
                 .expression_attribute_values(":idem", s(IDEMPOTENCY_PREFIX))
                 .consistent_read(true)
@@ -2194,6 +2236,29 @@ impl DynamoStore {
                 .await
                 .map_err(|e| sdk_error("migrate keys", e))?;
             for old in out.items.unwrap_or_default() {
+                if let Some((old_gpk, new_gpk)) = sharded_failed_key(&old)? {
+                    // Conditional: a delivery reopened (or failed again) meanwhile keeps
+                    // the index key its own write gave it.
+                    let f = Fields::new(&old, "migrate keys");
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(f.s(PK)?.to_owned(), f.s(SK)?.to_owned())))
+                        .update_expression("SET #gpk = :new")
+                        .condition_expression("#gpk = :old")
+                        .expression_attribute_names("#gpk", GSI2_PK)
+                        .expression_attribute_values(":new", s(new_gpk))
+                        .expression_attribute_values(":old", s(old_gpk))
+                        .send()
+                        .await;
+                    if written("migrate keys", result)? {
+                        report.moved += 1;
+                    } else {
+                        report.already_moved += 1;
+                    }
+                    continue;
+                }
                 let Some(new_pk) = sharded_pk(&old)? else {
                     continue;
                 };
@@ -2230,6 +2295,48 @@ impl DynamoStore {
             .map_err(|e| sdk_error("migrate keys", e))?;
         *self.layout.lock().expect("layout lock") = Some((false, Instant::now()));
         Ok(report)
+    }
+
+    /// Reads an index shard's next failed deliveries, oldest first, with message ids in
+    /// `[from, to]`, into its buffer: at least one unless the shard has no more.
+    async fn read_failed(
+        &self,
+        shard: &mut FailedReader,
+        from: MessageId,
+        to: Option<MessageId>,
+        batch: usize,
+    ) -> Result<()> {
+        while shard.buffered.is_empty() && !shard.done {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI2)
+                .expression_attribute_names("#gpk", GSI2_PK)
+                .expression_attribute_names("#gsk", GSI2_SK)
+                .expression_attribute_values(":gpk", s(&shard.pk))
+                .expression_attribute_values(":from", s(from.to_string()))
+                .limit(i32::try_from(batch).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(shard.start.take());
+            request = match to {
+                Some(to) => request
+                    .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
+                    .expression_attribute_values(":to", s(to.to_string())),
+                None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("list failed deliveries", e))?;
+            for item in out.items.unwrap_or_default() {
+                shard.buffered.push_back(decode_delivery(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => shard.start = Some(next),
+                _ => shard.done = true,
+            }
+        }
+        Ok(())
     }
 
     /// Whether the table may still hold messages or bindings under their tenant's own
@@ -2576,39 +2683,42 @@ impl DeliveryStore for DynamoStore {
         if to.is_some_and(|to| to < from) {
             return Ok(Vec::new());
         }
-        let mut deliveries = Vec::new();
-        let mut start = None;
-        while deliveries.len() < limit {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI2)
-                .expression_attribute_names("#gpk", GSI2_PK)
-                .expression_attribute_names("#gsk", GSI2_SK)
-                .expression_attribute_values(":gpk", s(failed_deliveries_of(tenant, endpoint)))
-                .expression_attribute_values(":from", s(from.to_string()))
-                .limit(i32::try_from(limit - deliveries.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            request = match to {
-                Some(to) => request
-                    .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
-                    .expression_attribute_values(":to", s(to.to_string())),
-                None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
-            };
-            let out = request
-                .send()
-                .await
-                .map_err(|e| sdk_error("list failed deliveries", e))?;
-            for item in out.items.unwrap_or_default() {
-                deliveries.push(decode_delivery(&item)?);
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
+        let mut pks: Vec<String> = (0..MESSAGE_SHARDS)
+            .map(|shard| failed_shard_pk(tenant, endpoint, shard))
+            .collect();
+        if self.legacy_keys().await? {
+            pks.push(unsharded_failed_deliveries_of(tenant, endpoint));
         }
-        deliveries.truncate(limit);
+        // As a message listing: each index shard read oldest first a few at a time, and
+        // merged by message id.
+        let batch = limit.div_ceil(pks.len()) + 2;
+        let mut shards: Vec<FailedReader> = pks
+            .into_iter()
+            .map(|pk| FailedReader {
+                pk,
+                buffered: Default::default(),
+                start: None,
+                done: false,
+            })
+            .collect();
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(limit);
+        while deliveries.len() < limit {
+            futures::future::try_join_all(
+                shards
+                    .iter_mut()
+                    .filter(|shard| shard.buffered.is_empty() && !shard.done)
+                    .map(|shard| self.read_failed(shard, from, to, batch)),
+            )
+            .await?;
+            let Some(oldest) = shards
+                .iter_mut()
+                .filter(|shard| !shard.buffered.is_empty())
+                .min_by_key(|shard| shard.buffered[0].message)
+            else {
+                break;
+            };
+            deliveries.push(oldest.buffered.pop_front().expect("a buffered delivery"));
+        }
         Ok(deliveries)
     }
 
