@@ -1262,6 +1262,21 @@ impl DynamoStore {
     /// else the stored item: read back rather than echo the input, as a retried publish
     /// must see the version that was stored first.
     async fn put_message(&self, message: &Message, item: Item) -> Result<Option<Item>> {
+        // A copy of an event stored before the sharded layout (handed over again across
+        // the upgrade) must find it there, not store it a second time. Only until the
+        // migration: a table in that state served its tenants at most a key's 1,000 units.
+        if self.legacy_keys().await? {
+            let old = self
+                .get(
+                    "insert message",
+                    tenant_pk(message.tenant),
+                    &message_sk(message.id),
+                )
+                .await?;
+            if old.is_some() {
+                return Ok(old);
+            }
+        }
         if self.put_new("insert message", item).await? {
             return Ok(None);
         }
