@@ -52,6 +52,17 @@ pub struct LambdaArgs {
     /// Events per publish request in the AWS-cost scenarios (ingest takes up to 100).
     #[arg(long, default_value_t = 100)]
     pub publish_batch: usize,
+    /// Events (3 endpoints, 1.5 KB payloads, one idempotency key each) whose DynamoDB
+    /// load per partition key is measured for the partition-key projection.
+    #[arg(long, default_value_t = 200)]
+    pub key_events: usize,
+    /// The rate of one tenant the partition-key projection is made for, events/s.
+    #[arg(long, default_value_t = 10_000)]
+    pub key_rate: usize,
+    /// Warm function instances assumed by the projection: each reads a cached record
+    /// (endpoint list, API key) once per cache lifetime.
+    #[arg(long, default_value_t = 200)]
+    pub key_instances: usize,
     /// Also write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -114,12 +125,46 @@ pub struct CostScenario {
     pub deliver_ms_per_invocation_mean: f64,
 }
 
+/// One kind of partition key (ids and shard numbers hidden, see
+/// [`crate::proxy::key_family`]): what the measured events put on it, and the most units
+/// one key of it would receive in a second at the projected rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyFamily {
+    pub family: String,
+    /// Distinct keys of the family the measured events touched.
+    pub keys: usize,
+    pub calls_per_event: f64,
+    pub wru_per_event: f64,
+    pub rru_per_event: f64,
+    /// How the projection scales the family: `sharded`, `per message`, `per event`
+    /// (one key read or written by every event), or `cached` (read once per cache
+    /// lifetime per warm instance).
+    pub scaling: String,
+    pub peak_wru_per_s: f64,
+    pub peak_rru_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyLoad {
+    pub events: usize,
+    pub endpoints: usize,
+    pub payload_bytes: usize,
+    pub rate: usize,
+    pub instances: usize,
+    /// Of `rate` message ids (and idempotency keys) minted in one second, the most that
+    /// fall on one shard key: the real key functions, so the real imbalance.
+    pub max_messages_per_shard: usize,
+    pub max_bindings_per_shard: usize,
+    pub families: Vec<KeyFamily>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LambdaResult {
     pub binaries: Vec<Binary>,
     pub init: Vec<InitTime>,
     pub deliver_batch: BatchResult,
     pub cost: Vec<CostScenario>,
+    pub keys: KeyLoad,
 }
 
 /// moto_server started by the bench, stopped when dropped.
@@ -643,6 +688,29 @@ pub async fn run(args: &LambdaArgs) -> anyhow::Result<LambdaResult> {
         );
         cost.push(scenario);
     }
+
+    // The load per partition key of one tenant's events, 3 endpoints each.
+    let key = tenant_with_endpoints_key(&cost_keys, 3)?;
+    let _ = proxy.take_keys();
+    let before = fast.count();
+    let payload = mailgun_payload();
+    for i in 0..args.key_events {
+        publish_event(&ingest, &key, &payload, &format!("evt-{i}")).await?;
+    }
+    let want = (args.key_events * 3) as u64;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fast.count() - before < want && Instant::now() < deadline {
+        let messages = aws.receive(10, Duration::from_secs(2)).await?;
+        if messages.is_empty() {
+            continue;
+        }
+        let answer = deliver.invoke(aws.sqs_event(&messages)).await?;
+        aws.delete_done(&messages, &answer).await?;
+    }
+    if fast.count() - before < want {
+        bail!("only {} of {want} deliveries", fast.count() - before);
+    }
+    let keys = key_load(args, &proxy.take_keys(), payload.to_string().len());
     deliver.stop().await;
     ingest.stop().await;
     Ok(LambdaResult {
@@ -650,7 +718,138 @@ pub async fn run(args: &LambdaArgs) -> anyhow::Result<LambdaResult> {
         init,
         deliver_batch,
         cost,
+        keys,
     })
+}
+
+/// A Mailgun `event-data` of about 1.5 KB.
+fn mailgun_payload() -> Value {
+    json!({
+        "event": "delivered",
+        "id": "W3X4Y5Z6a7b8c9d0e1f2g3",
+        "timestamp": 1_700_000_000.123_456,
+        "log-level": "info",
+        "recipient": "alice@example.com",
+        "recipient-domain": "example.com",
+        "envelope": {"sender": "bob@mg.example.com", "transport": "smtp", "targets": "alice@example.com", "sending-ip": "198.51.100.7"},
+        "message": {"headers": {"to": "Alice <alice@example.com>", "message-id": "20231114221320.1.ABCDEF0123456789@mg.example.com", "from": "Bob <bob@mg.example.com>", "subject": "Your order #123456 has shipped and is on its way to you"}, "attachments": [], "size": 18_345},
+        "delivery-status": {"tls": true, "mx-host": "mx.example.com", "code": 250, "description": "", "session-seconds": 0.482, "utf8": true, "attempt-no": 1, "message": "OK 1700000000 a1b2c3d4e5f6 - gsmtp", "certificate-verified": true},
+        "flags": {"is-routed": false, "is-authenticated": true, "is-system-test": false, "is-test-mode": false},
+        "tags": ["shipping", "transactional", "order-updates"],
+        "campaigns": [],
+        "user-variables": {"order_id": "123456", "customer_id": "cus_9f8e7d6c5b4a", "locale": "en-GB", "plan": "business"},
+        "storage": {"url": "https://storage-us-east4.api.mailgun.net/v3/domains/mg.example.com/messages/BAABAQdGGRlZ2VudHMiOltdLCJpZCI6IjEyMzQ1Njc4OTAifQ==", "key": "BAABAQdGGRlZ2VudHMiOltdLCJpZCI6IjEyMzQ1Njc4OTAifQ==", "region": "us-east4"},
+        "geolocation": {"country": "GB", "region": "ENG", "city": "London"},
+        "client-info": {"client-type": "browser", "client-os": "Linux", "device-type": "desktop", "client-name": "Firefox", "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"},
+        "batch": {"id": "654321fedcba0987654321ab"}
+    })
+}
+
+async fn publish_event(
+    ingest: &Function,
+    key: &str,
+    payload: &Value,
+    idempotency_key: &str,
+) -> anyhow::Result<()> {
+    let event =
+        json!({"type": "delivered", "payload": payload, "idempotency_key": idempotency_key});
+    let (status, body) = call(ingest, "POST", "/v1/events", key, Some(event)).await?;
+    if status != 202 {
+        bail!("publishing: {status} {body}");
+    }
+    Ok(())
+}
+
+/// How long the warm functions keep an endpoint list or an API key (cache.rs).
+const CACHE_SECONDS: f64 = 5.0;
+
+/// The measured load per key, and the most one key would receive in a second at
+/// `args.key_rate` events/s. moto serves far less than that, so time is compressed by
+/// counting per event and scaling by how a key is chosen rather than by timing windows:
+/// a shard key receives the events of its shard (the most of `rate` fresh ids that fall on
+/// one shard, from the real key functions) times the units per event; a per-message key
+/// keeps what one message put on it; a key every event touches scales with the rate; a
+/// key read through the caches is read once per cache lifetime per warm instance.
+fn key_load(args: &LambdaArgs, counts: &crate::proxy::KeyCounts, payload_bytes: usize) -> KeyLoad {
+    use hookline_core::aws::dynamo::{idempotency_key, message_key};
+    use hookline_core::ids::{MessageId, TenantId};
+    use std::collections::{BTreeMap, HashMap};
+
+    let busiest = |pks: Vec<String>| {
+        let mut n: HashMap<String, usize> = HashMap::new();
+        for pk in pks {
+            *n.entry(pk).or_default() += 1;
+        }
+        n.into_values().max().unwrap_or(0)
+    };
+    let tenant = TenantId::new();
+    let max_messages_per_shard = busiest(
+        (0..args.key_rate)
+            .map(|_| message_key(tenant, MessageId::new()).0)
+            .collect(),
+    );
+    let max_bindings_per_shard = busiest(
+        (0..args.key_rate)
+            .map(|i| idempotency_key(tenant, &format!("evt-{i}")).0)
+            .collect(),
+    );
+
+    let events = args.key_events.max(1) as f64;
+    let rate = args.key_rate as f64;
+    let mut grouped: BTreeMap<String, Vec<&crate::proxy::KeyCount>> = BTreeMap::new();
+    for (key, count) in counts {
+        grouped
+            .entry(crate::proxy::key_family(key))
+            .or_default()
+            .push(count);
+    }
+    let mut families: Vec<KeyFamily> = grouped
+        .into_iter()
+        .map(|(family, keys)| {
+            let calls: u64 = keys.iter().map(|k| k.calls).sum();
+            let wru: f64 = keys.iter().map(|k| k.wru).sum();
+            let rru: f64 = keys.iter().map(|k| k.rru).sum();
+            let (wru_e, rru_e, calls_e) = (wru / events, rru / events, calls as f64 / events);
+            let (scaling, peak_wru, peak_rru) = if family.contains("#S<nn>") {
+                let n = max_messages_per_shard as f64;
+                ("sharded", wru_e * n, rru_e * n)
+            } else if family.contains("#I<nn>") {
+                let n = max_bindings_per_shard as f64;
+                ("sharded", wru_e * n, rru_e * n)
+            } else if family.contains("<message>") {
+                let most =
+                    |f: fn(&&crate::proxy::KeyCount) -> f64| keys.iter().map(f).fold(0.0, f64::max);
+                ("per message", most(|k| k.wru), most(|k| k.rru))
+            } else if calls_e >= 0.5 {
+                ("per event", wru_e * rate, rru_e * rate)
+            } else {
+                let per_call = |units: f64| units / calls.max(1) as f64;
+                let reads = args.key_instances as f64 / CACHE_SECONDS;
+                ("cached", per_call(wru) * reads, per_call(rru) * reads)
+            };
+            KeyFamily {
+                family,
+                keys: keys.len(),
+                calls_per_event: calls_e,
+                wru_per_event: wru_e,
+                rru_per_event: rru_e,
+                scaling: scaling.to_string(),
+                peak_wru_per_s: peak_wru,
+                peak_rru_per_s: peak_rru,
+            }
+        })
+        .collect();
+    families.sort_by(|a, b| b.peak_wru_per_s.total_cmp(&a.peak_wru_per_s));
+    KeyLoad {
+        events: args.key_events,
+        endpoints: 3,
+        payload_bytes,
+        rate: args.key_rate,
+        instances: args.key_instances,
+        max_messages_per_shard,
+        max_bindings_per_shard,
+        families,
+    }
 }
 
 async fn tenant_with_endpoints(api: &Function, url: &str, n: usize) -> anyhow::Result<String> {
@@ -822,6 +1021,25 @@ pub fn table(r: &LambdaResult) -> String {
             c.wru_per_delivery,
             c.rru_per_delivery,
             c.sqs_requests_per_delivery
+        ));
+    }
+    let k = &r.keys;
+    out.push_str(&format!(
+        "\npartition keys: {} events x {} endpoints, {} B payloads, projected to {} events/s of one tenant ({} warm instances); of {} ids the busiest message shard gets {}, the busiest binding shard {}\n\n",
+        k.events, k.endpoints, k.payload_bytes, k.rate, k.instances, k.rate, k.max_messages_per_shard, k.max_bindings_per_shard
+    ));
+    out.push_str("| key | keys touched | calls/event | WRU/event | RRU/event | scaling | peak WRU/s per key (limit 1,000) | peak RRU/s per key (limit 3,000) |\n| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n");
+    for f in &k.families {
+        out.push_str(&format!(
+            "| `{}` | {} | {:.3} | {:.3} | {:.3} | {} | {:.0} | {:.0} |\n",
+            f.family,
+            f.keys,
+            f.calls_per_event,
+            f.wru_per_event,
+            f.rru_per_event,
+            f.scaling,
+            f.peak_wru_per_s,
+            f.peak_rru_per_s
         ));
     }
     for c in &r.cost {

@@ -322,6 +322,9 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
         receiver_latency_ms: 50,
         cost_events: 3,
         publish_batch: 2,
+        key_events: 5,
+        key_rate: 10_000,
+        key_instances: 200,
         json: None,
     };
     let lambda = lambda::run(&lambda_args).await?;
@@ -458,5 +461,28 @@ async fn smoke_checks(args: &SmokeArgs) -> anyhow::Result<()> {
             "lambda: the ingest function's SQS calls were counted",
         )?;
     }
+    let families = m["keys"]["families"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let family = |name: &str| families.iter().find(|f| f["family"] == name);
+    check(
+        family("T#<tenant>#S<nn>").is_some_and(|f| n(&f["wru_per_event"]) > 0.0)
+            && family("T#<tenant>#I<nn>").is_some_and(|f| n(&f["wru_per_event"]) > 0.0),
+        "lambda: messages and idempotency bindings were written to shard keys",
+    )?;
+    check(
+        families
+            .iter()
+            .all(|f| !(f["family"] == "T#<tenant>" && n(&f["wru_per_event"]) > 0.0)),
+        "lambda: no event wrote under the tenant's own key",
+    )?;
+    check(
+        families
+            .iter()
+            .all(|f| n(&f["peak_wru_per_s"]) >= 0.0 && n(&f["peak_rru_per_s"]) >= 0.0)
+            && !families.is_empty(),
+        "lambda: a projected peak for every key family",
+    )?;
     Ok(())
 }

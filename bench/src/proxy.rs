@@ -2,7 +2,8 @@
 //! counts it by service and operation (`X-Amz-Target`, else the `Action` parameter), with
 //! the billing units each call would cost on AWS: SQS requests per 64 KiB chunk, and
 //! DynamoDB read and write request units from the item sizes, written ones looked up
-//! before and after the write as AWS bills them (the larger of the two).
+//! before and after the write as AWS bills them (the larger of the two), in total and per
+//! partition key (the load DynamoDB caps per key).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,27 +28,42 @@ pub struct OpCount {
 
 pub type Counts = BTreeMap<String, OpCount>;
 
+/// What one partition key received: calls and DynamoDB request units. A key of an index
+/// is named `<index>:<key>`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct KeyCount {
+    pub calls: u64,
+    pub wru: f64,
+    pub rru: f64,
+}
+
+pub type KeyCounts = BTreeMap<String, KeyCount>;
+
 #[derive(Clone)]
 struct Inner {
     upstream: String,
     client: reqwest::Client,
     counts: Arc<Mutex<Counts>>,
+    keys: Arc<Mutex<KeyCounts>>,
 }
 
 /// A running proxy on a loopback port.
 pub struct Proxy {
     pub url: String,
     counts: Arc<Mutex<Counts>>,
+    keys: Arc<Mutex<KeyCounts>>,
 }
 
 impl Proxy {
     /// Forwards to `upstream` (e.g. `http://127.0.0.1:5000`).
     pub async fn start(upstream: &str) -> anyhow::Result<Self> {
         let counts = Arc::new(Mutex::new(Counts::new()));
+        let keys = Arc::new(Mutex::new(KeyCounts::new()));
         let inner = Inner {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: reqwest::Client::builder().no_proxy().build()?,
             counts: counts.clone(),
+            keys: keys.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(inner);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -55,12 +71,17 @@ impl Proxy {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Proxy { url, counts })
+        Ok(Proxy { url, counts, keys })
     }
 
     /// The counts so far, and starts counting afresh.
     pub fn take(&self) -> Counts {
         std::mem::take(&mut *self.counts.lock().expect("counts lock"))
+    }
+
+    /// The DynamoDB load per partition key so far, and starts counting afresh.
+    pub fn take_keys(&self) -> KeyCounts {
+        std::mem::take(&mut *self.keys.lock().expect("keys lock"))
     }
 }
 
@@ -95,6 +116,17 @@ async fn forward(
     let (op, mut count) = cost(&uri, &headers, &body, &answer_body);
     if let Some(writes) = before {
         count.wru = billed_writes(&inner, &headers, writes).await;
+    }
+    if let Some(dynamo_op) = op.strip_prefix("DynamoDB.") {
+        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let ans: Value = serde_json::from_slice(&answer_body).unwrap_or(Value::Null);
+        let mut keys = inner.keys.lock().expect("keys lock");
+        for (key, wru, rru) in key_units(dynamo_op, &req, &ans) {
+            let entry = keys.entry(key).or_default();
+            entry.calls += 1;
+            entry.wru += wru;
+            entry.rru += rru;
+        }
     }
     {
         let mut counts = inner.counts.lock().expect("counts lock");
@@ -169,24 +201,8 @@ fn cost(uri: &Uri, headers: &HeaderMap, request: &[u8], answer: &[u8]) -> (Strin
 /// the index too. Update and delete sizes are not on the wire: this counts them as one
 /// unit, and [`forward`] replaces every write's units with [`billed_writes`]'s.
 fn dynamo_units(op: &str, req: &Value, ans: &Value) -> (f64, f64) {
-    let write = |item: &Value| -> f64 {
-        let units = (item_size(item) as f64 / 1024.0).ceil().max(1.0);
-        let indexed = item.get("gsi1pk").is_some();
-        if indexed {
-            units * 2.0
-        } else {
-            units
-        }
-    };
-    let read = |items: &[&Value], consistent: bool| -> f64 {
-        let bytes: u64 = items.iter().map(|i| item_size(i)).sum();
-        let units = (bytes as f64 / 4096.0).ceil().max(1.0);
-        if consistent {
-            units
-        } else {
-            units / 2.0
-        }
-    };
+    let write = item_write_units;
+    let read = read_units;
     let consistent = req["ConsistentRead"].as_bool().unwrap_or(false);
     match op {
         "PutItem" => (write(&req["Item"]), 0.0),
@@ -350,6 +366,19 @@ async fn billed_writes(
     }
 }
 
+/// Units of writing one item, with its index's copy when it carries the index key.
+fn item_write_units(item: &Value) -> f64 {
+    let units = (item_size(item) as f64 / 1024.0).ceil().max(1.0);
+    let indexed = item
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k.starts_with("gsi") && k.ends_with("pk")));
+    if indexed {
+        units * 2.0
+    } else {
+        units
+    }
+}
+
 fn write_units(before: Option<&Value>, after: Option<&Value>) -> f64 {
     let size = |i: Option<&Value>| i.map_or(0, item_size);
     let units = |bytes: u64| (bytes as f64 / 1024.0).ceil().max(1.0);
@@ -364,6 +393,104 @@ fn write_units(before: Option<&Value>, after: Option<&Value>) -> f64 {
         total += 1.0;
     }
     total
+}
+
+/// Units of reading these items in one call.
+fn read_units(items: &[&Value], consistent: bool) -> f64 {
+    let bytes: u64 = items.iter().map(|i| item_size(i)).sum();
+    let units = (bytes as f64 / 4096.0).ceil().max(1.0);
+    if consistent {
+        units
+    } else {
+        units / 2.0
+    }
+}
+
+/// The units of one DynamoDB call per partition key it touches (WRU, RRU), counted as
+/// [`dynamo_units`] counts them: a transaction's steps each on their own key.
+fn key_units(op: &str, req: &Value, ans: &Value) -> Vec<(String, f64, f64)> {
+    let pk = |item: &Value| item["pk"]["S"].as_str().unwrap_or("?").to_string();
+    match op {
+        "PutItem" => vec![(pk(&req["Item"]), item_write_units(&req["Item"]), 0.0)],
+        "UpdateItem" | "DeleteItem" => vec![(pk(&req["Key"]), 1.0, 0.0)],
+        "GetItem" => {
+            let (_, rru) = dynamo_units(op, req, ans);
+            vec![(pk(&req["Key"]), 0.0, rru)]
+        }
+        "Query" => {
+            let (_, rru) = dynamo_units(op, req, ans);
+            let values = &req["ExpressionAttributeValues"];
+            let value = [":pk", ":gpk"]
+                .iter()
+                .find_map(|name| values[*name]["S"].as_str())
+                .unwrap_or("?");
+            let key = match req["IndexName"].as_str() {
+                Some(index) => format!("{index}:{value}"),
+                None => value.to_string(),
+            };
+            vec![(key, 0.0, rru)]
+        }
+        "TransactWriteItems" => req["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|step| match step.get("Put") {
+                Some(put) => (pk(&put["Item"]), item_write_units(&put["Item"]) * 2.0, 0.0),
+                None => {
+                    let inner = step.as_object().and_then(|o| o.values().next());
+                    (inner.map_or("?".into(), |s| pk(&s["Key"])), 2.0, 0.0)
+                }
+            })
+            .collect(),
+        "BatchWriteItem" => req["RequestItems"]
+            .as_object()
+            .into_iter()
+            .flat_map(|tables| tables.values())
+            .filter_map(Value::as_array)
+            .flatten()
+            .map(|w| match w.get("PutRequest") {
+                Some(p) => (pk(&p["Item"]), item_write_units(&p["Item"]), 0.0),
+                None => (pk(&w["DeleteRequest"]["Key"]), 1.0, 0.0),
+            })
+            .collect(),
+        other => {
+            let (wru, rru) = dynamo_units(other, req, ans);
+            vec![(format!("({other})"), wru, rru)]
+        }
+    }
+}
+
+/// A partition key with its ids and shard numbers replaced by what they stand for, so
+/// the keys of one kind add up: `T#tn_01H…#S07` is `T#<tenant>#S<nn>`.
+pub fn key_family(key: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in key.split('#').enumerate() {
+        if i > 0 {
+            out.push('#');
+        }
+        let (prefix, rest) = part.split_once(':').unwrap_or(("", part));
+        if !prefix.is_empty() {
+            out.push_str(prefix);
+            out.push(':');
+        }
+        let named = [
+            ("tn_", "<tenant>"),
+            ("msg_", "<message>"),
+            ("ep_", "<endpoint>"),
+        ]
+        .iter()
+        .find(|(p, _)| rest.starts_with(p))
+        .map(|(_, name)| name.to_string());
+        let shard = ["S", "I"].iter().find_map(|letter| {
+            rest.strip_prefix(letter)
+                .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                .map(|_| format!("{letter}<nn>"))
+        });
+        let hash = (rest.len() >= 32 && rest.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| "<hash>".to_string());
+        out.push_str(&named.or(shard).or(hash).unwrap_or_else(|| rest.to_string()));
+    }
+    out
 }
 
 /// DynamoDB's size of an item in its JSON wire form: names plus values.
@@ -452,6 +579,51 @@ mod tests {
         // 1,500 bytes as base64 is 2,000 characters on the wire.
         let item = json!({"p": {"B": "A".repeat(2000)}});
         assert_eq!(item_size(&item), 1 + 1500);
+    }
+
+    #[test]
+    fn units_go_to_the_partition_key_of_each_item() {
+        let put = json!({"Item": {"pk": {"S": "T#tn_1#S03"}, "sk": {"S": "MSG#m"}}});
+        assert_eq!(
+            key_units("PutItem", &put, &Value::Null),
+            vec![("T#tn_1#S03".to_string(), 1.0, 0.0)]
+        );
+        let tx = json!({"TransactItems": [
+            {"Put": {"Item": {"pk": {"S": "a"}}}},
+            {"Update": {"Key": {"pk": {"S": "b"}, "sk": {"S": "x"}}}}
+        ]});
+        assert_eq!(
+            key_units("TransactWriteItems", &tx, &Value::Null),
+            vec![("a".to_string(), 2.0, 0.0), ("b".to_string(), 2.0, 0.0)]
+        );
+        let query =
+            json!({"IndexName": "gsi2", "ExpressionAttributeValues": {":pk": {"S": "T#x"}}});
+        let ans = json!({"Items": [{"p": {"S": "y"}}]});
+        assert_eq!(
+            key_units("Query", &query, &ans),
+            vec![("gsi2:T#x".to_string(), 0.0, 0.5)]
+        );
+    }
+
+    #[test]
+    fn key_families_hide_ids_and_shard_numbers() {
+        let tenant = "tn_01HZX3Q5P8N2M4K6J8H0G2F4D6";
+        assert_eq!(key_family(&format!("T#{tenant}#S07")), "T#<tenant>#S<nn>");
+        assert_eq!(key_family(&format!("T#{tenant}#I31")), "T#<tenant>#I<nn>");
+        assert_eq!(key_family(&format!("T#{tenant}")), "T#<tenant>");
+        assert_eq!(
+            key_family("M#msg_01HZX3Q5P8N2M4K6J8H0G2F4D6"),
+            "M#<message>"
+        );
+        assert_eq!(
+            key_family(&format!("KEYHASH#{}", "ab".repeat(32))),
+            "KEYHASH#<hash>"
+        );
+        assert_eq!(
+            key_family("gsi2:T#tn_1#EP#ep_2#FAILED"),
+            "gsi2:T#<tenant>#EP#<endpoint>#FAILED"
+        );
+        assert_eq!(key_family("OPERATOR"), "OPERATOR");
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub async fn store_contract(store: Arc<dyn Store>, traits: StoreTraits) {
     messages_keep_their_publisher(s).await;
     list_messages_pages_newest_first(s).await;
     list_messages_filters_by_type(s).await;
+    list_messages_pages_through_a_large_log(s).await;
     idempotency_keys(s).await;
     claims_honour_leases(s).await;
     claims_check_expected_attempts(s).await;
@@ -1500,6 +1501,52 @@ async fn list_messages_filters_by_type(s: &dyn Store) {
     );
     let (none, _) = all_pages(s, t, 2, Some("order.refunded")).await;
     assert!(none.is_empty(), "a type without messages lists nothing");
+}
+
+/// Enough messages to fall on most of a sharded store's partition keys, paged in small
+/// pages: the merge of the shards must keep every message once, newest first, and a
+/// cursor taken from any page must continue exactly after it.
+async fn list_messages_pages_through_a_large_log(s: &dyn Store) {
+    let t = TenantId::new();
+    let types: Vec<&str> = (0..80)
+        .map(|i| if i % 3 == 0 { "opened" } else { "delivered" })
+        .collect();
+    let newest_first = insert_messages(s, t, &types).await;
+    let want: Vec<_> = newest_first.iter().map(|m| m.id).collect();
+
+    let (ids, first_page) = all_pages(s, t, 10, None).await;
+    assert_eq!(
+        first_page,
+        want[..10],
+        "the first page holds the newest ten"
+    );
+    assert_eq!(ids, want, "pages list all 80 once, newest first");
+
+    let (opened, _) = all_pages(s, t, 9, Some("opened")).await;
+    let want_opened: Vec<_> = newest_first
+        .iter()
+        .filter(|m| m.event_type == "opened")
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(opened, want_opened, "filtered pages list every match once");
+
+    let middle = s
+        .list_messages(
+            t,
+            &MessageQuery {
+                before: Some(want[41]),
+                limit: 5,
+                event_type: None,
+            },
+        )
+        .await
+        .expect("list messages");
+    assert_eq!(
+        middle.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+        want[42..47],
+        "a cursor in the middle continues right after it"
+    );
+    assert_eq!(middle.next_cursor, Some(want[46].to_string()));
 }
 
 async fn idempotency_keys(s: &dyn Store) {

@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
-use hookline_core::aws::dynamo::{PK, SK, TTL_ATTRIBUTE};
+use hookline_core::aws::dynamo::{
+    idempotency_key, message_key, LAYOUT_PK, LAYOUT_SK, MESSAGE_SHARDS, PK, SK, TTL_ATTRIBUTE,
+};
 use hookline_core::aws::sqs::{Attribute, Attributed, MAX_BATCH_BYTES, REASON_ATTRIBUTE};
 use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLetters, SqsQueue};
 use hookline_core::contract::{self, QueueTraits};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{
-    BodyFormat, Domain, Endpoint, EndpointStatus, Message, MessageQuery, Millis,
+    BodyFormat, Domain, Endpoint, EndpointStatus, FailedQuery, Message, MessageQuery, Millis,
 };
 use hookline_core::ports::{
-    DeadLetters, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal, Store, Written,
+    DeadLetters, DeliveryStore, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal,
+    Store, Written,
 };
 use hookline_core::signing::{EndpointSecrets, Secret};
 use serde_json::value::RawValue;
@@ -164,11 +167,12 @@ async fn idempotency_items_carry_the_ttl_attribute_in_seconds() {
         .expect("claim");
     assert_eq!(claimed, None);
 
+    let (pk, sk) = idempotency_key(tenant, "order-1");
     let item = client
         .get_item()
         .table_name(store.table())
-        .key(PK, AttributeValue::S(format!("T#{tenant}")))
-        .key(SK, AttributeValue::S("IDEM#order-1".into()))
+        .key(PK, AttributeValue::S(pk))
+        .key(SK, AttributeValue::S(sk))
         .consistent_read(true)
         .send()
         .await
@@ -209,12 +213,13 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
         let client = client.clone();
         let table = store.table().to_string();
         let (tenant, id) = (m.tenant, m.id);
+        let (pk, sk) = message_key(tenant, id);
         async move {
             client
                 .get_item()
                 .table_name(table)
-                .key(PK, AttributeValue::S(format!("T#{tenant}")))
-                .key(SK, AttributeValue::S(format!("MSG#{id}")))
+                .key(PK, AttributeValue::S(pk))
+                .key(SK, AttributeValue::S(sk))
                 .send()
                 .await
                 .expect("get item")
@@ -764,4 +769,315 @@ async fn sqs_reads_the_redrive_policys_receive_count() {
     let plain = SqsQueue::new(client.clone(), dead_letter_url.clone());
     assert_eq!(plain.max_receives().await.expect("no policy"), None);
     drop_queues(&client, &queue, &dead_letter_url).await;
+}
+
+/// A table written before messages and idempotency bindings were sharded: old-layout
+/// items read as before until the migration, which moves each to its shard's key once,
+/// loses none, and can be run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_migration_moves_an_unsharded_table_without_loss_or_duplicates() {
+    let (client, store) = store().await;
+    // A table deployed before the sharded layout has no layout item.
+    client
+        .delete_item()
+        .table_name(store.table())
+        .key(PK, AttributeValue::S(LAYOUT_PK.into()))
+        .key(SK, AttributeValue::S(LAYOUT_SK.into()))
+        .send()
+        .await
+        .expect("forget the layout");
+    let tenant = TenantId::new();
+    let base: u64 = 1_700_000_000_000;
+    let old_ids: Vec<MessageId> = (0..40)
+        .map(|i| MessageId::from_ulid(Ulid::from_parts(base + i, rand_bits(i))))
+        .collect();
+    let put_old = |id: MessageId| {
+        let client = client.clone();
+        let table = store.table().to_string();
+        async move {
+            client
+                .put_item()
+                .table_name(table)
+                .item(PK, AttributeValue::S(format!("T#{tenant}")))
+                .item(SK, AttributeValue::S(format!("MSG#{id}")))
+                .item("id", AttributeValue::S(id.to_string()))
+                .item("tenant", AttributeValue::S(tenant.to_string()))
+                .item("type", AttributeValue::S("delivered".into()))
+                .item("payload", AttributeValue::S(format!(r#"{{"id":"{id}"}}"#)))
+                .item(
+                    "received_at",
+                    AttributeValue::N(id.ulid().timestamp_ms().to_string()),
+                )
+                .item("targets", AttributeValue::L(Vec::new()))
+                .send()
+                .await
+                .expect("put an old-layout message");
+        }
+    };
+    for id in &old_ids {
+        put_old(*id).await;
+    }
+    let far = (base as Millis) + 86_400_000;
+    client
+        .put_item()
+        .table_name(store.table())
+        .item(PK, AttributeValue::S(format!("T#{tenant}")))
+        .item(SK, AttributeValue::S("IDEM#order-7".into()))
+        .item("message_id", AttributeValue::S(old_ids[7].to_string()))
+        .item("expires_ms", AttributeValue::N(far.to_string()))
+        .item("expires_at", AttributeValue::N((far / 1000).to_string()))
+        .send()
+        .await
+        .expect("put an old-layout binding");
+    // Messages published since the upgrade, one of them (as a retried publish) also
+    // stored in the old layout: as if a run stopped between copying and deleting it.
+    let mut new_ids = Vec::new();
+    for i in 0..5 {
+        let id = MessageId::from_ulid(Ulid::from_parts(base + 100 + i, rand_bits(i + 100)));
+        store
+            .insert_message(&Message {
+                id,
+                tenant,
+                publisher: None,
+                domain: None,
+                event_type: "delivered".into(),
+                payload: RawValue::from_string(format!(r#"{{"id":"{id}"}}"#)).unwrap(),
+                idempotency_key: None,
+                received_at: id.ulid().timestamp_ms() as Millis,
+                targets: Vec::new(),
+            })
+            .await
+            .expect("insert");
+        new_ids.push(id);
+    }
+    put_old(new_ids[2]).await;
+    // Failed deliveries to one endpoint, in the replay index under its unsharded key.
+    let endpoint = EndpointId::new();
+    let failed: Vec<MessageId> = old_ids.iter().step_by(4).copied().collect();
+    for id in &failed {
+        client
+            .put_item()
+            .table_name(store.table())
+            .item(PK, AttributeValue::S(format!("M#{id}")))
+            .item(SK, AttributeValue::S(format!("D#{endpoint}")))
+            .item("message", AttributeValue::S(id.to_string()))
+            .item("endpoint", AttributeValue::S(endpoint.to_string()))
+            .item("tenant", AttributeValue::S(tenant.to_string()))
+            .item("status", AttributeValue::S("failed".into()))
+            .item("attempts", AttributeValue::N("8".into()))
+            .item("updated_at", AttributeValue::N(base.to_string()))
+            .item(
+                "gsi2pk",
+                AttributeValue::S(format!("T#{tenant}#EP#{endpoint}#FAILED")),
+            )
+            .item("gsi2sk", AttributeValue::S(id.to_string()))
+            .send()
+            .await
+            .expect("put an old-layout failed delivery");
+    }
+    let replayable = |store: DynamoStore| async move {
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .list_failed_deliveries(
+                    tenant,
+                    endpoint,
+                    &FailedQuery {
+                        since: 0,
+                        until: None,
+                        after,
+                        limit: 3,
+                    },
+                )
+                .await
+                .expect("list failed");
+            let Some(last) = page.last() else {
+                return ids;
+            };
+            after = Some(last.message);
+            ids.extend(page.iter().map(|d| d.message));
+        }
+    };
+    assert_eq!(
+        replayable(store.clone()).await,
+        failed,
+        "before the migration, a replay finds the failed deliveries under the old index key"
+    );
+    let copy = store
+        .insert_message(&Message {
+            id: old_ids[0],
+            tenant,
+            publisher: None,
+            domain: None,
+            event_type: "delivered".into(),
+            payload: RawValue::from_string(r#"{"copy":true}"#.into()).unwrap(),
+            idempotency_key: None,
+            received_at: old_ids[0].ulid().timestamp_ms() as Millis,
+            targets: Vec::new(),
+        })
+        .await
+        .expect("insert a copy");
+    assert_eq!(
+        copy.payload.get(),
+        format!(r#"{{"id":"{}"}}"#, old_ids[0]),
+        "a copy of an event stored in the old layout finds it there, and stores nothing"
+    );
+    let mut want: Vec<MessageId> = old_ids.iter().chain(&new_ids).copied().collect();
+    want.sort_by_key(|id| std::cmp::Reverse(*id));
+
+    let list_all = |store: DynamoStore| async move {
+        let mut ids = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .list_messages(
+                    tenant,
+                    &MessageQuery {
+                        before,
+                        limit: 7,
+                        event_type: None,
+                    },
+                )
+                .await
+                .expect("list");
+            ids.extend(page.items.iter().map(|m| m.id));
+            match page.next_cursor {
+                Some(cursor) => before = MessageId::parse(&cursor),
+                None => return ids,
+            }
+        }
+    };
+    assert_eq!(
+        list_all(store.clone()).await,
+        want,
+        "before the migration, listings merge both layouts, each message once"
+    );
+    assert!(store
+        .get_message(tenant, old_ids[3])
+        .await
+        .expect("get")
+        .is_some());
+    let claim = |store: DynamoStore| async move {
+        store
+            .claim_idempotency_key(
+                tenant,
+                "order-7",
+                MessageId::new(),
+                base as Millis + 1000,
+                Duration::from_secs(3600),
+            )
+            .await
+            .expect("claim")
+    };
+    assert_eq!(
+        claim(store.clone()).await,
+        Some(old_ids[7]),
+        "an old binding holds before the migration"
+    );
+
+    let fresh = || DynamoStore::new(client.clone(), store.table().to_string());
+    // The command operators run, against moto.
+    let endpoint = std::env::var(hookline_core::aws::testing::ENDPOINT_VAR).expect("moto");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_hookline-migrate"))
+        .arg(store.table())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .expect("run hookline-migrate");
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        said.contains("51 items moved to sharded keys, 1 found moved already"),
+        "40 messages, one binding and 10 failed deliveries moved, the message in both \
+         layouts kept once: {said}"
+    );
+
+    let scan = client
+        .scan()
+        .table_name(store.table())
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    let key_of = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| {
+        item[name].as_s().expect("a string key").clone()
+    };
+    assert!(
+        !scan
+            .iter()
+            .any(|item| key_of(item, PK) == format!("T#{tenant}")),
+        "nothing is left under the tenant's own key"
+    );
+    let mut stored: Vec<(String, String)> = scan
+        .iter()
+        .filter(|item| key_of(item, SK).starts_with("MSG#"))
+        .map(|item| (key_of(item, PK), key_of(item, SK)))
+        .collect();
+    stored.sort();
+    let mut want_keys: Vec<_> = want.iter().map(|id| message_key(tenant, *id)).collect();
+    want_keys.sort();
+    assert_eq!(
+        stored, want_keys,
+        "each message once, under its shard's key"
+    );
+    let shards: std::collections::HashSet<_> = stored.iter().map(|(pk, _)| pk).collect();
+    assert!(
+        shards.len() > 10 && shards.len() as u64 <= MESSAGE_SHARDS,
+        "45 messages fall on many of the {MESSAGE_SHARDS} shards, got {}",
+        shards.len()
+    );
+    let (binding_pk, _) = idempotency_key(tenant, "order-7");
+    assert!(scan.iter().any(|item| key_of(item, PK) == binding_pk));
+
+    let after = fresh();
+    assert_eq!(
+        list_all(after.clone()).await,
+        want,
+        "after it, the sharded keys alone list every message once, newest first"
+    );
+    for id in &want {
+        let message = after
+            .get_message(tenant, *id)
+            .await
+            .expect("get")
+            .expect("every message is found by id");
+        assert_eq!(message.payload.get(), format!(r#"{{"id":"{id}"}}"#));
+    }
+    assert_eq!(
+        claim(after.clone()).await,
+        Some(old_ids[7]),
+        "the moved binding still holds"
+    );
+    assert_eq!(
+        replayable(after.clone()).await,
+        failed,
+        "a replay since any time finds every failed delivery once, oldest first"
+    );
+    assert!(
+        !scan
+            .iter()
+            .filter_map(|item| item.get("gsi2pk"))
+            .any(|gpk| gpk.as_s().is_ok_and(|k| k.ends_with("#FAILED"))),
+        "no failed delivery is left under the unsharded index key"
+    );
+    assert_eq!(
+        fresh().migrate_keys().await.expect("migrate again"),
+        hookline_core::aws::KeyMigration::default(),
+        "a second run finds nothing to move"
+    );
+    drop_table(&client, &store).await;
+}
+
+/// Random-looking low bits for a test id, fixed per `i`.
+fn rand_bits(i: u64) -> u128 {
+    u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | (u128::from(i) << 64)
 }

@@ -2,8 +2,8 @@
 //! endpoints, messages and idempotency keys, deliveries and attempts, the operator's event
 //! types, each an item under
 //! string keys `pk`/`sk`, plus one index: an endpoint's failed deliveries (for replays).
-//! A tenant's messages are listed from the table itself (they share the tenant's
-//! partition), so storing a message is one write unit, not two.
+//! A tenant's messages are listed from the table itself (from the partition keys they are
+//! spread over), so storing a message is one write, not two.
 //!
 //! # Table schema
 //!
@@ -39,13 +39,20 @@
 //! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version` (an item written before versions has none: version 1) |
 //! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
-//! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
-//! | message       | `T#<tenant>`     | `MSG#<message>`   | `id tenant publisher? type domain? payload (verbatim JSON text) or payload_zd1 (B: the same bytes, zstd-compressed with dictionary 1) idempotency_key? received_at targets (L of S) first_lease_until?` |
-//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED gsi2sk=<message id>` |
+//! | idempotency   | `T#<tenant>#I<nn>` | `IDEM#<key>`    | `message_id expires_ms expires_at`; `nn`: SHA-256 of the key mod [`IDEMPOTENCY_SHARDS`] |
+//! | message       | `T#<tenant>#S<nn>` | `MSG#<message>` | `id tenant publisher? type domain? payload (verbatim JSON text) or payload_zd1 (B: the same bytes, zstd-compressed with dictionary 1) idempotency_key? received_at targets (L of S) first_lease_until?` |
+//! | delivery      | `M#<message>`    | `D#<endpoint>`    | `message endpoint tenant status attempts next_attempt_at? last_status_code? last_error? lease_until? updated_at log? (L of M: its first attempts)`, and when failed `gsi2pk=T#<tenant>#EP#<endpoint>#FAILED#S<nn> gsi2sk=<message id>` (`nn`: the message's shard) |
 //! | attempt       | `M#<message>`    | `A#<attempt id>`  | `id message endpoint tenant number at status_code? latency_ms response error? outcome` (attempts past the first [`INLINE_ATTEMPTS`] of a delivery) |
 //! | event type    | `EVENTTYPE`      | `<name>`          | `name provider description sample (verbatim JSON text) created_at` |
 //! | portal login token | `PORTALTOKEN#<hex hash>` | `TOKEN` | `tenant expires_ms expires_at` |
 //! | portal session | `PORTALSESSION#<hex hash>` | `SESSION` | `tenant csrf created_at expires_ms expires_at` |
+//! | layout        | `LAYOUT`         | `LAYOUT`          | `message_shards idempotency_shards`: no message or binding is under `T#<tenant>` (written by [`create_table`] and at the end of [`DynamoStore::migrate_keys`]) |
+//!
+//! A message's shard `nn` (two digits) is the low 64 bits of its ULID mod
+//! [`MESSAGE_SHARDS`]: random bits, so one tenant's writes spread over the shards and no
+//! key takes more than its share. A table written before this layout has messages and
+//! bindings under `T#<tenant>`; until it has a layout item, reads look there too (see
+//! [`DynamoStore::migrate_keys`]).
 //!
 //! A message's payload is stored compressed (`payload_zd1`) when that makes it smaller: a
 //! message item is billed per started KiB. The compression starts from a dictionary of
@@ -68,15 +75,16 @@
 //! does not include.
 //!
 //! Reads of single items are strongly consistent. Message listings read the tenant's
-//! partition, failed-delivery listings an index, both eventually consistent: a message
+//! shards, failed-delivery listings an index, both eventually consistent: a message
 //! may show up in listings a moment after it was stored, a delivery a moment after it
-//! failed. A tenant's messages share one partition (as they shared one index partition
-//! before), which DynamoDB serves at up to about 1,000 writes a second.
+//! failed. A listing page queries every shard for a few messages at a time, newest first,
+//! and merges them by id; its cursor is the last id, whichever shard it came from.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::client::Waiters;
@@ -140,6 +148,24 @@ const ENDPOINT_COUNT_SK: &str = "ENDPOINTS";
 const GROUP_PREFIX: &str = "GROUP#";
 const IDEMPOTENCY_PREFIX: &str = "IDEM#";
 const MESSAGE_PREFIX: &str = "MSG#";
+/// How many partition keys a tenant's messages are spread over. A message of a 1.5 KB
+/// payload is a 2 KB item, 2 write units (3 from a 2 KB payload): at 10,000 messages a
+/// second from one tenant, 64 keys take at most about 200 messages, 600 WRU/s each (the
+/// random shards are not exactly even), against DynamoDB's 1,000 per key; 32 would put the
+/// busiest key over it with 2 KB payloads. Every listing page queries each key, so more
+/// would make pages dearer. Changing it moves messages between keys: it is part of the
+/// layout.
+pub const MESSAGE_SHARDS: u64 = 64;
+/// How many partition keys a tenant's idempotency bindings are spread over (1 WRU each,
+/// under keys of their own, so they add nothing to a message shard's load). Bindings are
+/// only ever read by key, so more shards cost nothing.
+pub const IDEMPOTENCY_SHARDS: u64 = 32;
+/// The item recording that [`DynamoStore::migrate_keys`] finished: from then on no
+/// message or binding is under its tenant's own partition key.
+pub const LAYOUT_PK: &str = "LAYOUT";
+pub const LAYOUT_SK: &str = "LAYOUT";
+/// How long a store trusts what it last read of the layout item.
+const LAYOUT_PATIENCE: Duration = Duration::from_secs(60);
 const DELIVERY_PREFIX: &str = "D#";
 const ATTEMPT_PREFIX: &str = "A#";
 /// The message attribute holding its payload compressed with [`PAYLOAD_DICTIONARY`];
@@ -169,6 +195,9 @@ pub struct DynamoStore {
     table: String,
     /// How long messages, deliveries and attempts are kept (DynamoDB TTL); `None`: ever.
     retention: Option<Duration>,
+    /// Whether the table may still hold items of the unsharded layout, and when that was
+    /// read; shared by the clones of a store.
+    layout: Arc<Mutex<Option<(bool, Instant)>>>,
 }
 
 impl DynamoStore {
@@ -177,6 +206,7 @@ impl DynamoStore {
             client,
             table,
             retention: None,
+            layout: Arc::default(),
         }
     }
 
@@ -264,7 +294,27 @@ pub async fn create_table(client: &Client, name: &str) -> Result<()> {
         .send()
         .await
         .map_err(|e| sdk_error("enable table TTL", e))?;
+    // A new table holds nothing of the unsharded layout: no migration to wait for.
+    client
+        .put_item()
+        .table_name(name)
+        .set_item(Some(layout_item()))
+        .send()
+        .await
+        .map_err(|e| sdk_error("record the table layout", e))?;
     Ok(())
+}
+
+/// The item saying a table holds messages and bindings under sharded keys only.
+fn layout_item() -> Item {
+    item(
+        LAYOUT_PK.to_owned(),
+        LAYOUT_SK,
+        [
+            ("message_shards", Some(n(MESSAGE_SHARDS))),
+            ("idempotency_shards", Some(n(IDEMPOTENCY_SHARDS))),
+        ],
+    )
 }
 
 // ---- keys and attribute encoding --------------------------------------------------------
@@ -275,6 +325,45 @@ fn tenant_pk(tenant: TenantId) -> String {
 
 fn message_pk(message: MessageId) -> String {
     format!("M#{message}")
+}
+
+/// The shard of a message: the low bits of its ULID, which are random (or, for ids minted
+/// in one millisecond, consecutive), so a tenant's messages fall evenly on the shards.
+fn message_shard(id: MessageId) -> u64 {
+    (id.ulid().0 as u64) % MESSAGE_SHARDS
+}
+
+/// One of the partition keys a tenant's messages are spread over.
+fn message_shard_pk(tenant: TenantId, shard: u64) -> String {
+    format!("T#{tenant}#S{shard:02}")
+}
+
+/// The partition key of a message in the sharded layout.
+fn message_log_pk(tenant: TenantId, id: MessageId) -> String {
+    message_shard_pk(tenant, message_shard(id))
+}
+
+/// The partition key of an idempotency binding: its shard is a hash of the key (stable
+/// across builds and platforms, unlike std's hasher), so one key always maps to one item.
+fn idempotency_pk(tenant: TenantId, key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let head = u64::from_be_bytes(digest[..8].try_into().expect("eight bytes"));
+    format!("T#{tenant}#I{:02}", head % IDEMPOTENCY_SHARDS)
+}
+
+fn idempotency_sk(key: &str) -> String {
+    format!("{IDEMPOTENCY_PREFIX}{key}")
+}
+
+/// The `pk` and `sk` of a message's item in the sharded layout.
+pub fn message_key(tenant: TenantId, id: MessageId) -> (String, String) {
+    (message_log_pk(tenant, id), message_sk(id))
+}
+
+/// The `pk` and `sk` of an idempotency binding's item in the sharded layout.
+pub fn idempotency_key(tenant: TenantId, key: &str) -> (String, String) {
+    (idempotency_pk(tenant, key), idempotency_sk(key))
 }
 
 fn key_lookup_pk(hash: &KeyHash) -> String {
@@ -575,7 +664,7 @@ fn message_sk(id: MessageId) -> String {
 
 fn message_item(m: &Message) -> Item {
     item(
-        tenant_pk(m.tenant),
+        message_log_pk(m.tenant, m.id),
         message_sk(m.id),
         [
             ("id", Some(s(m.id.to_string()))),
@@ -654,9 +743,22 @@ fn delivery_sk(endpoint: EndpointId) -> String {
     format!("{DELIVERY_PREFIX}{endpoint}")
 }
 
-/// The index partition holding a tenant's failed deliveries to one endpoint.
-fn failed_deliveries_of(tenant: TenantId, endpoint: EndpointId) -> String {
+/// The index partition holding a tenant's failed deliveries to one endpoint before the
+/// sharded layout.
+fn unsharded_failed_deliveries_of(tenant: TenantId, endpoint: EndpointId) -> String {
     format!("T#{tenant}#EP#{endpoint}#FAILED")
+}
+
+/// One of the index partitions a tenant's failed deliveries to one endpoint are spread
+/// over: an endpoint that fails every delivery of a busy tenant would otherwise put all
+/// of them on one index key.
+fn failed_shard_pk(tenant: TenantId, endpoint: EndpointId, shard: u64) -> String {
+    format!("T#{tenant}#EP#{endpoint}#FAILED#S{shard:02}")
+}
+
+/// The index partition of a failed delivery: its message's shard.
+fn failed_deliveries_of(tenant: TenantId, endpoint: EndpointId, message: MessageId) -> String {
+    failed_shard_pk(tenant, endpoint, message_shard(message))
 }
 
 fn delivery_item(d: &Delivery) -> Item {
@@ -678,7 +780,7 @@ fn delivery_item(d: &Delivery) -> Item {
             // Only failed deliveries are in the replay index.
             (
                 GSI2_PK,
-                failed.then(|| s(failed_deliveries_of(d.tenant, d.endpoint))),
+                failed.then(|| s(failed_deliveries_of(d.tenant, d.endpoint, d.message))),
             ),
             (GSI2_SK, failed.then(|| s(d.message.to_string()))),
         ],
@@ -1208,12 +1310,27 @@ impl DynamoStore {
     /// else the stored item: read back rather than echo the input, as a retried publish
     /// must see the version that was stored first.
     async fn put_message(&self, message: &Message, item: Item) -> Result<Option<Item>> {
+        // A copy of an event stored before the sharded layout (handed over again across
+        // the upgrade) must find it there, not store it a second time. Only until the
+        // migration: a table in that state served its tenants at most a key's 1,000 units.
+        if self.legacy_keys().await? {
+            let old = self
+                .get(
+                    "insert message",
+                    tenant_pk(message.tenant),
+                    &message_sk(message.id),
+                )
+                .await?;
+            if old.is_some() {
+                return Ok(old);
+            }
+        }
         if self.put_new("insert message", item).await? {
             return Ok(None);
         }
         self.get(
             "insert message",
-            tenant_pk(message.tenant),
+            message_log_pk(message.tenant, message.id),
             &message_sk(message.id),
         )
         .await?
@@ -1882,10 +1999,15 @@ impl MessageStore for DynamoStore {
 
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
         // Keyed under its tenant: another tenant's id is not found.
-        self.get("get message", tenant_pk(tenant), &message_sk(id))
-            .await?
-            .map(|item| decode_message(&item))
-            .transpose()
+        let mut found = self
+            .get("get message", message_log_pk(tenant, id), &message_sk(id))
+            .await?;
+        if found.is_none() && self.legacy_keys().await? {
+            found = self
+                .get("get message", tenant_pk(tenant), &message_sk(id))
+                .await?;
+        }
+        found.map(|item| decode_message(&item)).transpose()
     }
 
     async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
@@ -1902,49 +2024,47 @@ impl MessageStore for DynamoStore {
                 }
             },
         };
-        let mut items = Vec::new();
-        let mut start = None;
-        // One message past the page tells whether another page follows.
-        while items.len() <= limit {
-            let wanted = limit + 1 - items.len();
+        let mut pks: Vec<String> = (0..MESSAGE_SHARDS)
+            .map(|shard| message_shard_pk(tenant, shard))
+            .collect();
+        if self.legacy_keys().await? {
+            pks.push(tenant_pk(tenant));
+        }
+        // Each shard is read newest first a few messages at a time, and the shards merged
+        // by id (ULIDs sort by time): a page reads about one request per shard and not
+        // a page's worth from each. One message past the page tells whether another follows.
+        let wanted = limit + 1;
+        let mut batch = wanted.div_ceil(pks.len()) + 2;
+        if query.event_type.is_some() {
             // DynamoDB applies `Limit` before the filter, so a filtered listing reads more
             // per request to need fewer of them.
-            let page_size = if query.event_type.is_some() {
-                (wanted * 4).clamp(wanted, MAX_PAGE)
-            } else {
-                wanted
+            batch = (batch * 4).min(MAX_PAGE);
+        }
+        let mut shards: Vec<ShardReader> = pks.into_iter().map(ShardReader::new).collect();
+        let mut items: Vec<Message> = Vec::with_capacity(wanted);
+        while items.len() < wanted {
+            futures::future::try_join_all(
+                shards
+                    .iter_mut()
+                    .filter(|shard| shard.buffered.is_empty() && !shard.done)
+                    .map(|shard| self.read_messages(shard, &last, batch, query)),
+            )
+            .await?;
+            let Some(newest) = shards
+                .iter_mut()
+                .filter(|shard| !shard.buffered.is_empty())
+                .max_by_key(|shard| shard.buffered[0].id)
+            else {
+                break;
             };
-            // The tenant's partition holds its other records too: the key condition keeps
-            // to the message range, `MSG#` up to the last id before the cursor.
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(tenant_pk(tenant)))
-                .expression_attribute_values(":first", s(MESSAGE_PREFIX))
-                .expression_attribute_values(":last", s(&last))
-                .scan_index_forward(false)
-                .limit(i32::try_from(page_size).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            if let Some(event_type) = &query.event_type {
-                request = request
-                    .filter_expression("#type = :type")
-                    .expression_attribute_names("#type", "type")
-                    .expression_attribute_values(":type", s(event_type));
-            }
-            let out = request
-                .send()
-                .await
-                .map_err(|e| sdk_error("list messages", e))?;
-            for item in out.items.unwrap_or_default() {
-                items.push(decode_message(&item)?);
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
+            let message = newest.buffered.pop_front().expect("a buffered message");
+            // A message stored under both layouts (published again across the upgrade,
+            // before the migration) comes out of the merge twice in a row: once is enough.
+            if items
+                .last()
+                .is_none_or(|previous| previous.id != message.id)
+            {
+                items.push(message);
             }
         }
         let more = items.len() > limit;
@@ -1965,8 +2085,25 @@ impl MessageStore for DynamoStore {
         now: Millis,
         ttl: Duration,
     ) -> Result<Option<MessageId>> {
-        let pk = tenant_pk(tenant);
-        let sk = format!("{IDEMPOTENCY_PREFIX}{key}");
+        // A binding made before the upgrade holds until the migration moves it.
+        if self.legacy_keys().await? {
+            let old = self
+                .get(
+                    "claim idempotency key",
+                    tenant_pk(tenant),
+                    &idempotency_sk(key),
+                )
+                .await?;
+            if let Some(bound) = old
+                .map(|item| live_binding(&item, now))
+                .transpose()?
+                .flatten()
+            {
+                return Ok(Some(bound));
+            }
+        }
+        let pk = idempotency_pk(tenant, key);
+        let sk = idempotency_sk(key);
         let expires_ms = now.saturating_add(duration_ms(ttl));
         let binding = item(
             pk.clone(),
@@ -1995,9 +2132,8 @@ impl MessageStore for DynamoStore {
                 return Ok(None);
             }
             if let Some(item) = self.get("claim idempotency key", pk.clone(), &sk).await? {
-                let f = Fields::new(&item, "decode idempotency key");
-                if f.n::<Millis>("expires_ms")? > now {
-                    return Ok(Some(f.parsed("message_id")?));
+                if let Some(bound) = live_binding(&item, now)? {
+                    return Ok(Some(bound));
                 }
             }
         }
@@ -2005,6 +2141,282 @@ impl MessageStore for DynamoStore {
             "claim idempotency key",
             "the binding kept changing under concurrent claims",
         ))
+    }
+}
+
+/// What [`DynamoStore::migrate_keys`] did: items copied to their shard's key, and items
+/// found there already (copied by an earlier run, or written since); either way the old
+/// item is gone.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyMigration {
+    pub moved: u64,
+    pub already_moved: u64,
+}
+
+/// The sharded partition key of a message or binding item of the unsharded layout
+/// (`T#<tenant>`), or `None` for one already sharded.
+fn sharded_pk(item: &Item) -> Result<Option<String>> {
+    let f = Fields::new(item, "migrate keys");
+    let Some(tenant) = f.s(PK)?.strip_prefix("T#").and_then(TenantId::parse) else {
+        return Ok(None);
+    };
+    let sk = f.s(SK)?;
+    if let Some(id) = sk.strip_prefix(MESSAGE_PREFIX) {
+        let id = MessageId::parse(id).ok_or_else(|| f.bad(SK))?;
+        return Ok(Some(message_log_pk(tenant, id)));
+    }
+    Ok(sk
+        .strip_prefix(IDEMPOTENCY_PREFIX)
+        .map(|key| idempotency_pk(tenant, key)))
+}
+
+/// The index key of a failed delivery of the unsharded layout and its shard's, or `None`
+/// for an item not in the index or already sharded.
+fn sharded_failed_key(item: &Item) -> Result<Option<(String, String)>> {
+    let f = Fields::new(item, "migrate keys");
+    let Some(old) = f.opt_string(GSI2_PK)? else {
+        return Ok(None);
+    };
+    if !old.ends_with("#FAILED") {
+        return Ok(None);
+    }
+    let message: MessageId = f.parsed(GSI2_SK)?;
+    let new = format!("{old}#S{:02}", message_shard(message));
+    Ok(Some((old, new)))
+}
+
+/// The message an idempotency binding holds, unless it has expired.
+fn live_binding(item: &Item, now: Millis) -> Result<Option<MessageId>> {
+    let f = Fields::new(item, "decode idempotency key");
+    if f.n::<Millis>("expires_ms")? > now {
+        Ok(Some(f.parsed("message_id")?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// One partition key's messages as a listing reads them: newest first, a batch at a time.
+struct ShardReader {
+    pk: String,
+    buffered: std::collections::VecDeque<Message>,
+    /// Where the next request starts; `None` with `done` false: at the top.
+    start: Option<Item>,
+    done: bool,
+}
+
+/// One index partition's failed deliveries as a replay reads them: oldest first.
+struct FailedReader {
+    pk: String,
+    buffered: std::collections::VecDeque<Delivery>,
+    start: Option<Item>,
+    done: bool,
+}
+
+impl ShardReader {
+    fn new(pk: String) -> Self {
+        ShardReader {
+            pk,
+            buffered: Default::default(),
+            start: None,
+            done: false,
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Reads a shard's next messages at or below the sort key `last` into its buffer:
+    /// at least one unless the shard has no more.
+    async fn read_messages(
+        &self,
+        shard: &mut ShardReader,
+        last: &str,
+        batch: usize,
+        query: &MessageQuery,
+    ) -> Result<()> {
+        while shard.buffered.is_empty() && !shard.done {
+            // A tenant's own partition holds its other records too: the key condition
+            // keeps to the message range, `MSG#` up to the last id before the cursor.
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(&shard.pk))
+                .expression_attribute_values(":first", s(MESSAGE_PREFIX))
+                .expression_attribute_values(":last", s(last))
+                .scan_index_forward(false)
+                .limit(i32::try_from(batch).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(shard.start.take());
+            if let Some(event_type) = &query.event_type {
+                request = request
+                    .filter_expression("#type = :type")
+                    .expression_attribute_names("#type", "type")
+                    .expression_attribute_values(":type", s(event_type));
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("list messages", e))?;
+            for item in out.items.unwrap_or_default() {
+                shard.buffered.push_back(decode_message(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => shard.start = Some(next),
+                _ => shard.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every message and idempotency binding of the unsharded layout (under its
+    /// tenant's own partition key) to its shard's key, then records that the table is
+    /// sharded, after which reads stop looking at the old keys. Each item is copied by a
+    /// conditional put (an item already at the new key, moved by an earlier run or
+    /// written since, is kept) and only then deleted from the old key, so a run stopped at
+    /// any point loses nothing, and running it again finishes the job. Run it after every
+    /// function runs the sharded layout: one still writing the old one would leave items
+    /// behind.
+    pub async fn migrate_keys(&self) -> Result<KeyMigration> {
+        let mut report = KeyMigration::default();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(
+                    "begins_with(#sk, :msg) OR begins_with(#sk, :idem) OR attribute_exists(#gpk)",
+                )
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_names("#gpk", GSI2_PK)
+                .expression_attribute_values(":msg", s(MESSAGE_PREFIX))
+                .expression_attribute_values(":idem", s(IDEMPOTENCY_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("migrate keys", e))?;
+            for old in out.items.unwrap_or_default() {
+                if let Some((old_gpk, new_gpk)) = sharded_failed_key(&old)? {
+                    // Conditional: a delivery reopened (or failed again) meanwhile keeps
+                    // the index key its own write gave it.
+                    let f = Fields::new(&old, "migrate keys");
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(f.s(PK)?.to_owned(), f.s(SK)?.to_owned())))
+                        .update_expression("SET #gpk = :new")
+                        .condition_expression("#gpk = :old")
+                        .expression_attribute_names("#gpk", GSI2_PK)
+                        .expression_attribute_values(":new", s(new_gpk))
+                        .expression_attribute_values(":old", s(old_gpk))
+                        .send()
+                        .await;
+                    if written("migrate keys", result)? {
+                        report.moved += 1;
+                    } else {
+                        report.already_moved += 1;
+                    }
+                    continue;
+                }
+                let Some(new_pk) = sharded_pk(&old)? else {
+                    continue;
+                };
+                let mut moved = old.clone();
+                moved.insert(PK.to_owned(), s(new_pk));
+                if self.put_new("migrate keys", moved).await? {
+                    report.moved += 1;
+                } else {
+                    report.already_moved += 1;
+                }
+                let old_key = key(
+                    Fields::new(&old, "migrate keys").s(PK)?.to_owned(),
+                    Fields::new(&old, "migrate keys").s(SK)?.to_owned(),
+                );
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(old_key))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("migrate keys", e))?;
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => break,
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(layout_item()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("migrate keys", e))?;
+        *self.layout.lock().expect("layout lock") = Some((false, Instant::now()));
+        Ok(report)
+    }
+
+    /// Reads an index shard's next failed deliveries, oldest first, with message ids in
+    /// `[from, to]`, into its buffer: at least one unless the shard has no more.
+    async fn read_failed(
+        &self,
+        shard: &mut FailedReader,
+        from: MessageId,
+        to: Option<MessageId>,
+        batch: usize,
+    ) -> Result<()> {
+        while shard.buffered.is_empty() && !shard.done {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI2)
+                .expression_attribute_names("#gpk", GSI2_PK)
+                .expression_attribute_names("#gsk", GSI2_SK)
+                .expression_attribute_values(":gpk", s(&shard.pk))
+                .expression_attribute_values(":from", s(from.to_string()))
+                .limit(i32::try_from(batch).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(shard.start.take());
+            request = match to {
+                Some(to) => request
+                    .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
+                    .expression_attribute_values(":to", s(to.to_string())),
+                None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("list failed deliveries", e))?;
+            for item in out.items.unwrap_or_default() {
+                shard.buffered.push_back(decode_delivery(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => shard.start = Some(next),
+                _ => shard.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the table may still hold messages or bindings under their tenant's own
+    /// partition key (written before the sharded layout), so reads look there too: until
+    /// [`DynamoStore::migrate_keys`] has finished on the table.
+    async fn legacy_keys(&self) -> Result<bool> {
+        if let Some((legacy, read_at)) = *self.layout.lock().expect("layout lock") {
+            if !legacy || read_at.elapsed() < LAYOUT_PATIENCE {
+                return Ok(legacy);
+            }
+        }
+        let legacy = self
+            .get("read table layout", LAYOUT_PK.to_owned(), LAYOUT_SK)
+            .await?
+            .is_none();
+        *self.layout.lock().expect("layout lock") = Some((legacy, Instant::now()));
+        Ok(legacy)
     }
 }
 
@@ -2334,39 +2746,42 @@ impl DeliveryStore for DynamoStore {
         if to.is_some_and(|to| to < from) {
             return Ok(Vec::new());
         }
-        let mut deliveries = Vec::new();
-        let mut start = None;
-        while deliveries.len() < limit {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI2)
-                .expression_attribute_names("#gpk", GSI2_PK)
-                .expression_attribute_names("#gsk", GSI2_SK)
-                .expression_attribute_values(":gpk", s(failed_deliveries_of(tenant, endpoint)))
-                .expression_attribute_values(":from", s(from.to_string()))
-                .limit(i32::try_from(limit - deliveries.len()).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take());
-            request = match to {
-                Some(to) => request
-                    .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
-                    .expression_attribute_values(":to", s(to.to_string())),
-                None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
-            };
-            let out = request
-                .send()
-                .await
-                .map_err(|e| sdk_error("list failed deliveries", e))?;
-            for item in out.items.unwrap_or_default() {
-                deliveries.push(decode_delivery(&item)?);
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => break,
-            }
+        let mut pks: Vec<String> = (0..MESSAGE_SHARDS)
+            .map(|shard| failed_shard_pk(tenant, endpoint, shard))
+            .collect();
+        if self.legacy_keys().await? {
+            pks.push(unsharded_failed_deliveries_of(tenant, endpoint));
         }
-        deliveries.truncate(limit);
+        // As a message listing: each index shard read oldest first a few at a time, and
+        // merged by message id.
+        let batch = limit.div_ceil(pks.len()) + 2;
+        let mut shards: Vec<FailedReader> = pks
+            .into_iter()
+            .map(|pk| FailedReader {
+                pk,
+                buffered: Default::default(),
+                start: None,
+                done: false,
+            })
+            .collect();
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(limit);
+        while deliveries.len() < limit {
+            futures::future::try_join_all(
+                shards
+                    .iter_mut()
+                    .filter(|shard| shard.buffered.is_empty() && !shard.done)
+                    .map(|shard| self.read_failed(shard, from, to, batch)),
+            )
+            .await?;
+            let Some(oldest) = shards
+                .iter_mut()
+                .filter(|shard| !shard.buffered.is_empty())
+                .min_by_key(|shard| shard.buffered[0].message)
+            else {
+                break;
+            };
+            deliveries.push(oldest.buffered.pop_front().expect("a buffered delivery"));
+        }
         Ok(deliveries)
     }
 

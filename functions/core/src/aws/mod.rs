@@ -10,7 +10,7 @@ pub mod testing;
 pub mod transport;
 
 pub use dead_letters::SqsDeadLetters;
-pub use dynamo::{create_table, DynamoStore};
+pub use dynamo::{create_table, DynamoStore, KeyMigration};
 pub use sqs::{create_queue_pair, SqsQueue};
 pub use transport::sdk_http_client;
 
