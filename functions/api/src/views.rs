@@ -93,6 +93,11 @@ pub struct EndpointView {
     pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
+    /// Extra headers every request carries (names in lower case); `{}`: none.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How requests authenticate to the receiver, without its secrets; `null`: they do not.
+    #[schema(value_type = Option<crate::openapi::AuthView>)]
+    pub auth: Option<hookline_core::credentials::AuthSummary>,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -112,6 +117,8 @@ impl From<&Endpoint> for EndpointView {
             rate_limit: e.rate_limit,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
+            headers: e.headers.clone(),
+            auth: e.auth.as_ref().map(|a| a.summary.clone()),
         }
     }
 }
