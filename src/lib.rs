@@ -221,8 +221,9 @@ fn local_credentials_key(data: &Path) -> anyhow::Result<CredentialsKey> {
     name.push(".credentials-key");
     let path = PathBuf::from(name);
     match std::fs::read_to_string(&path) {
-        Ok(text) => CredentialsKey::parse(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Ok(text) => {
+            CredentialsKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = CredentialsKey::generate();
             let mut options = std::fs::OpenOptions::new();

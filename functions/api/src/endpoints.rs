@@ -8,9 +8,9 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
+use hookline_core::credentials::{CustomHeaders, SealedAuth};
 use hookline_core::envelope::json_or_default;
 use hookline_core::fields::{self, EndpointUrl, EventFilter};
-use hookline_core::credentials::{CustomHeaders, SealedAuth};
 use hookline_core::filter::Filter;
 use hookline_core::http::{
     no_content, page_body, with_etag, ApiResult, AppState, Caller, ErrorBody, IfMatch, JsonBody,

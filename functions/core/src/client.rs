@@ -195,7 +195,13 @@ impl Sender {
         loop {
             let token = match self
                 .tokens
-                .token(self, endpoint.id, &sealed.sealed, &creds, refused.as_deref())
+                .token(
+                    self,
+                    endpoint.id,
+                    &sealed.sealed,
+                    &creds,
+                    refused.as_deref(),
+                )
                 .await
             {
                 Ok(token) => token,

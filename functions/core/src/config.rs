@@ -437,7 +437,11 @@ mod tests {
         assert_eq!(s.core.max_endpoints, 7);
         assert_eq!(s.core.failing_after, Some(5));
         assert_eq!(
-            s.core.credentials_key.as_ref().map(|k| k.expose()).as_deref(),
+            s.core
+                .credentials_key
+                .as_ref()
+                .map(|k| k.expose())
+                .as_deref(),
             Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
         );
         assert_eq!(s.concurrency, 9);

@@ -394,7 +394,11 @@ mod tests {
 
     #[test]
     fn headers_are_checked_and_lower_cased() {
-        let h = headers(Some(&json!({"X-Tenant": "acme", "x-trace": "a b\tc"})), false).unwrap();
+        let h = headers(
+            Some(&json!({"X-Tenant": "acme", "x-trace": "a b\tc"})),
+            false,
+        )
+        .unwrap();
         assert_eq!(h["x-tenant"], "acme");
         assert_eq!(h["x-trace"], "a b\tc");
         assert!(headers(None, false).unwrap().is_empty());
@@ -403,7 +407,10 @@ mod tests {
         assert!(headers(Some(&json!({"Authorization": "Token t"})), false).is_ok());
         let (code, message) = refusal(headers(Some(&json!({"Authorization": "x"})), true));
         assert_eq!(code, "invalid_headers");
-        assert!(message.starts_with("headers.Authorization: reserved"), "{message}");
+        assert!(
+            message.starts_with("headers.Authorization: reserved"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use crate::catalog;
-use crate::error::{Error, Result};
 use crate::credentials::{reserved, CredentialsKey, CustomHeaders, ReceiverAuth, SealedAuth};
+use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::ids::{EndpointId, TenantId};
 use crate::model::{BodyFormat, EndpointStatus};
@@ -260,6 +260,32 @@ mod tests {
             Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "invalid_filter"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn credentials_need_a_key_and_are_sealed_for_their_endpoint() {
+        let policy = UrlPolicy::default();
+        let id = EndpointId::new();
+        let bearer = json!({"type": "bearer", "token": "t0ken"});
+        assert_eq!(auth(None, &policy, None, id).unwrap(), None);
+        assert_eq!(auth(Some(&Value::Null), &policy, None, id).unwrap(), None);
+        match auth(Some(&bearer), &policy, None, id) {
+            Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "auth_unavailable"),
+            other => panic!("{other:?}"),
+        }
+        let key = CredentialsKey::generate();
+        let sealed = auth(Some(&bearer), &policy, Some(&key), id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            key.open(&sealed, id).unwrap(),
+            ReceiverAuth::Bearer {
+                token: "t0ken".into()
+            }
+        );
+        let headers = headers(Some(&json!({"Authorization": "x"})), false).unwrap();
+        assert!(headers_agree(&headers, false).is_ok());
+        assert!(headers_agree(&headers, true).is_err());
     }
 
     #[test]

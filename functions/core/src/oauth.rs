@@ -127,8 +127,12 @@ async fn fetch(
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    let mut authorization = HeaderValue::try_from(format!("Basic {basic}"))
-        .map_err(|_| ("auth", "client credentials unusable in a header".to_string()))?;
+    let mut authorization = HeaderValue::try_from(format!("Basic {basic}")).map_err(|_| {
+        (
+            "auth",
+            "client credentials unusable in a header".to_string(),
+        )
+    })?;
     authorization.set_sensitive(true);
     headers.insert(AUTHORIZATION, authorization);
     let answer = sender
@@ -144,10 +148,7 @@ async fn fetch(
             _ => ("auth", format!("token URL unreachable ({kind}): {detail}")),
         })?;
     if !(200..300).contains(&answer.status) {
-        return Err((
-            "auth",
-            format!("token URL answered {}", answer.status),
-        ));
+        return Err(("auth", format!("token URL answered {}", answer.status)));
     }
     let parsed: TokenAnswer = serde_json::from_slice(&answer.body).map_err(|_| {
         (

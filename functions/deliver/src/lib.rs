@@ -541,7 +541,12 @@ impl Deliverer {
         let (headers, body) = render(&Outbound::from(message), endpoint, started);
         let response = self
             .sender
-            .deliver(endpoint, self.config.credentials_key.as_ref(), headers, body)
+            .deliver(
+                endpoint,
+                self.config.credentials_key.as_ref(),
+                headers,
+                body,
+            )
             .await;
         let now = self.clock.now();
         let number = expect + 1;
