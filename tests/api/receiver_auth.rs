@@ -519,3 +519,137 @@ async fn local_mode_uses_the_given_credentials_key_or_keeps_a_generated_one() {
     assert_eq!(STANDARD.decode(text.trim()).unwrap().len(), 32);
     generated.stop().await;
 }
+
+/// A portal session of the tenant: the session cookie, from a magic link.
+async fn portal_cookie(app: &TestApp, key: &str) -> String {
+    let (status, link) = app.post("/v1/portal/sessions", key, json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{link}");
+    let url = link["url"].as_str().unwrap();
+    let path = &url[url.find("/portal/").unwrap()..];
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("{}{path}", app.base))
+        .send()
+        .await
+        .unwrap();
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("hookline_portal="))
+        .map(|c| c.split(';').next().unwrap().to_string())
+        .expect("a session cookie")
+}
+
+async fn portal_page(app: &TestApp, cookie: &str, path: &str) -> String {
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_portal_sets_replaces_keeps_and_removes_credentials_and_never_shows_them() {
+    let app = spawn_app().await;
+    let t = app.create_tenant("portal-auth").await;
+    let id = app
+        .create_endpoint(
+            &t.key,
+            json!({"url": "http://127.0.0.1:9/hook", "headers": {"X-Tenant": "acme"},
+                   "auth": {"type": "oauth2_client_credentials",
+                            "token_url": "http://127.0.0.1:9/token",
+                            "client_id": "portal-client", "client_secret": "portal-secret-one"}}),
+        )
+        .await;
+    let cookie = portal_cookie(&app, &t.key).await;
+    let page_path = format!("/portal/endpoints/{id}");
+    let page = portal_page(&app, &cookie, &page_path).await;
+    assert!(page.contains("OAuth2 client portal-client"), "{page}");
+    assert!(page.contains("x-tenant: acme"));
+    let csrf = {
+        let at = page.find(r#"name="_csrf" value=""#).expect("a form token") + 20;
+        page[at..at + page[at..].find('"').unwrap()].to_string()
+    };
+    let submit = |fields: Vec<(&'static str, String)>| {
+        let (app, cookie, csrf, page_path) = (&app, &cookie, &csrf, &page_path);
+        async move {
+            let mut form = vec![
+                ("_csrf", csrf.clone()),
+                ("action", "update".to_string()),
+                ("url", "http://127.0.0.1:9/hook".to_string()),
+                ("description", String::new()),
+                ("format", "raw".to_string()),
+                ("headers", "X-Tenant: acme\nX-Extra: 1".to_string()),
+            ];
+            form.extend(fields);
+            let resp = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .post(format!("{}{page_path}", app.base))
+                .header("cookie", cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&form)
+                        .finish(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    let api_path = format!("/v1/endpoints/{id}");
+    let endpoint = || async { app.get(&api_path, &t.key).await.1 };
+
+    // Replaced by basic credentials typed into the form.
+    let (status, _) = submit(vec![
+        ("auth_type", "basic".into()),
+        ("auth_username", "portal-user".into()),
+        ("auth_password", "portal-secret-two".into()),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let stored = endpoint().await;
+    assert_eq!(
+        stored["auth"],
+        json!({"type": "basic", "username": "portal-user"})
+    );
+    assert_eq!(
+        stored["headers"],
+        json!({"x-tenant": "acme", "x-extra": "1"})
+    );
+
+    // A missing password is named next to the field; nothing changes.
+    let (status, refused) = submit(vec![("auth_type", "bearer".into())]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.contains("auth.token: required"), "{refused}");
+    assert_eq!(endpoint().await["auth"], stored["auth"]);
+
+    // Kept as they are, then removed.
+    let (status, _) = submit(vec![("auth_type", "keep".into())]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(endpoint().await["auth"], stored["auth"]);
+    let page = portal_page(&app, &cookie, &page_path).await;
+    let list = portal_page(&app, &cookie, "/portal/endpoints").await;
+    for text in [&page, &list, &refused] {
+        for secret in ["portal-secret-one", "portal-secret-two"] {
+            assert!(!text.contains(secret), "{secret} shown");
+        }
+    }
+    assert!(page.contains("basic, user portal-user"));
+    let (status, _) = submit(vec![("auth_type", String::new())]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(endpoint().await["auth"], Value::Null);
+    app.stop().await;
+}

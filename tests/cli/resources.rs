@@ -271,7 +271,11 @@ async fn endpoints_go_through_their_whole_life() {
         )
         .await
         .ok();
-    assert!(!ep.stdout.contains("cli-token-never-shown"), "{}", ep.stdout);
+    assert!(
+        !ep.stdout.contains("cli-token-never-shown"),
+        "{}",
+        ep.stdout
+    );
     let ep = ep.json();
     let id = ep["id"].as_str().unwrap().to_string();
     assert_eq!(ep["headers"], serde_json::json!({"x-tenant": "acme"}));

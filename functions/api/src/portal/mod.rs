@@ -379,8 +379,9 @@ async fn render_endpoint_list(
 }
 
 /// The `/v1` body of an endpoint form: what `POST /v1/endpoints` and `PATCH` read, so the
-/// same rules judge it.
-fn endpoint_body(form: &Form, verify: bool) -> Value {
+/// same rules judge it. `update`: a PATCH, where empty headers and "None" remove them and
+/// "keep" leaves the stored credentials alone.
+fn endpoint_body(form: &Form, verify: bool, update: bool) -> Value {
     let types: Vec<&str> = form.all("event_types");
     let domain = form.get("domain").filter(|d| !d.is_empty());
     let rate_limit = form
@@ -388,7 +389,7 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(|r| r.parse::<i64>().map(Value::from).unwrap_or(json!(r)));
-    json!({
+    let mut body = json!({
         "url": form.get("url").unwrap_or_default().trim(),
         "description": form.get("description").unwrap_or_default(),
         "event_types": (!types.is_empty()).then_some(types),
@@ -396,7 +397,52 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         "format": form.get("format").filter(|f| !f.is_empty()),
         "rate_limit": rate_limit,
         "verify": verify,
-    })
+    });
+    let headers = form_headers(form.get("headers").unwrap_or_default());
+    if update || headers.as_object().is_some_and(|h| !h.is_empty()) {
+        body["headers"] = headers;
+    }
+    match form_auth(form) {
+        Some(Value::Null) if !update => {}
+        Some(auth) => body["auth"] = auth,
+        None => {}
+    }
+    body
+}
+
+/// `Name: value` lines as a headers object; a line without `:` names a header without a
+/// value (`null`), which the API refuses by name.
+fn form_headers(text: &str) -> Value {
+    let headers: serde_json::Map<String, Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => (name.trim().to_string(), json!(value.trim())),
+            None => (line.to_string(), Value::Null),
+        })
+        .collect();
+    Value::Object(headers)
+}
+
+/// The form's credentials as an `auth` value: `None` to keep the stored ones, `null` for
+/// none. Empty fields are left out, so the API names the one missing.
+fn form_auth(form: &Form) -> Option<Value> {
+    let kind = form.get("auth_type").unwrap_or_default();
+    let fields: &[&str] = match kind {
+        "keep" => return None,
+        "" => return Some(Value::Null),
+        "basic" => &["username", "password"],
+        "bearer" => &["token"],
+        _ => &["token_url", "client_id", "client_secret", "scope"],
+    };
+    let mut auth = json!({ "type": kind });
+    for field in fields {
+        if let Some(v) = form.get(&format!("auth_{field}")).filter(|v| !v.is_empty()) {
+            auth[*field] = json!(v);
+        }
+    }
+    Some(auth)
 }
 
 /// Which field of the endpoint form an error concerns, by its code.
@@ -413,6 +459,10 @@ fn field_of(code: &str) -> &'static str {
         "format"
     } else if code.contains("rate_limit") {
         "rate_limit"
+    } else if code.contains("headers") {
+        "headers"
+    } else if code.contains("auth") {
+        "auth"
     } else if code.contains("endpoint_test") {
         "verify"
     } else {
@@ -444,7 +494,7 @@ fn form_error(e: Error) -> pages::FieldError {
 async fn endpoint_create(State(state): State<AppState>, portal: Portal, form: Form) -> PageResult {
     portal.check_csrf(&state, &form)?;
     let verify = form.get("verify").is_some();
-    let body = endpoint_body(&form, verify);
+    let body = endpoint_body(&form, verify, false);
     let req = serde_json::from_value(body).map_err(|e| {
         error_page(
             &state,
@@ -555,7 +605,7 @@ async fn endpoint_action(
     match form.get("action").unwrap_or_default() {
         "update" => {
             // An empty picker is `null`: every event, as in the API.
-            let body = endpoint_body(&form, form.get("verify").is_some());
+            let body = endpoint_body(&form, form.get("verify").is_some(), true);
             let req = serde_json::from_value(body)
                 .map_err(|e| Error::invalid("invalid_form", e.to_string()))
                 .or_page(&state, &portal)?;
@@ -966,6 +1016,9 @@ mod tests {
         assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
         assert_eq!(field_of("endpoint_test_failed"), "verify");
         assert_eq!(field_of("too_many_endpoints"), "");
+        assert_eq!(field_of("invalid_headers"), "headers");
+        assert_eq!(field_of("invalid_auth"), "auth");
+        assert_eq!(field_of("auth_unavailable"), "auth");
     }
 
     #[test]
