@@ -20,9 +20,12 @@ use crate::receiver::Receiver;
 
 /// An OAuth2 token endpoint on loopback: records each request and hands out `tok-1`,
 /// `tok-2`, … valid for an hour.
+/// Each token request: its headers and body.
+type Calls = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
 #[derive(Clone, Default)]
 pub struct TokenStub {
-    calls: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    calls: Calls,
     pub url: String,
 }
 
@@ -46,7 +49,7 @@ impl TokenStub {
 }
 
 async fn issue(
-    State(calls): State<Arc<Mutex<Vec<(HeaderMap, String)>>>>,
+    State(calls): State<Calls>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Json<Value> {
