@@ -48,11 +48,7 @@ impl TokenStub {
     }
 }
 
-async fn issue(
-    State(calls): State<Calls>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Json<Value> {
+async fn issue(State(calls): State<Calls>, headers: HeaderMap, body: Bytes) -> Json<Value> {
     let mut calls = calls.lock().unwrap();
     calls.push((headers, String::from_utf8_lossy(&body).into_owned()));
     Json(json!({
