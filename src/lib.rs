@@ -7,13 +7,14 @@ mod fault;
 mod prometheus;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use hookline_core::config::{names, CoreConfig, RetentionFloor, Settings};
+use hookline_core::credentials::CredentialsKey;
 use hookline_core::http::AppState;
 use hookline_core::keys::{KeyHash, PlainKey};
 use hookline_core::ports::{PullQueue, SharedClock, SystemClock, TenantStore};
@@ -103,6 +104,10 @@ pub struct LocalConfig {
     /// `hookline.message.attempt.failing` (default 3); `off` never does.
     #[arg(long, env = "HOOKLINE_FAILING_AFTER")]
     pub failing_after: Option<String>,
+    /// Key sealing endpoints' receiver credentials (32 bytes, base64). When unset, one is
+    /// generated on first start and kept beside the data file (`<data>.credentials-key`).
+    #[arg(long, env = "HOOKLINE_CREDENTIALS_KEY", hide_env_values = true)]
+    pub credentials_key: Option<String>,
     /// Events waiting for the worker above which publishing answers 503 with
     /// `Retry-After` instead of queueing more (back-pressure); 0 queues everything.
     #[arg(long, env = "HOOKLINE_MAX_WAITING", default_value_t = 20_000)]
@@ -155,6 +160,7 @@ impl LocalConfig {
                 names::PORTAL_SESSION_TTL => &self.portal_session_ttl,
                 names::PORTAL_BASE_URL => &self.portal_base_url,
                 names::FAILING_AFTER => &self.failing_after,
+                names::CREDENTIALS_KEY => &self.credentials_key,
                 _ => &None,
             }
             .clone()
@@ -208,10 +214,41 @@ impl Running {
     }
 }
 
+/// The credentials key kept beside the data file, made on first use. Kept apart from the
+/// database, so that a copy of the database alone does not open the credentials in it.
+fn local_credentials_key(data: &Path) -> anyhow::Result<CredentialsKey> {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".credentials-key");
+    let path = PathBuf::from(name);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            CredentialsKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = CredentialsKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut file, key.expose().as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Opens the data file, and starts the API, the worker and the retention sweeper.
 pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     let settings = cfg.settings()?;
-    let core = Arc::new(settings.core.clone());
+    let mut core = settings.core.clone();
+    if core.credentials_key.is_none() {
+        core.credentials_key = Some(local_credentials_key(&cfg.data)?);
+    }
+    let core = Arc::new(core);
     let retention = settings.retention;
     let (store, queue) = hookline_core::embedded::open(&cfg.data)
         .with_context(|| format!("opening {}", cfg.data.display()))?;

@@ -122,6 +122,8 @@ fn endpoints(n: usize, filtered: bool) -> anyhow::Result<Vec<Endpoint>> {
                 created_at: 0,
                 updated_at: 0,
                 version: 1,
+                headers: Default::default(),
+                auth: None,
             })
         })
         .collect()

@@ -241,6 +241,16 @@ pub struct EndpointFields {
     /// both.
     #[arg(long, value_parser = ["hmac", "ed25519", "both"])]
     pub signing: Option<String>,
+    /// An extra header every request carries, as 'Name: value' (repeat the flag); on
+    /// update, the headers given replace all of them.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = header_pair)]
+    pub headers: Vec<(String, String)>,
+    /// Receiver authentication as JSON: '{"type": "basic", "username", "password"}',
+    /// '{"type": "bearer", "token"}' or '{"type": "oauth2_client_credentials", "token_url",
+    /// "client_id", "client_secret", "scope"?}'. Write-only: never shown back. Prefer
+    /// --auth "$(cat auth.json)" to keep secrets out of the shell's history.
+    #[arg(long, value_name = "JSON", value_parser = json_value)]
+    pub auth: Option<Value>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -284,6 +294,12 @@ pub enum Endpoints {
         /// No payload filter any more: every message of its event types.
         #[arg(long, conflicts_with = "filter")]
         no_filter: bool,
+        /// No extra headers any more.
+        #[arg(long, conflicts_with = "headers")]
+        no_headers: bool,
+        /// No receiver authentication any more.
+        #[arg(long, conflicts_with = "auth")]
+        no_auth: bool,
         /// active or disabled.
         #[arg(long)]
         status: Option<String>,
@@ -326,6 +342,14 @@ const ENDPOINT_COLUMNS: &[Column] = &[
     ("FORMAT", "format"),
 ];
 
+/// A `Name: value` header flag (checked by the API, not here).
+fn header_pair(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| "expected 'Name: value'".to_string())?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
+}
+
 /// A flag's JSON text, parsed (checked by the API, not here).
 fn json_value(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
@@ -349,6 +373,17 @@ fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     }
     if let Some(filter) = f.filter {
         body.insert("filter".into(), filter);
+    }
+    if !f.headers.is_empty() {
+        let headers: Map<String, Value> = f
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect();
+        body.insert("headers".into(), Value::Object(headers));
+    }
+    if let Some(auth) = f.auth {
+        body.insert("auth".into(), auth);
     }
     if f.verify {
         body.insert("verify".into(), json!(true));
@@ -390,6 +425,8 @@ pub async fn endpoints(cmd: Endpoints, global: &Global) -> anyhow::Result<()> {
             no_domain,
             no_rate_limit,
             no_filter,
+            no_headers,
+            no_auth,
             status,
             fields,
         } => {
@@ -405,6 +442,8 @@ pub async fn endpoints(cmd: Endpoints, global: &Global) -> anyhow::Result<()> {
                 (no_domain, "domain"),
                 (no_rate_limit, "rate_limit"),
                 (no_filter, "filter"),
+                (no_headers, "headers"),
+                (no_auth, "auth"),
             ] {
                 if flag {
                     body.insert(name.into(), Value::Null);

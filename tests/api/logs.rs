@@ -1,8 +1,10 @@
 //! No secret reaches the log: the real binary runs with every log level on, is driven
 //! through everything that handles a key or a signing secret (the operator key, tenant and
 //! sub-account keys, key creation and revocation, endpoint secrets read, given and rotated,
-//! ed25519 private keys made and rotated, signed deliveries and test sends, the Mailgun facade, failed logins), and its whole
-//! output is searched for each of those values.
+//! ed25519 private keys made and rotated, signed deliveries and test sends, the Mailgun
+//! facade, failed logins, receiver credentials of each kind with the OAuth2 token fetched
+//! for them, and the credentials key local mode generates), and its whole output is
+//! searched for each of those values.
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -264,6 +266,72 @@ async fn no_key_secret_or_signature_appears_in_the_log() {
         &STANDARD.encode(format!("api:{wrong}")),
     );
 
+    // Receiver credentials of each kind, given, replaced and used; the OAuth2 token is
+    // fetched (and fetched again after a 401) from a loopback token endpoint.
+    let stub = crate::receiver_auth::TokenStub::start().await;
+    let password = "basic-password-for-the-log-test";
+    let bearer = "bearer-token-for-the-log-test";
+    let client_secret = "client-secret-for-the-log-test";
+    secrets.add("basic password", password);
+    secrets.add(
+        "Basic receiver credentials",
+        &STANDARD.encode(format!("log-user:{password}")),
+    );
+    secrets.add("bearer token", bearer);
+    secrets.add("client secret", client_secret);
+    secrets.add(
+        "client Basic credentials",
+        &STANDARD.encode(format!("log-client:{client_secret}")),
+    );
+    let authed = app
+        .create_endpoint(
+            &tenant.key,
+            json!({"url": receiver.url("/authed"), "event_types": ["clicked"],
+                   "auth": {"type": "basic", "username": "log-user", "password": password}}),
+        )
+        .await;
+    app.create_endpoint(
+        &tenant.key,
+        json!({"url": receiver.url("/bearer"), "event_types": ["complained"],
+               "auth": {"type": "bearer", "token": bearer}, "verify": true}),
+    )
+    .await;
+    let (status, replaced) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/endpoints/{authed}"),
+            Some(&tenant.key),
+            Some(
+                json!({"auth": {"type": "oauth2_client_credentials", "token_url": stub.url,
+                                 "client_id": "log-client", "client_secret": client_secret}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{replaced}");
+    let before_auth = receiver.count();
+    receiver.script(&[401]);
+    let clicked = app
+        .publish(&tenant.key, json!({"type": "clicked", "payload": {"n": 1}}))
+        .await;
+    app.wait_message(&tenant.key, &clicked, Duration::from_secs(30), all_settled)
+        .await;
+    assert_eq!(
+        stub.calls().len(),
+        2,
+        "the token fetched, then again after a 401"
+    );
+    for n in 1..=2 {
+        secrets.add("OAuth2 access token", &format!("Bearer tok-{n}"));
+    }
+    let auth_received = receiver.received().split_off(before_auth);
+    assert_eq!(auth_received.len(), 2, "{auth_received:?}");
+    for r in &auth_received {
+        secrets.add_signatures("webhook-signature", r.header("webhook-signature"));
+    }
+    let key_file = dir.path().join("hookline.db.credentials-key");
+    let credentials_key = std::fs::read_to_string(&key_file).expect("a generated key");
+    secrets.add("credentials key", credentials_key.trim());
+
     // Signed deliveries in both shapes, both secrets signing after the rotation.
     let opened = app
         .publish(
@@ -291,7 +359,11 @@ async fn no_key_secret_or_signature_appears_in_the_log() {
             "{m}"
         );
     }
-    let received = receiver.received();
+    let received: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.header("authorization").is_empty())
+        .collect();
     // Two verify/test sends, two `opened` deliveries, one Mailgun delivery.
     assert_eq!(received.len(), 5, "{received:?}");
     for r in &received {
@@ -336,6 +408,8 @@ async fn no_key_secret_or_signature_appears_in_the_log() {
         "API key revoked",
         "endpoint secret rotated",
         "mailgun webhook url added",
+        clicked.as_str(),
+        "receiver refused the access token",
     ] {
         assert!(
             log.contains(expected),

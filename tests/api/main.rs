@@ -26,6 +26,7 @@ mod owners;
 mod paging;
 mod panics;
 mod rate_limit;
+mod receiver_auth;
 mod replay;
 mod restart;
 mod retention;

@@ -110,6 +110,11 @@ impl Receiver {
         self.inner.lock().unwrap().location = Some(url.to_string());
     }
 
+    /// Answers these statuses to the next requests, before the usual one again.
+    pub fn script(&self, statuses: &[u16]) {
+        self.inner.lock().unwrap().script.extend(statuses);
+    }
+
     pub fn set_status(&self, status: u16) {
         self.inner.lock().unwrap().default_status = status;
     }

@@ -262,13 +262,24 @@ async fn endpoints_go_through_their_whole_life() {
                 "main",
                 "--filter",
                 r#"{"path": "amount", "gte": 100}"#,
+                "--header",
+                "X-Tenant: acme",
+                "--auth",
+                r#"{"type": "bearer", "token": "cli-token-never-shown"}"#,
                 "--json",
             ],
         )
         .await
-        .ok()
-        .json();
+        .ok();
+    assert!(
+        !ep.stdout.contains("cli-token-never-shown"),
+        "{}",
+        ep.stdout
+    );
+    let ep = ep.json();
     let id = ep["id"].as_str().unwrap().to_string();
+    assert_eq!(ep["headers"], serde_json::json!({"x-tenant": "acme"}));
+    assert_eq!(ep["auth"], serde_json::json!({"type": "bearer"}));
     assert_eq!(
         ep["filter"],
         serde_json::json!({"path": "amount", "gte": 100})
@@ -303,6 +314,8 @@ async fn endpoints_go_through_their_whole_life() {
                 "--rate-limit",
                 "5",
                 "--no-filter",
+                "--no-headers",
+                "--no-auth",
                 "--json",
             ],
         )
@@ -313,6 +326,8 @@ async fn endpoints_go_through_their_whole_life() {
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["rate_limit"], 5);
     assert_eq!(updated["filter"], Value::Null);
+    assert_eq!(updated["headers"], serde_json::json!({}));
+    assert_eq!(updated["auth"], Value::Null);
     let shown = user
         .at(b, &t.key, &["endpoints", "get", &id, "--json"])
         .await

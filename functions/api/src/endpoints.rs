@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Json;
 use hookline_core::catalog;
+use hookline_core::credentials::{CustomHeaders, SealedAuth};
 use hookline_core::envelope::json_or_default;
 use hookline_core::fields::{self, EndpointUrl, EventFilter};
 use hookline_core::filter::Filter;
@@ -90,6 +91,18 @@ pub struct CreateEndpoint {
     #[serde(default)]
     #[schema(value_type = Option<SigningName>)]
     signing: Option<String>,
+    /// Extra headers every request carries, names to values (at most 20, 8 KiB in all).
+    /// Reserved, refused with 422 `invalid_headers`: `webhook-*`, `hookline-*`,
+    /// `content-type`, `content-length`, `content-encoding`, `host`, `user-agent`, the
+    /// hop-by-hop headers and `proxy-*`, and `authorization` when `auth` is set.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    headers: Option<Value>,
+    /// How requests authenticate to the receiver. Write-only: views show its kind and
+    /// names, never a password, token or secret. See the README's "Receiver authentication".
+    #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::AuthInput>)]
+    auth: Option<Value>,
 }
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
@@ -129,6 +142,14 @@ pub struct UpdateEndpoint {
     #[serde(default)]
     #[schema(value_type = Option<SigningName>)]
     signing: Option<String>,
+    /// Extra headers, replacing all of them; `null` or `{}` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    headers: Option<Option<Value>>,
+    /// Receiver authentication, replacing the credentials; `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::openapi::AuthInput>)]
+    auth: Option<Option<Value>>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -166,10 +187,33 @@ struct Patch {
     status: Option<EndpointStatus>,
     rate_limit: Option<Option<u32>>,
     signing: Option<Signing>,
+    headers: Option<CustomHeaders>,
+    auth: Option<Option<SealedAuth>>,
 }
 
 impl Patch {
-    async fn parse(state: &AppState, tenant: TenantId, req: UpdateEndpoint) -> Result<Self> {
+    async fn parse(
+        state: &AppState,
+        tenant: TenantId,
+        id: EndpointId,
+        req: UpdateEndpoint,
+    ) -> Result<Self> {
+        // Whether the headers may hold `authorization` is settled on the patched endpoint.
+        let headers = req
+            .headers
+            .map(|h| fields::headers(h.as_ref(), false))
+            .transpose()?;
+        let auth = req
+            .auth
+            .map(|a| {
+                fields::auth(
+                    a.as_ref(),
+                    &state.config.url_policy,
+                    state.config.credentials_key.as_ref(),
+                    id,
+                )
+            })
+            .transpose()?;
         let rate_limit = req
             .rate_limit
             .map(|limit| fields::rate_limit(limit.as_ref()))
@@ -208,6 +252,8 @@ impl Patch {
             status,
             rate_limit,
             signing,
+            headers,
+            auth,
         })
     }
 
@@ -236,6 +282,12 @@ impl Patch {
         }
         if let Some(signing) = self.signing {
             endpoint.secrets.set_signing(signing);
+        }
+        if let Some(headers) = &self.headers {
+            endpoint.headers = headers.clone();
+        }
+        if let Some(auth) = &self.auth {
+            endpoint.auth = auth.clone();
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -297,6 +349,11 @@ impl Patch {
                 "signing",
                 self.signing.is_some() && read.secrets.signing() != fresh.secrets.signing(),
             ),
+            (
+                "headers",
+                self.headers.is_some() && read.headers != fresh.headers,
+            ),
+            ("auth", self.auth.is_some() && read.auth != fresh.auth),
         ];
         touched
             .into_iter()
@@ -307,15 +364,27 @@ impl Patch {
 
 /// What a test event to an endpoint depends on: verified once, a copy that agrees on all
 /// of it needs no second test.
-fn test_target(e: &Endpoint) -> (String, BodyFormat, String, Option<String>, Signing) {
+fn test_target(e: &Endpoint) -> TestTarget {
     (
         e.url.clone(),
         e.format,
         e.secrets.current.expose().to_string(),
         e.event_types.as_ref().and_then(|t| t.first().cloned()),
         e.secrets.signing(),
+        e.headers.clone(),
+        e.auth.as_ref().map(|a| a.sealed.clone()),
     )
 }
+
+type TestTarget = (
+    String,
+    BodyFormat,
+    String,
+    Option<String>,
+    Signing,
+    CustomHeaders,
+    Option<Vec<u8>>,
+);
 
 fn clash(field: &str) -> Error {
     Error::conflict(
@@ -348,7 +417,7 @@ fn still_changing() -> Error {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -381,9 +450,17 @@ pub(crate) async fn create_for(
     let domain = fields::scope(state.store.as_ref(), tenant, req.domain).await?;
     let mut secrets = EndpointSecrets::new(secret);
     secrets.set_signing(fields::signing(req.signing.as_deref())?);
+    let id = EndpointId::new();
+    let auth = fields::auth(
+        req.auth.as_ref(),
+        &state.config.url_policy,
+        state.config.credentials_key.as_ref(),
+        id,
+    )?;
+    let headers = fields::headers(req.headers.as_ref(), auth.is_some())?;
     let now = state.clock.now();
     let endpoint = Endpoint {
-        id: EndpointId::new(),
+        id,
         tenant,
         url,
         description,
@@ -400,6 +477,8 @@ pub(crate) async fn create_for(
         created_at: now,
         updated_at: now,
         version: 1,
+        headers,
+        auth,
     };
     if req.verify {
         verify(state, &endpoint).await?;
@@ -524,7 +603,7 @@ pub(crate) async fn get_for(state: &AppState, tenant: TenantId, id: &str) -> Api
         (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
         (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -547,11 +626,12 @@ pub(crate) async fn update_for(
 ) -> ApiResult<Response> {
     let mut read = load(state, tenant, id).await?;
     let verify_first = req.verify;
-    let patch = Patch::parse(state, read.tenant, req).await?;
+    let patch = Patch::parse(state, read.tenant, read.id, req).await?;
     let mut verified = None;
     for _ in 0..MAX_TRIES {
         if_match.check(&revision(&read))?;
         let next = patch.apply(read.clone(), state.clock.now());
+        fields::headers_agree(&next.headers, next.auth.is_some())?;
         if verify_first && verified.as_ref() != Some(&test_target(&next)) {
             verify(state, &next).await?;
             verified = Some(test_target(&next));
@@ -879,7 +959,14 @@ pub(crate) async fn send_test(
         HeaderName::from_static("hookline-test"),
         HeaderValue::from_static("true"),
     );
-    let response = sender.post(&endpoint.url, headers, body).await;
+    let response = sender
+        .deliver(
+            endpoint,
+            state.config.credentials_key.as_ref(),
+            headers,
+            body,
+        )
+        .await;
     Ok(TestSend {
         webhook_id: outbound.id.clone(),
         event_type: name,

@@ -415,6 +415,8 @@ fn webhook_endpoint(
         created_at: now,
         updated_at: now,
         version: 1,
+        headers: Default::default(),
+        auth: None,
     }
 }
 

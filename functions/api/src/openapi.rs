@@ -367,3 +367,52 @@ pub struct FilterNode {
     /// The value there is a number at most this.
     lte: Option<f64>,
 }
+
+/// Receiver authentication, by `type`: `basic` (`username`, `password`), `bearer` (`token`)
+/// or `oauth2_client_credentials` (`token_url`, `client_id`, `client_secret`, `scope`?: a
+/// token is fetched from `token_url`, under the same URL policy as deliveries, cached until
+/// shortly before it expires and fetched again after a 401). Write-only: kept sealed with
+/// the deployment's credentials key; no answer shows a password, token or secret. Faults
+/// are 422 `invalid_auth` naming the field (`auth.password`).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"type": "oauth2_client_credentials",
+    "token_url": "https://id.example.com/oauth/token", "client_id": "hookline",
+    "client_secret": "…", "scope": "webhooks"}))]
+pub struct AuthInput {
+    /// `basic`, `bearer` or `oauth2_client_credentials`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// `basic`: the user name (no `:`).
+    username: Option<String>,
+    /// `basic`: the password.
+    password: Option<String>,
+    /// `bearer`: the token (visible ASCII).
+    token: Option<String>,
+    /// `oauth2_client_credentials`: where tokens are fetched (client credentials grant,
+    /// the client authenticated with HTTP Basic).
+    token_url: Option<String>,
+    /// `oauth2_client_credentials`: the client id.
+    client_id: Option<String>,
+    /// `oauth2_client_credentials`: the client secret.
+    client_secret: Option<String>,
+    /// `oauth2_client_credentials`: the scope asked for, if any.
+    scope: Option<String>,
+}
+
+/// What a view shows of an endpoint's receiver authentication: its `type`, and the
+/// `username` (basic) or `token_url`, `client_id` and `scope` (OAuth2). Never a password,
+/// token or client secret.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"type": "oauth2_client_credentials",
+    "token_url": "https://id.example.com/oauth/token", "client_id": "hookline"}))]
+pub struct AuthView {
+    /// `basic`, `bearer` or `oauth2_client_credentials`.
+    #[serde(rename = "type")]
+    kind: String,
+    username: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+}

@@ -96,6 +96,11 @@ pub struct EndpointView {
     /// The signatures its requests carry: `v1,` (HMAC), `v1a,` (ed25519) or both.
     #[schema(value_type = crate::openapi::SigningName)]
     pub signing: &'static str,
+    /// Extra headers every request carries (names in lower case); `{}`: none.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// How requests authenticate to the receiver, without its secrets; `null`: they do not.
+    #[schema(value_type = Option<crate::openapi::AuthView>)]
+    pub auth: Option<hookline_core::credentials::AuthSummary>,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -116,6 +121,8 @@ impl From<&Endpoint> for EndpointView {
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
             signing: e.secrets.signing().as_str(),
+            headers: e.headers.clone(),
+            auth: e.auth.as_ref().map(|a| a.summary.clone()),
         }
     }
 }

@@ -10,9 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::credentials::{CredentialsKey, ReceiverAuth};
+use crate::model::Endpoint;
+use crate::oauth::ClientCredentials;
 use crate::retry::parse_retry_after;
 use crate::urlpolicy::{HostResolver, PolicyResolver, ResolveError, UrlPolicy};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 pub use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
@@ -38,6 +43,8 @@ pub struct Response {
 pub struct Sender {
     client: reqwest::Client,
     policy: Arc<UrlPolicy>,
+    /// OAuth2 access tokens of the endpoints this sender authenticates to.
+    tokens: Arc<crate::oauth::TokenCache>,
 }
 
 pub struct SenderOptions {
@@ -103,21 +110,131 @@ impl Sender {
         Ok(Sender {
             client,
             policy: opts.policy,
+            tokens: Arc::default(),
         })
+    }
+
+    /// The cache of OAuth2 access tokens this sender uses.
+    pub fn tokens(&self) -> &crate::oauth::TokenCache {
+        &self.tokens
     }
 
     /// POSTs `body` to `url`. Never fails: every outcome is described in the response.
     pub async fn post(&self, url: &str, headers: HeaderMap, body: Vec<u8>) -> Response {
         let started = Instant::now();
-        let failed = |kind: &str, detail: String| Response {
-            status: None,
-            latency: started.elapsed(),
-            excerpt: truncate(detail.as_bytes()),
-            error: Some(kind.to_string()),
-            retry_after: None,
+        match self.exchange(url, headers, body, MAX_RESPONSE_READ).await {
+            Ok(answer) => Response {
+                status: Some(answer.status),
+                latency: started.elapsed(),
+                excerpt: truncate(&answer.body),
+                // A status was received; a body cut short is noted but does not undo it.
+                error: answer.body_error.map(|k| format!("body_{k}")),
+                retry_after: answer.retry_after,
+            },
+            Err((kind, detail)) => failed(started, kind, &detail),
+        }
+    }
+
+    /// POSTs a request rendered for `endpoint` (see [`crate::webhook::render`]) to its URL,
+    /// authenticated as the endpoint asks, its credentials opened with `key`. With OAuth2, a
+    /// 401 makes the token be fetched again and the request sent once more within the same
+    /// attempt: the attempt's answer is the second one. Credentials that cannot be opened or
+    /// a token that cannot be had fail the attempt with error `auth` (or `blocked`, for a
+    /// token URL the policy refuses) before the receiver is called.
+    pub async fn deliver(
+        &self,
+        endpoint: &Endpoint,
+        key: Option<&CredentialsKey>,
+        mut headers: HeaderMap,
+        body: Vec<u8>,
+    ) -> Response {
+        let Some(sealed) = &endpoint.auth else {
+            return self.post(&endpoint.url, headers, body).await;
         };
+        let started = Instant::now();
+        let Some(auth) = key.and_then(|k| k.open(sealed, endpoint.id).ok()) else {
+            return failed(
+                started,
+                "auth",
+                "the endpoint's credentials do not open with the configured credentials key",
+            );
+        };
+        let creds = match &auth {
+            ReceiverAuth::Basic { username, password } => {
+                let basic = STANDARD.encode(format!("{username}:{password}"));
+                return match secret_header(format!("Basic {basic}")) {
+                    Some(v) => {
+                        headers.insert(AUTHORIZATION, v);
+                        self.post(&endpoint.url, headers, body).await
+                    }
+                    None => failed(started, "auth", "credentials unusable in a header"),
+                };
+            }
+            ReceiverAuth::Bearer { token } => {
+                return match secret_header(format!("Bearer {token}")) {
+                    Some(v) => {
+                        headers.insert(AUTHORIZATION, v);
+                        self.post(&endpoint.url, headers, body).await
+                    }
+                    None => failed(started, "auth", "token unusable in a header"),
+                };
+            }
+            ReceiverAuth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+            } => ClientCredentials {
+                token_url,
+                client_id,
+                client_secret,
+                scope: scope.as_deref(),
+            },
+        };
+        let mut refused: Option<String> = None;
+        loop {
+            let token = match self
+                .tokens
+                .token(
+                    self,
+                    endpoint.id,
+                    &sealed.sealed,
+                    &creds,
+                    refused.as_deref(),
+                )
+                .await
+            {
+                Ok(token) => token,
+                Err((kind, detail)) => return failed(started, kind, &detail),
+            };
+            let Some(value) = secret_header(format!("Bearer {token}")) else {
+                return failed(started, "auth", "token unusable in a header");
+            };
+            headers.insert(AUTHORIZATION, value);
+            let mut response = self
+                .post(&endpoint.url, headers.clone(), body.clone())
+                .await;
+            if response.status == Some(401) && refused.is_none() {
+                tracing::debug!(endpoint = %endpoint.id, "receiver refused the access token; fetching another");
+                refused = Some(token);
+                continue;
+            }
+            response.latency = started.elapsed();
+            return response;
+        }
+    }
+
+    /// POSTs `body` to `url` under the URL policy and reads up to `cap` bytes of the
+    /// answer; `Err`: no status, as the kind of failure and its description.
+    pub(crate) async fn exchange(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        cap: usize,
+    ) -> Result<Answer, (&'static str, String)> {
         if let Err(e) = self.policy.check_url(url) {
-            return failed("blocked", e.to_string());
+            return Err(("blocked", e.to_string()));
         }
         let sent = self
             .client
@@ -128,7 +245,7 @@ impl Sender {
             .await;
         let mut resp = match sent {
             Ok(r) => r,
-            Err(e) => return failed(kind_of(&e), describe(&e)),
+            Err(e) => return Err((kind_of(&e), describe(&e))),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -138,27 +255,53 @@ impl Sender {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let mut read = Vec::new();
         let mut body_error = None;
-        while read.len() < MAX_RESPONSE_READ {
+        while read.len() < cap {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = MAX_RESPONSE_READ - read.len();
+                    let room = cap - read.len();
                     read.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    body_error = Some(kind_of(&e).to_string());
+                    body_error = Some(kind_of(&e));
                     break;
                 }
             }
         }
-        Response {
-            status: Some(status),
-            latency: started.elapsed(),
-            excerpt: truncate(&read),
-            // A status was received; a body cut short is noted but does not undo it.
-            error: body_error.map(|k| format!("body_{k}")),
+        Ok(Answer {
+            status,
             retry_after,
-        }
+            body: read,
+            body_error,
+        })
+    }
+}
+
+/// A header value marked sensitive, which `http` and `hyper` never print.
+fn secret_header(value: String) -> Option<HeaderValue> {
+    let mut value = HeaderValue::try_from(value).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// What came back from a request that got a status.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// Up to the cap asked for.
+    pub body: Vec<u8>,
+    /// The kind of failure that cut the body short, if one did.
+    pub body_error: Option<&'static str>,
+}
+
+/// A response that got no status: `kind` of failure, described by `detail`.
+pub(crate) fn failed(started: Instant, kind: &str, detail: &str) -> Response {
+    Response {
+        status: None,
+        latency: started.elapsed(),
+        excerpt: truncate(detail.as_bytes()),
+        error: Some(kind.to_string()),
+        retry_after: None,
     }
 }
 

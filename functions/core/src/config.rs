@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::credentials::CredentialsKey;
 use crate::retry::RetrySchedule;
 use crate::urlpolicy::UrlPolicy;
 
@@ -46,6 +47,9 @@ pub struct CoreConfig {
     /// publishes `hookline.message.attempt.failing`; `None` never does.
     pub failing_after: Option<u32>,
     pub portal: PortalConfig,
+    /// Seals endpoints' receiver credentials; `None`: endpoints cannot be given `auth`
+    /// (and sealed ones are not opened).
+    pub credentials_key: Option<CredentialsKey>,
 }
 
 /// How the tenant portal looks and how long its links and sessions last.
@@ -95,6 +99,7 @@ impl Default for CoreConfig {
             max_endpoints: DEFAULT_MAX_ENDPOINTS,
             portal: PortalConfig::default(),
             failing_after: Some(crate::operational::DEFAULT_FAILING_AFTER),
+            credentials_key: None,
         }
     }
 }
@@ -128,6 +133,7 @@ pub mod names {
     pub const PORTAL_SESSION_TTL: &str = "HOOKLINE_PORTAL_SESSION_TTL";
     pub const PORTAL_BASE_URL: &str = "HOOKLINE_PORTAL_BASE_URL";
     pub const FAILING_AFTER: &str = "HOOKLINE_FAILING_AFTER";
+    pub const CREDENTIALS_KEY: &str = "HOOKLINE_CREDENTIALS_KEY";
 }
 
 /// Delivery requests in flight at most, by default.
@@ -217,6 +223,10 @@ impl Settings {
                     .map_err(|e| named(names::FAILING_AFTER, format!("{e}, or `off`")))?;
                 Some(n as u32)
             };
+        }
+        if let Some(s) = get(names::CREDENTIALS_KEY) {
+            core.credentials_key =
+                Some(CredentialsKey::parse(&s).map_err(|e| named(names::CREDENTIALS_KEY, e))?);
         }
         let concurrency = match get(names::CONCURRENCY) {
             None => DEFAULT_CONCURRENCY,
@@ -412,6 +422,10 @@ mod tests {
             (names::PORTAL_SESSION_TTL, "2h"),
             (names::PORTAL_BASE_URL, "https://hooks.example.com/"),
             (names::FAILING_AFTER, "5"),
+            (
+                names::CREDENTIALS_KEY,
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
         ]);
         let get = |name: &str| given.get(name).map(|v| v.to_string());
         let s = Settings::parse(&get, RetentionFloor::SQS).expect("valid");
@@ -422,6 +436,14 @@ mod tests {
         assert_eq!(s.core.disable_after, None);
         assert_eq!(s.core.max_endpoints, 7);
         assert_eq!(s.core.failing_after, Some(5));
+        assert_eq!(
+            s.core
+                .credentials_key
+                .as_ref()
+                .map(|k| k.expose())
+                .as_deref(),
+            Some("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+        );
         assert_eq!(s.concurrency, 9);
         assert_eq!(s.retention, Some(Duration::from_secs(20 * 86_400)));
         assert_eq!(s.core.portal.title, "Acme hooks");
@@ -453,6 +475,12 @@ mod tests {
             Duration::from_secs(86_400)
         );
         assert_eq!(defaults.core.failing_after, Some(3));
+        assert!(defaults.core.credentials_key.is_none());
+        let short = Settings::parse(
+            &|n| (n == names::CREDENTIALS_KEY).then(|| "c2hvcnQ=".into()),
+            RetentionFloor::SQS,
+        );
+        assert!(short.unwrap_err().starts_with(names::CREDENTIALS_KEY));
         let off = Settings::parse(
             &|n| (n == names::FAILING_AFTER).then(|| "OFF".into()),
             RetentionFloor::SQS,

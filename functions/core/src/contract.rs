@@ -274,6 +274,8 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         created_at,
         updated_at: created_at,
         version: 1,
+        headers: Default::default(),
+        auth: None,
     }
 }
 
@@ -727,14 +729,41 @@ async fn endpoints(s: &dyn Store) {
         .expect("valid filter"),
     );
     first.failing_since = Some(t0 - 10);
+    first.headers = [
+        ("x-tenant".to_string(), "acme".to_string()),
+        ("x-trace".to_string(), "a b\tc".to_string()),
+    ]
+    .into();
+    let key = crate::credentials::CredentialsKey::generate();
+    let credentials = crate::credentials::ReceiverAuth::OAuth2 {
+        token_url: "https://id.example.com/oauth/token".into(),
+        client_id: "hookline".into(),
+        client_secret: "s3cr3t-contract".into(),
+        scope: Some("hooks:write".into()),
+    };
+    first.auth = Some(key.seal(&credentials, first.id).expect("seal"));
     let second = endpoint(t, Some("shop.example.com"), t0 + 1);
     stored_endpoint(s, &first).await;
     stored_endpoint(s, &second).await;
 
+    let read = s.get_endpoint(t, first.id).await.expect("get endpoint");
     assert_eq!(
-        s.get_endpoint(t, first.id).await.expect("get endpoint"),
+        read,
         Some(first.clone()),
         "an endpoint round-trips with every field, at version 1"
+    );
+    let sealed = read.and_then(|e| e.auth).expect("credentials stored");
+    assert_eq!(
+        key.open(&sealed, first.id),
+        Ok(credentials),
+        "the stored credentials open with the key, for this endpoint"
+    );
+    assert!(
+        !sealed
+            .sealed
+            .windows(b"s3cr3t-contract".len())
+            .any(|w| w == b"s3cr3t-contract"),
+        "the secret is not stored in the clear"
     );
     assert_eq!(
         s.list_endpoints(t).await.expect("list endpoints"),
@@ -751,6 +780,8 @@ async fn endpoints(s: &dyn Store) {
         failing_since: None,
         rate_limit: None,
         filter: None,
+        headers: Default::default(),
+        auth: None,
         updated_at: t0 + 100,
         ..first.clone()
     };

@@ -1,15 +1,16 @@
 //! The rules of an endpoint's fields, as types parsed once at the edge: the URL (against
 //! the deployment's URL policy), the event-type filter (against the catalog), the
-//! payload filter, the description, the body format, the rate limit, the status, the secret and the domain
-//! scope. `/v1`, the Mailgun-compatible `/v3` and anything later take their input through
+//! payload filter, the description, the body format, the rate limit, the status, the secret, the domain
+//! scope, the extra headers and the receiver credentials. `/v1`, the Mailgun-compatible `/v3` and anything later take their input through
 //! these, so a rule lives in one place and every route refuses the same input the same way.
 
 use serde_json::Value;
 
 use crate::catalog;
+use crate::credentials::{reserved, CredentialsKey, CustomHeaders, ReceiverAuth, SealedAuth};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::ids::TenantId;
+use crate::ids::{EndpointId, TenantId};
 use crate::model::{BodyFormat, EndpointStatus};
 use crate::ports::{EndpointStore, EventTypeStore};
 use crate::signing::{Secret, Signing};
@@ -136,6 +137,47 @@ pub fn filter(value: Option<&Value>) -> Result<Option<Filter>> {
     }
 }
 
+/// An endpoint's extra headers (see [`crate::credentials::headers`]); `auth_set`: the
+/// endpoint has credentials, which own `authorization`.
+pub fn headers(value: Option<&Value>, auth_set: bool) -> Result<CustomHeaders> {
+    crate::credentials::headers(value, auth_set)
+}
+
+/// Whether an endpoint's headers and credentials agree once both are settled (a PATCH may
+/// set either alone): `authorization` is not an extra header of an endpoint with `auth`.
+pub fn headers_agree(headers: &CustomHeaders, auth_set: bool) -> Result<()> {
+    match headers.keys().find(|name| reserved(name, auth_set)) {
+        Some(name) => Err(Error::unprocessable(
+            "invalid_headers",
+            format!("headers.{name}: reserved, Hookline sets it from the endpoint's auth"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An endpoint's receiver credentials, sealed for endpoint `id` with the deployment's
+/// key: absent or `null` for none; a fault is a 422 `invalid_auth` naming the field. A
+/// deployment without a credentials key refuses them (422 `auth_unavailable`).
+pub fn auth(
+    value: Option<&Value>,
+    policy: &UrlPolicy,
+    key: Option<&CredentialsKey>,
+    id: EndpointId,
+) -> Result<Option<SealedAuth>> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let auth = ReceiverAuth::parse(value, policy)?;
+    let key = key.ok_or_else(|| {
+        Error::unprocessable(
+            "auth_unavailable",
+            "auth: this deployment has no credentials key (HOOKLINE_CREDENTIALS_KEY) to keep credentials with",
+        )
+    })?;
+    key.seal(&auth, id).map(Some)
+}
+
 /// An endpoint status by name.
 pub fn status(s: &str) -> Result<EndpointStatus> {
     EndpointStatus::parse(s).ok_or_else(|| {
@@ -231,6 +273,32 @@ mod tests {
             Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "invalid_filter"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn credentials_need_a_key_and_are_sealed_for_their_endpoint() {
+        let policy = UrlPolicy::default();
+        let id = EndpointId::new();
+        let bearer = json!({"type": "bearer", "token": "t0ken"});
+        assert_eq!(auth(None, &policy, None, id).unwrap(), None);
+        assert_eq!(auth(Some(&Value::Null), &policy, None, id).unwrap(), None);
+        match auth(Some(&bearer), &policy, None, id) {
+            Err(Error::Unprocessable { code, .. }) => assert_eq!(code, "auth_unavailable"),
+            other => panic!("{other:?}"),
+        }
+        let key = CredentialsKey::generate();
+        let sealed = auth(Some(&bearer), &policy, Some(&key), id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            key.open(&sealed, id).unwrap(),
+            ReceiverAuth::Bearer {
+                token: "t0ken".into()
+            }
+        );
+        let headers = headers(Some(&json!({"Authorization": "x"})), false).unwrap();
+        assert!(headers_agree(&headers, false).is_ok());
+        assert!(headers_agree(&headers, true).is_err());
     }
 
     #[test]

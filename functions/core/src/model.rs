@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::credentials::{CustomHeaders, SealedAuth};
 use crate::filter::Filter;
 use crate::ids::{ApiKeyId, AttemptId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
@@ -127,6 +128,11 @@ pub struct Endpoint {
     /// changes included). Writes are conditional on it, so a change made from an older
     /// copy is refused instead of undoing the changes made since.
     pub version: u64,
+    /// Extra headers every request carries (names lower case, checked by
+    /// [`crate::credentials::headers`]).
+    pub headers: CustomHeaders,
+    /// How requests authenticate to the receiver, sealed; `None`: they do not.
+    pub auth: Option<SealedAuth>,
 }
 
 /// A change of an endpoint's health made by delivery, written on its own so that it

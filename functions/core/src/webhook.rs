@@ -1,5 +1,6 @@
-//! What a delivery request carries: the body in the endpoint's format and the Standard
-//! Webhooks headers signing it. Deliveries and test sends render requests here alone, so
+//! What a delivery request carries: the body in the endpoint's format, the endpoint's extra
+//! headers and the Standard Webhooks headers signing it (receiver authentication is added
+//! as it is sent, by [`crate::client::Sender::deliver`]). Deliveries and test sends render requests here alone, so
 //! a receiver that verifies one verifies the other.
 
 use hmac::{Hmac, Mac};
@@ -36,7 +37,16 @@ pub fn render(event: &Outbound<'_>, endpoint: &Endpoint, now: Millis) -> (Header
     let signature = endpoint
         .secrets
         .signature_header(&event.id, timestamp, &body, now);
-    let mut headers = HeaderMap::with_capacity(4);
+    let mut headers = HeaderMap::with_capacity(4 + endpoint.headers.len());
+    // Checked when saved, and none of them reserved: the headers set below win anyway.
+    for (name, value) in &endpoint.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let mut put = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::try_from(value) {
@@ -117,6 +127,8 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            headers: [("x-tenant".to_string(), "acme".to_string())].into(),
+            auth: None,
         }
     }
 
@@ -137,6 +149,7 @@ mod tests {
         for format in [BodyFormat::Raw, BodyFormat::Envelope, BodyFormat::Mailgun] {
             let (ep, headers, body) = send(format);
             assert_eq!(headers["webhook-timestamp"], "1700000000");
+            assert_eq!(headers["x-tenant"], "acme");
             assert_eq!(
                 headers["webhook-signature"],
                 ep.secrets

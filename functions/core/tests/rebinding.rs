@@ -1,7 +1,7 @@
 //! DNS rebinding, on loopback only: the policy exempts 127.0.0.2 alone, and a stub resolver
 //! answers 127.0.0.2 to its first lookup and 127.0.0.1 (forbidden) afterwards. The client
 //! connects only to the address it checked, and refuses the host once it resolves to a
-//! forbidden address, without opening a connection.
+//! forbidden address, without opening a connection; an OAuth2 token URL likewise.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -193,4 +193,94 @@ async fn a_forbidden_first_answer_is_refused_without_a_connection() {
     assert_eq!(literal.error.as_deref(), Some("blocked"), "{literal:?}");
     assert_eq!(resolver.lookups(), 1);
     assert_eq!(forbidden.connections(), 0);
+}
+
+/// Answers by host name: `tokens.test` is the forbidden address, anything else the checked one.
+struct ByHost;
+
+impl HostResolver for ByHost {
+    fn lookup(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> {
+        let ip = if host == "tokens.test" {
+            FORBIDDEN
+        } else {
+            CHECKED
+        };
+        Box::pin(async move { Ok(vec![IpAddr::V4(ip)]) })
+    }
+}
+
+#[tokio::test]
+async fn an_oauth2_token_url_resolving_to_a_forbidden_address_is_never_called() {
+    use hookline_core::credentials::{CredentialsKey, ReceiverAuth};
+    use hookline_core::ids::{EndpointId, TenantId};
+    use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus};
+    use hookline_core::signing::{EndpointSecrets, Secret};
+
+    let (port, forbidden, checked) = twin_listeners().await;
+    let sender = Sender::new(SenderOptions {
+        policy: Arc::new(UrlPolicy {
+            allow_http: true,
+            allowed_networks: UrlPolicy::parse_networks("127.0.0.2/32").unwrap(),
+        }),
+        resolver: Arc::new(ByHost),
+        timeout: Duration::from_secs(5),
+        extra_roots: Vec::new(),
+    })
+    .unwrap();
+    let key = CredentialsKey::generate();
+    let id = EndpointId::new();
+    let auth = ReceiverAuth::OAuth2 {
+        // A name passes the check made when saved; its address is checked when fetched.
+        token_url: format!("http://tokens.test:{port}/token"),
+        client_id: "c".into(),
+        client_secret: "s".into(),
+        scope: None,
+    };
+    let endpoint = Endpoint {
+        id,
+        tenant: TenantId::new(),
+        url: format!("http://receiver.test:{port}/hook"),
+        description: String::new(),
+        event_types: None,
+        domain: None,
+        filter: None,
+        format: BodyFormat::Raw,
+        secrets: EndpointSecrets::new(Secret::generate()),
+        status: EndpointStatus::Active,
+        disabled_reason: None,
+        disabled_at: None,
+        failing_since: None,
+        rate_limit: None,
+        created_at: 0,
+        updated_at: 0,
+        version: 1,
+        headers: Default::default(),
+        auth: Some(key.seal(&auth, id).unwrap()),
+    };
+    let response = sender
+        .deliver(&endpoint, Some(&key), HeaderMap::new(), b"{}".to_vec())
+        .await;
+    assert_eq!(response.status, None, "{response:?}");
+    assert_eq!(response.error.as_deref(), Some("blocked"), "{response:?}");
+    assert_eq!(forbidden.connections(), 0, "the token URL was called");
+    assert_eq!(
+        checked.connections(),
+        0,
+        "the receiver was called without a token"
+    );
+
+    // The same endpoint without credentials reaches its receiver: the refusal was the
+    // token URL's.
+    let plain = Endpoint {
+        auth: None,
+        ..endpoint
+    };
+    let response = sender
+        .deliver(&plain, Some(&key), HeaderMap::new(), b"{}".to_vec())
+        .await;
+    assert_eq!(response.status, Some(200), "{response:?}");
+    assert_eq!(checked.connections(), 1);
 }

@@ -539,7 +539,15 @@ impl Deliverer {
     ) -> Result<Step> {
         let started = self.clock.now();
         let (headers, body) = render(&Outbound::from(message), endpoint, started);
-        let response = self.sender.post(&endpoint.url, headers, body).await;
+        let response = self
+            .sender
+            .deliver(
+                endpoint,
+                self.config.credentials_key.as_ref(),
+                headers,
+                body,
+            )
+            .await;
         let now = self.clock.now();
         let number = expect + 1;
         let status = response.status;

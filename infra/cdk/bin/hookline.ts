@@ -31,6 +31,15 @@ const operatorKey = new CfnParameter(stack, 'OperatorKey', {
     'a Secrets Manager dynamic reference keeps it out of parameter files.',
 });
 
+const credentialsKey = new CfnParameter(stack, 'CredentialsKey', {
+  type: 'String',
+  noEcho: true,
+  default: '',
+  description:
+    "Key sealing endpoints' receiver credentials: 32 bytes in base64, or a Secrets Manager " +
+    'dynamic reference; empty: endpoints cannot be given auth.',
+});
+
 const bootstrapDir = context('bootstrapDir');
 const alarmTopicArn = context('alarmTopicArn');
 const retention = number('logRetentionDays');
@@ -38,6 +47,7 @@ const batchingWindow = number('deliverBatchingWindowSeconds');
 const throttleRate = number('apiThrottleRateLimit');
 const hookline = new Hookline(stack, 'Hookline', {
   operatorKey: SecretValue.cfnParameter(operatorKey),
+  credentialsKey: SecretValue.cfnParameter(credentialsKey),
   code: bootstrapDir ? HooklineCode.fromBootstrapDir(bootstrapDir) : HooklineCode.cargoLambda(),
   alarmTopic: alarmTopicArn ? sns.Topic.fromTopicArn(stack, 'AlarmTopic', alarmTopicArn) : undefined,
   retentionDays: number('retentionDays'),

@@ -24,6 +24,11 @@ export interface HooklineProps {
    * `SecretValue.cfnParameter(...)` for a NoEcho parameter, as the SAM template has.
    */
   readonly operatorKey: SecretValue;
+  /**
+   * Key sealing endpoints' receiver credentials (HOOKLINE_CREDENTIALS_KEY of the api and
+   * deliver functions): 32 bytes in base64. @default none: endpoints cannot be given auth
+   */
+  readonly credentialsKey?: SecretValue;
   /** Delays before each delivery attempt; their number is the number of attempts. */
   readonly retrySchedule?: Duration[];
   /** Days messages and attempts are kept (DynamoDB TTL), 15 to 3650. @default 30 */
@@ -132,6 +137,7 @@ export class Hookline extends Construct {
   constructor(scope: Construct, id: string, props: HooklineProps) {
     super(scope, id);
     const portalAccent = props.portalAccent ?? '';
+    const credentialsKey = props.credentialsKey?.unsafeUnwrap() ?? '';
     if (!Token.isUnresolved(portalAccent) && !/^(#[0-9a-fA-F]{6})?$/.test(portalAccent)) {
       throw new Error(`portalAccent must be "#rrggbb" or empty, not ${portalAccent}`);
     }
@@ -311,6 +317,7 @@ export class Hookline extends Construct {
       environment: {
         ...shared,
         HOOKLINE_OPERATOR_KEY: props.operatorKey.unsafeUnwrap(),
+        HOOKLINE_CREDENTIALS_KEY: credentialsKey,
         QUEUE_URL: this.eventsQueue.queueUrl,
         DLQ_URL: this.deadLetterQueue.queueUrl,
         HOOKLINE_PORTAL_FRAME_ANCESTORS: props.portalFrameAncestors ?? "'none'",
@@ -376,6 +383,7 @@ export class Hookline extends Construct {
         QUEUE_URL: this.eventsQueue.queueUrl,
         DLQ_URL: this.deadLetterQueue.queueUrl,
         HOOKLINE_CONCURRENCY: String(requestLimit),
+        HOOKLINE_CREDENTIALS_KEY: credentialsKey,
       },
     });
     for (const fn of [this.apiFunction, this.ingestFunction, this.deliverFunction]) {

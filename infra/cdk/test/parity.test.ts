@@ -11,6 +11,7 @@ import { Hookline, HooklineProps } from '../lib';
 import { Json, loadTemplate, resolveCdk, resolveSam, resourceNames } from './cfn';
 
 const OPERATOR_KEY = 'hkop_' + 'k'.repeat(40);
+const CREDENTIALS_KEY = 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=';
 const TOPIC = 'arn:aws:sns:us-east-1:111111111111:hookline-alarms';
 
 interface Setting {
@@ -47,6 +48,7 @@ const SETTINGS: Setting[] = [
       PortalTitle: 'Acme webhooks',
       PortalLogoUrl: 'https://cdn.example.com/logo.png',
       PortalAccent: '#0a7d3b',
+      CredentialsKey: CREDENTIALS_KEY,
     },
     props: (stack) => ({
       retrySchedule: [Duration.seconds(0), Duration.seconds(30), Duration.minutes(10), Duration.hours(1)],
@@ -71,6 +73,7 @@ const SETTINGS: Setting[] = [
       portalTitle: 'Acme webhooks',
       portalLogoUrl: 'https://cdn.example.com/logo.png',
       portalAccent: '#0a7d3b',
+      credentialsKey: SecretValue.unsafePlainText(CREDENTIALS_KEY),
     }),
   },
 ];

@@ -380,8 +380,10 @@ async fn render_endpoint_list(
 
 /// The `/v1` body of an endpoint form: what `POST /v1/endpoints` and `PATCH` read, so the
 /// same rules judge it. An empty filter is `null` (none); text that is not JSON at all is
-/// refused here, as the API refuses a bad filter (422 `invalid_filter`).
-fn endpoint_body(form: &Form, verify: bool) -> Result<Value, Error> {
+/// refused here, as the API refuses a bad filter (422 `invalid_filter`). `update`: a PATCH,
+/// where empty headers and "None" remove them and "keep" leaves the stored credentials
+/// alone.
+fn endpoint_body(form: &Form, verify: bool, update: bool) -> Result<Value, Error> {
     let types: Vec<&str> = form.all("event_types");
     let domain = form.get("domain").filter(|d| !d.is_empty());
     let rate_limit = form
@@ -395,7 +397,7 @@ fn endpoint_body(form: &Form, verify: bool) -> Result<Value, Error> {
             Error::unprocessable("invalid_filter", format!("the filter is not JSON: {e}"))
         })?,
     };
-    Ok(json!({
+    let mut body = json!({
         "url": form.get("url").unwrap_or_default().trim(),
         "description": form.get("description").unwrap_or_default(),
         "event_types": (!types.is_empty()).then_some(types),
@@ -405,7 +407,52 @@ fn endpoint_body(form: &Form, verify: bool) -> Result<Value, Error> {
         "verify": verify,
         "signing": form.get("signing").filter(|s| !s.is_empty()),
         "filter": filter,
-    }))
+    });
+    let headers = form_headers(form.get("headers").unwrap_or_default());
+    if update || headers.as_object().is_some_and(|h| !h.is_empty()) {
+        body["headers"] = headers;
+    }
+    match form_auth(form) {
+        Some(Value::Null) if !update => {}
+        Some(auth) => body["auth"] = auth,
+        None => {}
+    }
+    Ok(body)
+}
+
+/// `Name: value` lines as a headers object; a line without `:` names a header without a
+/// value (`null`), which the API refuses by name.
+fn form_headers(text: &str) -> Value {
+    let headers: serde_json::Map<String, Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => (name.trim().to_string(), json!(value.trim())),
+            None => (line.to_string(), Value::Null),
+        })
+        .collect();
+    Value::Object(headers)
+}
+
+/// The form's credentials as an `auth` value: `None` to keep the stored ones, `null` for
+/// none. Empty fields are left out, so the API names the one missing.
+fn form_auth(form: &Form) -> Option<Value> {
+    let kind = form.get("auth_type").unwrap_or_default();
+    let fields: &[&str] = match kind {
+        "keep" => return None,
+        "" => return Some(Value::Null),
+        "basic" => &["username", "password"],
+        "bearer" => &["token"],
+        _ => &["token_url", "client_id", "client_secret", "scope"],
+    };
+    let mut auth = json!({ "type": kind });
+    for field in fields {
+        if let Some(v) = form.get(&format!("auth_{field}")).filter(|v| !v.is_empty()) {
+            auth[*field] = json!(v);
+        }
+    }
+    Some(auth)
 }
 
 /// Which field of the endpoint form an error concerns, by its code.
@@ -422,6 +469,10 @@ fn field_of(code: &str) -> &'static str {
         "format"
     } else if code.contains("rate_limit") {
         "rate_limit"
+    } else if code.contains("headers") {
+        "headers"
+    } else if code.contains("auth") {
+        "auth"
     } else if code.contains("endpoint_test") {
         "verify"
     } else if code.contains("signing") {
@@ -457,7 +508,7 @@ fn form_error(e: Error) -> pages::FieldError {
 async fn endpoint_create(State(state): State<AppState>, portal: Portal, form: Form) -> PageResult {
     portal.check_csrf(&state, &form)?;
     let verify = form.get("verify").is_some();
-    let created = match endpoint_body(&form, verify) {
+    let created = match endpoint_body(&form, verify, false) {
         Ok(body) => {
             let req = serde_json::from_value(body).map_err(|e| {
                 error_page(
@@ -575,7 +626,7 @@ async fn endpoint_action(
     match form.get("action").unwrap_or_default() {
         "update" => {
             // An empty picker is `null`: every event, as in the API.
-            let updated = match endpoint_body(&form, form.get("verify").is_some()) {
+            let updated = match endpoint_body(&form, form.get("verify").is_some(), true) {
                 Ok(body) => {
                     let req = serde_json::from_value(body)
                         .map_err(|e| Error::invalid("invalid_form", e.to_string()))
@@ -994,6 +1045,9 @@ mod tests {
         assert_eq!(field_of("invalid_signing"), "signing");
         assert_eq!(field_of("invalid_filter"), "filter");
         assert_eq!(field_of("too_many_endpoints"), "");
+        assert_eq!(field_of("invalid_headers"), "headers");
+        assert_eq!(field_of("invalid_auth"), "auth");
+        assert_eq!(field_of("auth_unavailable"), "auth");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use hookline_core::catalog;
 use hookline_core::config::PortalConfig;
+use hookline_core::credentials::AuthSummary;
 use hookline_core::http::{rfc3339, AppState};
 use hookline_core::ids::EndpointId;
 use hookline_core::model::{
@@ -222,6 +223,17 @@ pub struct EndpointForm {
     pub signing: String,
     /// The payload filter as JSON text; empty: none.
     pub filter: String,
+    /// Extra headers, one `Name: value` a line.
+    pub headers: String,
+    /// The credentials' kind: `keep` (the stored ones), empty for none, or an `auth` type.
+    pub auth_type: String,
+    /// What the stored credentials are, for the edit form's "keep" choice.
+    pub auth_stored: Option<String>,
+    /// The credentials' names (never their secrets, which no form is filled with).
+    pub auth_username: String,
+    pub auth_token_url: String,
+    pub auth_client_id: String,
+    pub auth_scope: String,
 }
 
 impl Default for EndpointForm {
@@ -237,6 +249,13 @@ impl Default for EndpointForm {
             error: None,
             signing: "hmac".into(),
             filter: String::new(),
+            headers: String::new(),
+            auth_type: String::new(),
+            auth_stored: None,
+            auth_username: String::new(),
+            auth_token_url: String::new(),
+            auth_client_id: String::new(),
+            auth_scope: String::new(),
         }
     }
 }
@@ -259,6 +278,13 @@ impl EndpointForm {
             error,
             signing: text("signing"),
             filter: text("filter"),
+            headers: text("headers"),
+            auth_type: text("auth_type"),
+            auth_stored: form.get("auth_stored").map(String::from),
+            auth_username: text("auth_username"),
+            auth_token_url: text("auth_token_url"),
+            auth_client_id: text("auth_client_id"),
+            auth_scope: text("auth_scope"),
         }
     }
 
@@ -278,11 +304,44 @@ impl EndpointForm {
                 .as_ref()
                 .and_then(|f| serde_json::to_string_pretty(f.source()).ok())
                 .unwrap_or_default(),
+            headers: e
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}\n"))
+                .collect(),
+            auth_type: if e.auth.is_some() {
+                "keep".into()
+            } else {
+                String::new()
+            },
+            auth_stored: e.auth.as_ref().map(|a| auth_text(&a.summary)),
+            auth_username: String::new(),
+            auth_token_url: String::new(),
+            auth_client_id: String::new(),
+            auth_scope: String::new(),
         }
     }
 
     fn error_for(&self, field: &str) -> Option<&FieldError> {
         self.error.as_ref().filter(|e| e.field == field)
+    }
+}
+
+/// What may be shown of an endpoint's credentials: their kind and names, no secret.
+pub fn auth_text(summary: &AuthSummary) -> String {
+    match summary {
+        AuthSummary::Basic { username } => format!("basic, user {username}"),
+        AuthSummary::Bearer => "bearer token".into(),
+        AuthSummary::OAuth2 {
+            token_url,
+            client_id,
+            scope,
+        } => match scope {
+            Some(scope) => {
+                format!("OAuth2 client {client_id} at {token_url}, scope {scope}")
+            }
+            None => format!("OAuth2 client {client_id} at {token_url}"),
+        },
     }
 }
 
@@ -402,6 +461,60 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
                 (form.filter)
             }
             (field_error(form, prefix, "filter"))
+        }
+        div.field {
+            label for=(id("headers")) { "Extra headers " span.hint { "(one " code { "Name: value" } " a line)" } }
+            textarea id=(id("headers")) name="headers" rows="3" spellcheck="false"
+                aria-describedby=[described("headers")] { (form.headers) }
+            (field_error(form, prefix, "headers"))
+        }
+        fieldset.field {
+            legend { "Receiver authentication " span.hint { "(write-only: never shown again)" } }
+            @if let Some(stored) = &form.auth_stored {
+                input type="hidden" name="auth_stored" value=(stored);
+            }
+            select id=(id("auth_type")) name="auth_type" aria-label="Authentication kind"
+                aria-describedby=[described("auth")] {
+                @if let Some(stored) = &form.auth_stored {
+                    option value="keep" selected[form.auth_type == "keep"] { "Keep the current credentials (" (stored) ")" }
+                }
+                @for (value, name) in [("", "None"), ("basic", "Basic (user name and password)"), ("bearer", "Bearer token"), ("oauth2_client_credentials", "OAuth2 client credentials")] {
+                    option value=(value) selected[form.auth_type == value] { (name) }
+                }
+            }
+            div.row {
+                div.field {
+                    label for=(id("auth_username")) { "User name " span.hint { "(basic)" } }
+                    input id=(id("auth_username")) name="auth_username" type="text" autocomplete="off" value=(form.auth_username);
+                }
+                div.field {
+                    label for=(id("auth_password")) { "Password " span.hint { "(basic)" } }
+                    input id=(id("auth_password")) name="auth_password" type="password" autocomplete="new-password";
+                }
+                div.field {
+                    label for=(id("auth_token")) { "Token " span.hint { "(bearer)" } }
+                    input id=(id("auth_token")) name="auth_token" type="password" autocomplete="new-password";
+                }
+            }
+            div.row {
+                div.field {
+                    label for=(id("auth_token_url")) { "Token URL " span.hint { "(OAuth2)" } }
+                    input id=(id("auth_token_url")) name="auth_token_url" type="url" value=(form.auth_token_url);
+                }
+                div.field {
+                    label for=(id("auth_client_id")) { "Client id " span.hint { "(OAuth2)" } }
+                    input id=(id("auth_client_id")) name="auth_client_id" type="text" autocomplete="off" value=(form.auth_client_id);
+                }
+                div.field {
+                    label for=(id("auth_client_secret")) { "Client secret " span.hint { "(OAuth2)" } }
+                    input id=(id("auth_client_secret")) name="auth_client_secret" type="password" autocomplete="new-password";
+                }
+                div.field {
+                    label for=(id("auth_scope")) { "Scope " span.hint { "(OAuth2, optional)" } }
+                    input id=(id("auth_scope")) name="auth_scope" type="text" value=(form.auth_scope);
+                }
+            }
+            (field_error(form, prefix, "auth"))
         }
         div.field {
             label {
@@ -580,6 +693,11 @@ pub fn endpoint_page(
                 dt { "Scope" } dd { (e.domain.as_deref().unwrap_or("every domain")) }
                 dt { "Format" } dd { (e.format.as_str()) }
                 dt { "Rate limit" } dd { (e.rate_limit.map(|r| format!("{r} requests/s")).unwrap_or_else(|| "none".into())) }
+                dt { "Extra headers" } dd {
+                    @if e.headers.is_empty() { "none" }
+                    @for (name, value) in &e.headers { code { (name) ": " (value) } " " }
+                }
+                dt { "Authentication" } dd { (e.auth.as_ref().map(|a| auth_text(&a.summary)).unwrap_or_else(|| "none".into())) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
                 dt { "Filter" } dd {

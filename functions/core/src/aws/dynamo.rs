@@ -36,7 +36,7 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version` (an item written before versions has none: version 1) |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version headers? (JSON) auth? (JSON summary) credentials? (B: the sealed credentials, see `credentials`)` (an item written before versions has none: version 1) |
 //! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>#I<nn>` | `IDEM#<key>`    | `message_id expires_ms expires_at`; `nn`: SHA-256 of the key mod [`IDEMPOTENCY_SHARDS`] |
@@ -93,6 +93,7 @@ use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
@@ -102,6 +103,7 @@ use aws_sdk_dynamodb::Client;
 use serde_json::value::RawValue;
 
 use super::sdk_error;
+use crate::credentials::SealedAuth;
 use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
@@ -443,6 +445,14 @@ impl<'a> Fields<'a> {
         }
     }
 
+    fn opt_b(&self, name: &str) -> Result<Option<&'a [u8]>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::B(v)) => Ok(Some(v.as_ref())),
+            Some(_) => Err(self.bad(name)),
+        }
+    }
+
     fn s(&self, name: &str) -> Result<&'a str> {
         self.opt_s(name)?.ok_or_else(|| self.bad(name))
     }
@@ -593,6 +603,14 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
         .as_ref()
         .map(|f| to_json("encode endpoint filter", f))
         .transpose()?;
+    let headers = (!e.headers.is_empty())
+        .then(|| to_json("encode endpoint headers", &e.headers))
+        .transpose()?;
+    let auth = e
+        .auth
+        .as_ref()
+        .map(|a| to_json("encode endpoint auth", &a.summary))
+        .transpose()?;
     Ok(item(
         tenant_pk(e.tenant),
         endpoint_sk(e.id),
@@ -614,6 +632,14 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
             ("created_at", Some(n(e.created_at))),
             ("updated_at", Some(n(e.updated_at))),
             ("version", Some(n(e.version))),
+            ("headers", headers.map(s)),
+            ("auth", auth.map(s)),
+            (
+                "credentials",
+                e.auth
+                    .as_ref()
+                    .map(|a| AttributeValue::B(Blob::new(a.sealed.clone()))),
+            ),
         ],
     ))
 }
@@ -655,6 +681,20 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
         created_at: f.n("created_at")?,
         updated_at: f.n("updated_at")?,
         version: f.opt_n("version")?.unwrap_or(1),
+        headers: f
+            .opt_s("headers")?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| Error::backend("decode endpoint headers", e))?
+            .unwrap_or_default(),
+        auth: match (f.opt_s("auth")?, f.opt_b("credentials")?) {
+            (Some(summary), Some(sealed)) => Some(SealedAuth {
+                summary: serde_json::from_str(summary)
+                    .map_err(|e| Error::backend("decode endpoint auth", e))?,
+                sealed: sealed.to_vec(),
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -231,6 +231,13 @@ ALTER TABLE dead_letters_unique RENAME TO dead_letters;
     r#"
 ALTER TABLE endpoints ADD COLUMN filter TEXT;
 "#,
+    // 9: an endpoint's extra headers (JSON), and its receiver authentication: what may be
+    // shown of it (JSON) and, in a column of its own, the credentials sealed.
+    r#"
+ALTER TABLE endpoints ADD COLUMN headers TEXT;
+ALTER TABLE endpoints ADD COLUMN auth TEXT;
+ALTER TABLE endpoints ADD COLUMN credentials BLOB;
+"#,
 ];
 
 /// Opens (creating if needed) the database file shared by the store and the queue.

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::{duration_ms, Db};
+use crate::credentials::SealedAuth;
 use crate::error::{Error, Result};
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
@@ -212,7 +213,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
      secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
-     rate_limit, version, filter";
+     rate_limit, version, filter, headers, auth, credentials";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -233,6 +234,11 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         rate_limit: row.get(14)?,
         version: row.get(15)?,
         filter: json_opt(row, 16)?,
+        headers: json_opt(row, 17)?.unwrap_or_default(),
+        auth: match (json_opt(row, 18)?, row.get::<_, Option<Vec<u8>>>(19)?) {
+            (Some(summary), Some(sealed)) => Some(SealedAuth { summary, sealed }),
+            _ => None,
+        },
     })
 }
 
@@ -255,6 +261,9 @@ struct EndpointRow {
     failing_since: Option<Millis>,
     rate_limit: Option<u32>,
     filter: Option<String>,
+    headers: Option<String>,
+    auth: Option<String>,
+    credentials: Option<Vec<u8>>,
 }
 
 impl EndpointRow {
@@ -284,6 +293,15 @@ impl EndpointRow {
                 .as_ref()
                 .map(|f| to_json("encode endpoint filter", f))
                 .transpose()?,
+            headers: (!e.headers.is_empty())
+                .then(|| to_json("encode endpoint headers", &e.headers))
+                .transpose()?,
+            auth: e
+                .auth
+                .as_ref()
+                .map(|a| to_json("encode endpoint auth", &a.summary))
+                .transpose()?,
+            credentials: e.auth.as_ref().map(|a| a.sealed.clone()),
         })
     }
 
@@ -298,7 +316,7 @@ impl EndpointRow {
         }
         conn.prepare_cached(&format!(
             "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16, ?17, ?18, ?19)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -318,6 +336,9 @@ impl EndpointRow {
                 self.failing_since,
                 self.rate_limit,
                 self.filter,
+                self.headers,
+                self.auth,
+                self.credentials,
             ])
         })
         .map_err(|e| Error::backend("insert endpoint", e))?;
@@ -700,7 +721,8 @@ impl EndpointStore for SqliteStore {
                              url = ?3, description = ?4, event_types = ?5, domain = ?6,
                              format = ?7, secrets = ?8, status = ?9, disabled_reason = ?10,
                              updated_at = ?11, disabled_at = ?12, failing_since = ?13,
-                             rate_limit = ?14, filter = ?16, version = version + 1
+                             rate_limit = ?14, filter = ?16, headers = ?17, auth = ?18,
+                             credentials = ?19, version = version + 1
                          WHERE tenant = ?1 AND id = ?2 AND version = ?15",
                     )?
                     .execute(params![
@@ -720,6 +742,9 @@ impl EndpointStore for SqliteStore {
                         e.rate_limit,
                         expected_version,
                         e.filter,
+                        e.headers,
+                        e.auth,
+                        e.credentials,
                     ])?;
                 conditional(
                     conn,
