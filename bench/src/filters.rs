@@ -122,6 +122,7 @@ fn endpoints(n: usize, filtered: bool) -> anyhow::Result<Vec<Endpoint>> {
                 created_at: 0,
                 updated_at: 0,
                 version: 1,
+                ordering: Default::default(),
             })
         })
         .collect()

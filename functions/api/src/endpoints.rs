@@ -16,7 +16,7 @@ use hookline_core::http::{
     Paging, RawBody,
 };
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
-use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis, Ordering};
 use hookline_core::operational::{self, Operational};
 use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret};
@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::openapi::{EndpointList, FormatName, SecretKey, StatusName, TestResult};
+use crate::openapi::{EndpointList, FormatName, OrderingName, SecretKey, StatusName, TestResult};
 use crate::views::EndpointView;
 
 /// Tries of a change whose endpoint keeps changing under it before it gives up (409).
@@ -82,6 +82,12 @@ pub struct CreateEndpoint {
     /// Send a test event first and save only if the receiver answers 2xx.
     #[serde(default)]
     verify: bool,
+    /// `strict`: one message at a time, in the order accepted (per ordering key), each
+    /// waiting for the one before to succeed or run out of retries; `none` when absent.
+    /// See the README's "Ordered delivery".
+    #[serde(default)]
+    #[schema(value_type = Option<OrderingName>)]
+    ordering: Option<String>,
 }
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
@@ -117,6 +123,10 @@ pub struct UpdateEndpoint {
     /// Send a test event to the changed endpoint first and save only on a 2xx.
     #[serde(default)]
     verify: bool,
+    /// `strict` or `none`. Messages queued while strict stay in their sequence.
+    #[serde(default)]
+    #[schema(value_type = Option<OrderingName>)]
+    ordering: Option<String>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -153,6 +163,7 @@ struct Patch {
     format: Option<BodyFormat>,
     status: Option<EndpointStatus>,
     rate_limit: Option<Option<u32>>,
+    ordering: Option<Ordering>,
 }
 
 impl Patch {
@@ -180,6 +191,10 @@ impl Patch {
             .transpose()?;
         let format = req.format.map(|f| fields::format(Some(&f))).transpose()?;
         let status = req.status.map(|s| fields::status(&s)).transpose()?;
+        let ordering = req
+            .ordering
+            .map(|o| fields::ordering(Some(&o)))
+            .transpose()?;
         let domain = match req.domain {
             Some(domain) => Some(fields::scope(state.store.as_ref(), tenant, domain).await?),
             None => None,
@@ -193,6 +208,7 @@ impl Patch {
             format,
             status,
             rate_limit,
+            ordering,
         })
     }
 
@@ -218,6 +234,9 @@ impl Patch {
         }
         if let Some(filter) = &self.filter {
             endpoint.filter = filter.clone();
+        }
+        if let Some(ordering) = self.ordering {
+            endpoint.ordering = ordering;
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -274,6 +293,10 @@ impl Patch {
             (
                 "rate_limit",
                 self.rate_limit.is_some() && read.rate_limit != fresh.rate_limit,
+            ),
+            (
+                "ordering",
+                self.ordering.is_some() && read.ordering != fresh.ordering,
             ),
         ];
         touched
@@ -356,6 +379,7 @@ pub(crate) async fn create_for(
         None => Secret::generate(),
     };
     let domain = fields::scope(state.store.as_ref(), tenant, req.domain).await?;
+    let ordering = fields::ordering(req.ordering.as_deref())?;
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: EndpointId::new(),
@@ -375,6 +399,7 @@ pub(crate) async fn create_for(
         created_at: now,
         updated_at: now,
         version: 1,
+        ordering,
     };
     if req.verify {
         verify(state, &endpoint).await?;

@@ -415,6 +415,7 @@ fn webhook_endpoint(
         created_at: now,
         updated_at: now,
         version: 1,
+        ordering: Default::default(),
     }
 }
 

@@ -93,6 +93,9 @@ pub struct EndpointView {
     pub rate_limit: Option<u32>,
     pub created_at: String,
     pub updated_at: String,
+    /// `strict`: one message at a time in the order accepted; `none`: side by side.
+    #[schema(value_type = crate::openapi::OrderingName)]
+    pub ordering: &'static str,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -112,6 +115,7 @@ impl From<&Endpoint> for EndpointView {
             rate_limit: e.rate_limit,
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
+            ordering: e.ordering.as_str(),
         }
     }
 }

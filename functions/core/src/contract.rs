@@ -273,6 +273,7 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         created_at,
         updated_at: created_at,
         version: 1,
+        ordering: Default::default(),
     }
 }
 

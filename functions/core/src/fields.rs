@@ -10,7 +10,7 @@ use crate::catalog;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::ids::TenantId;
-use crate::model::{BodyFormat, EndpointStatus};
+use crate::model::{BodyFormat, EndpointStatus, Ordering};
 use crate::ports::{EndpointStore, EventTypeStore};
 use crate::signing::Secret;
 use crate::urlpolicy::UrlPolicy;
@@ -103,6 +103,19 @@ pub fn format(f: Option<&str>) -> Result<BodyFormat> {
         None => Ok(BodyFormat::default()),
         Some(s) => BodyFormat::parse(s)
             .ok_or_else(|| Error::invalid("invalid_format", format!("unknown format {s:?}"))),
+    }
+}
+
+/// An endpoint's ordering by name; `none` when absent.
+pub fn ordering(o: Option<&str>) -> Result<Ordering> {
+    match o {
+        None => Ok(Ordering::default()),
+        Some(s) => Ordering::parse(s).ok_or_else(|| {
+            Error::unprocessable(
+                "invalid_ordering",
+                format!("ordering must be \"none\" or \"strict\", not {s:?}"),
+            )
+        }),
     }
 }
 

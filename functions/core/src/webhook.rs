@@ -117,6 +117,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             version: 1,
+            ordering: Default::default(),
         }
     }
 

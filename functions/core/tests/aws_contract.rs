@@ -265,6 +265,7 @@ async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
         created_at,
         updated_at: created_at,
         version: 1,
+        ordering: Default::default(),
     };
     // More than fit in one transaction, so the deletion is split.
     for i in 0..150 {

@@ -36,7 +36,7 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version` (an item written before versions has none: version 1) |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) ordering? (`strict`) created_at updated_at version` (an item written before versions has none: version 1) |
 //! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>`     | `IDEM#<key>`      | `message_id expires_ms expires_at` |
@@ -91,7 +91,7 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, FirstAttempts, Inserted, MessageStore,
@@ -507,6 +507,9 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
             ("created_at", Some(n(e.created_at))),
             ("updated_at", Some(n(e.updated_at))),
             ("version", Some(n(e.version))),
+            // Written only when strict: an item without it is unordered, as items written
+            // before ordering existed are.
+            ("ordering", e.is_ordered().then(|| s(e.ordering.as_str()))),
         ],
     ))
 }
@@ -548,6 +551,10 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
         created_at: f.n("created_at")?,
         updated_at: f.n("updated_at")?,
         version: f.opt_n("version")?.unwrap_or(1),
+        ordering: match f.opt_s("ordering")? {
+            Some(_) => f.named("ordering", Ordering::parse)?,
+            None => Ordering::None,
+        },
     })
 }
 

@@ -18,7 +18,7 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, MessageStore, PortalStore, TenantStore, Written,
@@ -212,7 +212,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
      secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
-     rate_limit, version, filter";
+     rate_limit, version, filter, ordering";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -233,6 +233,7 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
         rate_limit: row.get(14)?,
         version: row.get(15)?,
         filter: json_opt(row, 16)?,
+        ordering: named(row, 17, Ordering::parse)?,
     })
 }
 
@@ -255,6 +256,7 @@ struct EndpointRow {
     failing_since: Option<Millis>,
     rate_limit: Option<u32>,
     filter: Option<String>,
+    ordering: &'static str,
 }
 
 impl EndpointRow {
@@ -284,6 +286,7 @@ impl EndpointRow {
                 .as_ref()
                 .map(|f| to_json("encode endpoint filter", f))
                 .transpose()?,
+            ordering: e.ordering.as_str(),
         })
     }
 
@@ -298,7 +301,7 @@ impl EndpointRow {
         }
         conn.prepare_cached(&format!(
             "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16, ?17)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -318,6 +321,7 @@ impl EndpointRow {
                 self.failing_since,
                 self.rate_limit,
                 self.filter,
+                self.ordering,
             ])
         })
         .map_err(|e| Error::backend("insert endpoint", e))?;
@@ -700,7 +704,8 @@ impl EndpointStore for SqliteStore {
                              url = ?3, description = ?4, event_types = ?5, domain = ?6,
                              format = ?7, secrets = ?8, status = ?9, disabled_reason = ?10,
                              updated_at = ?11, disabled_at = ?12, failing_since = ?13,
-                             rate_limit = ?14, filter = ?16, version = version + 1
+                             rate_limit = ?14, filter = ?16, ordering = ?17,
+                             version = version + 1
                          WHERE tenant = ?1 AND id = ?2 AND version = ?15",
                     )?
                     .execute(params![
@@ -720,6 +725,7 @@ impl EndpointStore for SqliteStore {
                         e.rate_limit,
                         expected_version,
                         e.filter,
+                        e.ordering,
                     ])?;
                 conditional(
                     conn,
@@ -752,6 +758,18 @@ impl EndpointStore for SqliteStore {
                 ))?
                 .query_map([tenant.to_string()], endpoint_row)?
                 .collect()
+            })
+            .await
+    }
+
+    async fn has_ordered_endpoints(&self, tenant: TenantId) -> Result<bool> {
+        self.db
+            .read("look for ordered endpoints", move |conn| {
+                conn.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM endpoints WHERE tenant = ?1
+                     AND ordering = 'strict' AND status = 'active')",
+                )?
+                .query_row([tenant.to_string()], |row| row.get(0))
             })
             .await
     }
