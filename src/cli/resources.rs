@@ -237,6 +237,10 @@ pub struct EndpointFields {
     /// Send a test event first and save only if the receiver answers 2xx.
     #[arg(long)]
     pub verify: bool,
+    /// strict: one message at a time in the order accepted (per ordering key); none: side
+    /// by side (see the README's "Ordered delivery").
+    #[arg(long, value_name = "none|strict")]
+    pub ordering: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -341,6 +345,9 @@ fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     }
     if let Some(filter) = f.filter {
         body.insert("filter".into(), filter);
+    }
+    if let Some(ordering) = f.ordering {
+        body.insert("ordering".into(), json!(ordering));
     }
     if f.verify {
         body.insert("verify".into(), json!(true));

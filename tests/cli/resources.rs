@@ -303,12 +303,15 @@ async fn endpoints_go_through_their_whole_life() {
                 "--rate-limit",
                 "5",
                 "--no-filter",
+                "--ordering",
+                "strict",
                 "--json",
             ],
         )
         .await
         .ok()
         .json();
+    assert_eq!(updated["ordering"], "strict");
     assert_eq!(updated["event_types"], Value::Null);
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["rate_limit"], 5);

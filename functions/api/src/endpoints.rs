@@ -193,7 +193,7 @@ impl Patch {
         let status = req.status.map(|s| fields::status(&s)).transpose()?;
         let ordering = req
             .ordering
-            .map(|o| fields::ordering(Some(&o)))
+            .map(|o| fields::ordering(Some(&o), state.queue.keeps_order()))
             .transpose()?;
         let domain = match req.domain {
             Some(domain) => Some(fields::scope(state.store.as_ref(), tenant, domain).await?),
@@ -348,7 +348,7 @@ fn still_changing() -> Error {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`invalid_ordering`, `ordering_unavailable` (no ordered queue), `rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -379,7 +379,7 @@ pub(crate) async fn create_for(
         None => Secret::generate(),
     };
     let domain = fields::scope(state.store.as_ref(), tenant, req.domain).await?;
-    let ordering = fields::ordering(req.ordering.as_deref())?;
+    let ordering = fields::ordering(req.ordering.as_deref(), state.queue.keeps_order())?;
     let now = state.clock.now();
     let endpoint = Endpoint {
         id: EndpointId::new(),
@@ -524,7 +524,7 @@ pub(crate) async fn get_for(state: &AppState, tenant: TenantId, id: &str) -> Api
         (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
         (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`invalid_ordering`, `ordering_unavailable` (no ordered queue), `rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]

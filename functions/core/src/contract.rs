@@ -16,7 +16,7 @@ use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::operational::OPERATOR_TENANT;
 use crate::ports::{
@@ -751,6 +751,7 @@ async fn endpoints(s: &dyn Store) {
         rate_limit: None,
         filter: None,
         updated_at: t0 + 100,
+        ordering: Ordering::Strict,
         ..first.clone()
     };
     assert_eq!(

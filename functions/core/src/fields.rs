@@ -106,17 +106,25 @@ pub fn format(f: Option<&str>) -> Result<BodyFormat> {
     }
 }
 
-/// An endpoint's ordering by name; `none` when absent.
-pub fn ordering(o: Option<&str>) -> Result<Ordering> {
-    match o {
-        None => Ok(Ordering::default()),
+/// An endpoint's ordering by name; `none` when absent. `strict` needs a queue with an
+/// ordered side (`keeps_order`); without one it is a 422 `ordering_unavailable`.
+pub fn ordering(o: Option<&str>, keeps_order: bool) -> Result<Ordering> {
+    let ordering = match o {
+        None => Ordering::default(),
         Some(s) => Ordering::parse(s).ok_or_else(|| {
             Error::unprocessable(
                 "invalid_ordering",
                 format!("ordering must be \"none\" or \"strict\", not {s:?}"),
             )
-        }),
+        })?,
+    };
+    if ordering == Ordering::Strict && !keeps_order {
+        return Err(Error::unprocessable(
+            "ordering_unavailable",
+            "this deployment has no ordered queue: strict ordering is not available",
+        ));
     }
+    Ok(ordering)
 }
 
 /// A rate limit: absent or `null` for none, else a whole number of requests per second

@@ -433,6 +433,10 @@ pub trait Queue: Send + Sync {
     async fn send(&self, messages: Vec<Outgoing>) -> Result<(), NotQueued>;
     /// Sends messages to the ordered queue, each at the end of its sequence, in the order
     /// given. `Err` as [`Queue::send`]. A queue without an ordered side refuses them.
+    /// Whether [`Queue::send_sequenced`] has an ordered side to send to.
+    fn keeps_order(&self) -> bool {
+        false
+    }
     async fn send_sequenced(&self, messages: Vec<Sequenced>) -> Result<(), NotQueued> {
         Err(NotQueued::all(
             messages.len(),

@@ -328,7 +328,10 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
                 }
             }
         }
+        // A queue without an ordered side has no strict endpoints to sequence for (they
+        // are refused), so it costs the publish nothing.
         let ordered = match ordered_owners.iter().find(|(t, _)| *t == route.tenant) {
+            _ if !state.queue.keeps_order() => false,
             Some((_, ordered)) => *ordered,
             None => {
                 let ordered = state.store.has_ordered_endpoints(route.tenant).await?;

@@ -396,6 +396,7 @@ fn endpoint_body(form: &Form, verify: bool) -> Value {
         "format": form.get("format").filter(|f| !f.is_empty()),
         "rate_limit": rate_limit,
         "verify": verify,
+        "ordering": form.get("ordering").filter(|o| !o.is_empty()),
     })
 }
 
@@ -413,6 +414,8 @@ fn field_of(code: &str) -> &'static str {
         "format"
     } else if code.contains("rate_limit") {
         "rate_limit"
+    } else if code.contains("ordering") {
+        "ordering"
     } else if code.contains("endpoint_test") {
         "verify"
     } else {
@@ -964,6 +967,8 @@ mod tests {
         assert_eq!(field_of("invalid_description"), "description");
         assert_eq!(field_of("invalid_format"), "format");
         assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
+        assert_eq!(field_of("invalid_ordering"), "ordering");
+        assert_eq!(field_of("ordering_unavailable"), "ordering");
         assert_eq!(field_of("endpoint_test_failed"), "verify");
         assert_eq!(field_of("too_many_endpoints"), "");
     }

@@ -219,6 +219,7 @@ pub struct EndpointForm {
     pub rate_limit: String,
     pub verify: bool,
     pub error: Option<FieldError>,
+    pub ordering: String,
 }
 
 impl Default for EndpointForm {
@@ -232,6 +233,7 @@ impl Default for EndpointForm {
             rate_limit: String::new(),
             verify: true,
             error: None,
+            ordering: "none".into(),
         }
     }
 }
@@ -252,6 +254,7 @@ impl EndpointForm {
             rate_limit: text("rate_limit"),
             verify: form.get("verify").is_some(),
             error,
+            ordering: text("ordering"),
         }
     }
 
@@ -265,6 +268,7 @@ impl EndpointForm {
             rate_limit: e.rate_limit.map(|r| r.to_string()).unwrap_or_default(),
             verify: false,
             error: None,
+            ordering: e.ordering.as_str().to_string(),
         }
     }
 
@@ -368,6 +372,15 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
                     value=(form.rate_limit) placeholder="no limit"
                     aria-describedby=[described("rate_limit")];
                 (field_error(form, prefix, "rate_limit"))
+            }
+            div.field {
+                label for=(id("ordering")) { "Ordering" }
+                select id=(id("ordering")) name="ordering" aria-describedby=[described("ordering")] {
+                    @for (value, name) in [("none", "None (in parallel)"), ("strict", "Strict (one at a time, in order)")] {
+                        option value=(value) selected[form.ordering == value] { (name) }
+                    }
+                }
+                (field_error(form, prefix, "ordering"))
             }
         }
         div.field {
@@ -547,6 +560,7 @@ pub fn endpoint_page(
                 dt { "Scope" } dd { (e.domain.as_deref().unwrap_or("every domain")) }
                 dt { "Format" } dd { (e.format.as_str()) }
                 dt { "Rate limit" } dd { (e.rate_limit.map(|r| format!("{r} requests/s")).unwrap_or_else(|| "none".into())) }
+                dt { "Ordering" } dd { (e.ordering.as_str()) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
                 dt { "Signing secret" } dd {

@@ -333,6 +333,10 @@ impl Queue for SqliteQueue {
         Ok(())
     }
 
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
     async fn send_sequenced(&self, messages: Vec<Sequenced>) -> std::result::Result<(), NotQueued> {
         if messages.is_empty() {
             return Ok(());
