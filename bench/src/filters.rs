@@ -124,6 +124,7 @@ fn endpoints(n: usize, filtered: bool) -> anyhow::Result<Vec<Endpoint>> {
                 version: 1,
                 headers: Default::default(),
                 auth: None,
+                ordering: Default::default(),
             })
         })
         .collect()

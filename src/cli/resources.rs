@@ -251,6 +251,10 @@ pub struct EndpointFields {
     /// --auth "$(cat auth.json)" to keep secrets out of the shell's history.
     #[arg(long, value_name = "JSON", value_parser = json_value)]
     pub auth: Option<Value>,
+    /// strict: one message at a time in the order accepted (per ordering key); none: side
+    /// by side (see the README's "Ordered delivery").
+    #[arg(long, value_name = "none|strict")]
+    pub ordering: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +388,9 @@ fn endpoint_fields(body: &mut Map<String, Value>, f: EndpointFields) {
     }
     if let Some(auth) = f.auth {
         body.insert("auth".into(), auth);
+    }
+    if let Some(ordering) = f.ordering {
+        body.insert("ordering".into(), json!(ordering));
     }
     if f.verify {
         body.insert("verify".into(), json!(true));

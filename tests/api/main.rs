@@ -22,6 +22,7 @@ mod mailgun_api;
 mod mailgun_js;
 mod operational;
 mod operations;
+mod ordering;
 mod owners;
 mod paging;
 mod panics;

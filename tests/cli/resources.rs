@@ -316,12 +316,15 @@ async fn endpoints_go_through_their_whole_life() {
                 "--no-filter",
                 "--no-headers",
                 "--no-auth",
+                "--ordering",
+                "strict",
                 "--json",
             ],
         )
         .await
         .ok()
         .json();
+    assert_eq!(updated["ordering"], "strict");
     assert_eq!(updated["event_types"], Value::Null);
     assert_eq!(updated["status"], "disabled");
     assert_eq!(updated["rate_limit"], 5);

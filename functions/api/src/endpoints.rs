@@ -17,7 +17,7 @@ use hookline_core::http::{
     JsonBody, Paging, RawBody,
 };
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
-use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis};
+use hookline_core::model::{BodyFormat, Endpoint, EndpointStatus, Millis, Ordering};
 use hookline_core::operational::{self, Operational};
 use hookline_core::ports::Written;
 use hookline_core::signing::{EndpointSecrets, Secret, Signing};
@@ -30,8 +30,8 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use crate::openapi::{
-    EndpointList, FormatName, PublicKeys, RotatedSecret, SecretKey, SigningName, StatusName,
-    TestResult,
+    EndpointList, FormatName, OrderingName, PublicKeys, RotatedSecret, SecretKey, SigningName,
+    StatusName, TestResult,
 };
 use crate::views::EndpointView;
 
@@ -103,6 +103,12 @@ pub struct CreateEndpoint {
     #[serde(default)]
     #[schema(value_type = Option<crate::openapi::AuthInput>)]
     auth: Option<Value>,
+    /// `strict`: one message at a time, in the order accepted (per ordering key), each
+    /// waiting for the one before to succeed or run out of retries; `none` when absent.
+    /// See the README's "Ordered delivery".
+    #[serde(default)]
+    #[schema(value_type = Option<OrderingName>)]
+    ordering: Option<String>,
 }
 
 /// A partial update. For `event_types` and `domain`, `null` means "all events" and
@@ -150,6 +156,10 @@ pub struct UpdateEndpoint {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<crate::openapi::AuthInput>)]
     auth: Option<Option<Value>>,
+    /// `strict` or `none`. Messages queued while strict stay in their sequence.
+    #[serde(default)]
+    #[schema(value_type = Option<OrderingName>)]
+    ordering: Option<String>,
 }
 
 #[derive(Deserialize, Default, ToSchema)]
@@ -189,6 +199,7 @@ struct Patch {
     signing: Option<Signing>,
     headers: Option<CustomHeaders>,
     auth: Option<Option<SealedAuth>>,
+    ordering: Option<Ordering>,
 }
 
 impl Patch {
@@ -237,6 +248,10 @@ impl Patch {
             .transpose()?;
         let format = req.format.map(|f| fields::format(Some(&f))).transpose()?;
         let status = req.status.map(|s| fields::status(&s)).transpose()?;
+        let ordering = req
+            .ordering
+            .map(|o| fields::ordering(Some(&o), state.queue.keeps_order()))
+            .transpose()?;
         let domain = match req.domain {
             Some(domain) => Some(fields::scope(state.store.as_ref(), tenant, domain).await?),
             None => None,
@@ -254,6 +269,7 @@ impl Patch {
             signing,
             headers,
             auth,
+            ordering,
         })
     }
 
@@ -288,6 +304,9 @@ impl Patch {
         }
         if let Some(auth) = &self.auth {
             endpoint.auth = auth.clone();
+        }
+        if let Some(ordering) = self.ordering {
+            endpoint.ordering = ordering;
         }
         match self.status {
             Some(EndpointStatus::Active) => {
@@ -354,6 +373,10 @@ impl Patch {
                 self.headers.is_some() && read.headers != fresh.headers,
             ),
             ("auth", self.auth.is_some() && read.auth != fresh.auth),
+            (
+                "ordering",
+                self.ordering.is_some() && read.ordering != fresh.ordering,
+            ),
         ];
         touched
             .into_iter()
@@ -417,7 +440,7 @@ fn still_changing() -> Error {
         (status = 403, description = "The operator key", body = ErrorBody),
         (status = 409, description = "`too_many_endpoints`: the tenant has as many endpoints as the deployment allows (`HOOKLINE_MAX_ENDPOINTS`); nothing was stored", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`invalid_ordering`, `ordering_unavailable` (no ordered queue), `rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]
@@ -458,6 +481,7 @@ pub(crate) async fn create_for(
         id,
     )?;
     let headers = fields::headers(req.headers.as_ref(), auth.is_some())?;
+    let ordering = fields::ordering(req.ordering.as_deref(), state.queue.keeps_order())?;
     let now = state.clock.now();
     let endpoint = Endpoint {
         id,
@@ -479,6 +503,7 @@ pub(crate) async fn create_for(
         version: 1,
         headers,
         auth,
+        ordering,
     };
     if req.verify {
         verify(state, &endpoint).await?;
@@ -603,7 +628,7 @@ pub(crate) async fn get_for(state: &AppState, tenant: TenantId, id: &str) -> Api
         (status = 409, description = "`concurrent_update`: another request changed a field this one sets; nothing was saved", body = ErrorBody),
         (status = 412, description = "`precondition_failed`: the endpoint is no longer at the `If-Match` revision; nothing was saved", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 422, description = "`rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
+        (status = 422, description = "`invalid_ordering`, `ordering_unavailable` (no ordered queue), `rate_limit` out of range, `invalid_filter` (the message names the node by JSON pointer and the fault), `invalid_headers` or `invalid_auth` (the message names the field, e.g. `headers.connection` or `auth.password`), `auth_unavailable` (the deployment has no credentials key), or `verify`: the test event got no 2xx; nothing was saved", body = ErrorBody),
     ),
     security(("tenant_key" = []))
 )]

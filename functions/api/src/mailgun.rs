@@ -417,6 +417,7 @@ fn webhook_endpoint(
         version: 1,
         headers: Default::default(),
         auth: None,
+        ordering: Default::default(),
     }
 }
 

@@ -314,6 +314,16 @@ pub enum SigningName {
     Both,
 }
 
+/// How an endpoint's messages are delivered: `none` side by side, `strict` one at a time
+/// in the order accepted (per ordering key). Only documents the values.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingName {
+    None,
+    Strict,
+}
+
 /// The status of an endpoint. Only documents the values.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]

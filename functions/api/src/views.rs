@@ -101,6 +101,9 @@ pub struct EndpointView {
     /// How requests authenticate to the receiver, without its secrets; `null`: they do not.
     #[schema(value_type = Option<crate::openapi::AuthView>)]
     pub auth: Option<hookline_core::credentials::AuthSummary>,
+    /// `strict`: one message at a time in the order accepted; `none`: side by side.
+    #[schema(value_type = crate::openapi::OrderingName)]
+    pub ordering: &'static str,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -123,6 +126,7 @@ impl From<&Endpoint> for EndpointView {
             signing: e.secrets.signing().as_str(),
             headers: e.headers.clone(),
             auth: e.auth.as_ref().map(|a| a.summary.clone()),
+            ordering: e.ordering.as_str(),
         }
     }
 }

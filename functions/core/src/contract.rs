@@ -16,7 +16,7 @@ use crate::keys::{KeyHash, PlainKey};
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::operational::OPERATOR_TENANT;
 use crate::ports::{
@@ -276,6 +276,7 @@ fn endpoint(tenant: TenantId, domain: Option<&str>, created_at: Millis) -> Endpo
         version: 1,
         headers: Default::default(),
         auth: None,
+        ordering: Default::default(),
     }
 }
 
@@ -783,6 +784,7 @@ async fn endpoints(s: &dyn Store) {
         headers: Default::default(),
         auth: None,
         updated_at: t0 + 100,
+        ordering: Ordering::Strict,
         ..first.clone()
     };
     assert_eq!(

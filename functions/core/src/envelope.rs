@@ -14,6 +14,9 @@ use crate::ports::{Store, TenantStore};
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// Longest ordering key accepted: with an endpoint id it names an SQS FIFO message group,
+/// which takes 128 characters.
+pub const MAX_ORDERING_KEY: usize = 64;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +33,11 @@ pub struct EventEnvelope {
     /// found" like one that does not exist, so the answer never tells them apart.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Splits the sequence of a strictly ordered endpoint: messages of different keys are
+    /// delivered independently, each key's in the order accepted. Ignored by unordered
+    /// endpoints.
+    #[serde(default)]
+    pub ordering_key: Option<String>,
 }
 
 /// Whose event an accepted envelope is.
@@ -214,6 +222,9 @@ impl EventEnvelope {
                 ));
             }
         }
+        if let Some(key) = &self.ordering_key {
+            check_ordering_key(key)?;
+        }
         Ok(())
     }
 
@@ -266,6 +277,22 @@ async fn route<S: TenantStore + ?Sized>(
         }),
         _ => Err(Error::NotFound("owner")),
     }
+}
+
+/// An ordering key is 1 to [`MAX_ORDERING_KEY`] characters among letters, digits and
+/// `-_.:`, the characters of an SQS message group id it becomes part of.
+pub fn check_ordering_key(key: &str) -> Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+    if key.is_empty() || key.len() > MAX_ORDERING_KEY || !key.chars().all(allowed) {
+        return Err(Error::invalid(
+            "invalid_ordering_key",
+            format!(
+                "ordering_key must be 1 to {MAX_ORDERING_KEY} letters, digits or the \
+                 characters - _ . :"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A payload must be a JSON object no larger than the limit.
@@ -326,6 +353,28 @@ mod tests {
         assert_eq!(e.payload.get(), r#"{"b":1, "a":[2]}"#);
         assert_eq!(e.domain.as_deref(), Some("mg.example.com"));
         e.check(&cfg()).unwrap();
+    }
+
+    #[test]
+    fn ordering_keys_are_checked_for_length_and_characters() {
+        let with = |key: &str| {
+            let body = serde_json::json!({"type": "delivered", "payload": {}, "ordering_key": key});
+            let Publish::One(e) = Publish::parse(body.to_string().as_bytes()).unwrap() else {
+                panic!("expected one event");
+            };
+            e.check(&cfg()).map_err(|e| e.code().to_owned())
+        };
+        assert!(with("order-42_eu.west:1").is_ok());
+        assert!(with(&"k".repeat(MAX_ORDERING_KEY)).is_ok());
+        for bad in [
+            "",
+            "with space",
+            "ünïcode",
+            "slash/es",
+            &"k".repeat(MAX_ORDERING_KEY + 1),
+        ] {
+            assert_eq!(with(bad).unwrap_err(), "invalid_ordering_key", "{bad:?}");
+        }
     }
 
     #[test]

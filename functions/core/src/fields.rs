@@ -11,7 +11,7 @@ use crate::credentials::{reserved, CredentialsKey, CustomHeaders, ReceiverAuth, 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::ids::{EndpointId, TenantId};
-use crate::model::{BodyFormat, EndpointStatus};
+use crate::model::{BodyFormat, EndpointStatus, Ordering};
 use crate::ports::{EndpointStore, EventTypeStore};
 use crate::signing::{Secret, Signing};
 use crate::urlpolicy::UrlPolicy;
@@ -105,6 +105,27 @@ pub fn format(f: Option<&str>) -> Result<BodyFormat> {
         Some(s) => BodyFormat::parse(s)
             .ok_or_else(|| Error::invalid("invalid_format", format!("unknown format {s:?}"))),
     }
+}
+
+/// An endpoint's ordering by name; `none` when absent. `strict` needs a queue with an
+/// ordered side (`keeps_order`); without one it is a 422 `ordering_unavailable`.
+pub fn ordering(o: Option<&str>, keeps_order: bool) -> Result<Ordering> {
+    let ordering = match o {
+        None => Ordering::default(),
+        Some(s) => Ordering::parse(s).ok_or_else(|| {
+            Error::unprocessable(
+                "invalid_ordering",
+                format!("ordering must be \"none\" or \"strict\", not {s:?}"),
+            )
+        })?,
+    };
+    if ordering == Ordering::Strict && !keeps_order {
+        return Err(Error::unprocessable(
+            "ordering_unavailable",
+            "this deployment has no ordered queue: strict ordering is not available",
+        ));
+    }
+    Ok(ordering)
 }
 
 /// A rate limit: absent or `null` for none, else a whole number of requests per second

@@ -98,6 +98,35 @@ impl BodyFormat {
     }
 }
 
+/// Whether an endpoint's messages may be delivered side by side or one at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// In parallel, each message on its own retry clock.
+    #[default]
+    None,
+    /// One at a time in the order they were accepted (per ordering key): each waits until
+    /// the one before it succeeded or ran out of retries.
+    Strict,
+}
+
+impl Ordering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::Strict => "strict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Ordering::None),
+            "strict" => Some(Ordering::Strict),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub id: EndpointId,
@@ -133,6 +162,7 @@ pub struct Endpoint {
     pub headers: CustomHeaders,
     /// How requests authenticate to the receiver, sealed; `None`: they do not.
     pub auth: Option<SealedAuth>,
+    pub ordering: Ordering,
 }
 
 /// A change of an endpoint's health made by delivery, written on its own so that it
@@ -179,6 +209,11 @@ impl Endpoint {
                 None => true,
                 Some(scope) => domain == Some(scope.as_str()),
             }
+    }
+
+    /// Whether its messages go one at a time through the ordered queue.
+    pub fn is_ordered(&self) -> bool {
+        self.ordering == Ordering::Strict
     }
 
     /// Whether a payload passes the endpoint's filter (every payload does without one).

@@ -89,6 +89,16 @@ pub trait EndpointStore: Send + Sync {
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>>;
     /// All endpoints of a tenant, oldest first (what a fan-out reads).
     async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>>;
+    /// Whether the tenant has an active endpoint with strict ordering, whose messages must
+    /// be sequenced as they are accepted. Asked at every publish, so a store that can
+    /// answer from an index should.
+    async fn has_ordered_endpoints(&self, tenant: TenantId) -> Result<bool> {
+        Ok(self
+            .list_endpoints(tenant)
+            .await?
+            .iter()
+            .any(|e| e.is_ordered() && e.status == crate::model::EndpointStatus::Active))
+    }
     /// A page of a tenant's endpoints, by id (so oldest first); the cursor is the last id.
     async fn list_endpoints_page(
         &self,
@@ -303,6 +313,18 @@ pub struct Outgoing {
     pub delay: Duration,
 }
 
+/// One message for the ordered queue (see [`Queue::send_sequenced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced {
+    pub body: String,
+    /// Its sequence: received only after every message sent before it in the same
+    /// sequence is handled (acked or dead-lettered).
+    pub group: String,
+    /// Two sends with the same id within a few minutes queue one message (SQS FIFO's
+    /// deduplication window); a queue without deduplication may queue both.
+    pub dedup: String,
+}
+
 /// Why a message of a [`Queue::send`] is not on the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -409,6 +431,19 @@ pub trait Queue: Send + Sync {
     /// lost) counts as not queued: sending it again may queue a second copy
     /// (at-least-once).
     async fn send(&self, messages: Vec<Outgoing>) -> Result<(), NotQueued>;
+    /// Sends messages to the ordered queue, each at the end of its sequence, in the order
+    /// given. `Err` as [`Queue::send`]. A queue without an ordered side refuses them.
+    /// Whether [`Queue::send_sequenced`] has an ordered side to send to.
+    fn keeps_order(&self) -> bool {
+        false
+    }
+    async fn send_sequenced(&self, messages: Vec<Sequenced>) -> Result<(), NotQueued> {
+        Err(NotQueued::all(
+            messages.len(),
+            Refusal::Refused,
+            "this deployment has no ordered queue",
+        ))
+    }
     /// The longest delay the queue supports (SQS: 15 minutes).
     fn max_delay(&self) -> Duration;
     /// `Some(wait)` while the queue holds more work than it takes on: publishers are

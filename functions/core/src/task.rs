@@ -39,6 +39,14 @@ pub struct EventTask {
     /// the worker.
     #[serde(default)]
     pub key_claimed: bool,
+    /// The publisher's ordering key (see [`crate::envelope::EventEnvelope::ordering_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// Sent on the ordered queue, in its tenant's sequence: its fan-out queues its
+    /// unordered deliveries instead of making them, so that the sequence is not held up
+    /// by them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sequenced: bool,
 }
 
 /// "Make attempt `expect + 1` of this delivery, not before `not_before`."
@@ -51,6 +59,10 @@ pub struct AttemptTask {
     pub tenant: TenantId,
     pub expect: u32,
     pub not_before: Millis,
+    /// A delivery to a strictly ordered endpoint, on the ordered queue: it makes whichever
+    /// attempt is next and stays at the head of its sequence until the delivery settles.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 /// The envelope a producer may write straight to the queue: the HTTP envelope plus its
@@ -68,6 +80,8 @@ struct ProducerEnvelope {
     idempotency_key: Option<String>,
     #[serde(default)]
     owner: Option<String>,
+    #[serde(default)]
+    ordering_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +127,26 @@ impl EventTask {
             idempotency_key,
             received_at,
             key_claimed,
+            ordering_key: None,
+            sequenced: false,
         }
+    }
+
+    /// Sets the publisher's ordering key, and whether the task is sent on the ordered
+    /// queue (see [`EventTask::sequenced`]).
+    pub fn with_ordering(mut self, key: Option<String>, sequenced: bool) -> Self {
+        self.ordering_key = key;
+        self.sequenced = sequenced;
+        self
+    }
+
+    /// The sequence of the ordered queue its task goes in, when sequenced: its owner's
+    /// events of one ordering key, in the order accepted.
+    pub fn group(&self) -> String {
+        sequence(
+            &self.route().tenant.to_string(),
+            self.ordering_key.as_deref(),
+        )
     }
 
     /// Names the tenant whose event this is, when it is not the publisher.
@@ -148,7 +181,26 @@ impl AttemptTask {
             tenant,
             expect,
             not_before,
+            ordered: false,
         }
+    }
+
+    /// The delivery of a message to a strictly ordered endpoint, as queued in the
+    /// endpoint's sequence for the message's ordering key.
+    pub fn ordered(message: MessageId, endpoint: EndpointId, tenant: TenantId) -> Self {
+        AttemptTask {
+            ordered: true,
+            ..AttemptTask::new(message, endpoint, tenant, 0, 0)
+        }
+    }
+}
+
+/// The name of a sequence of the ordered queue: `{owner}` or `{owner}:{ordering key}`
+/// (an ordering key holds no character that could make two names collide).
+pub fn sequence(owner: &str, ordering_key: Option<&str>) -> String {
+    match ordering_key {
+        Some(key) => format!("{owner}:{key}"),
+        None => owner.to_owned(),
     }
 }
 
@@ -193,7 +245,8 @@ impl Task {
                         origin.received_at,
                         false,
                     )
-                    .with_owner(owner),
+                    .with_owner(owner)
+                    .with_ordering(env.ordering_key, false),
                 ))
             }
         }

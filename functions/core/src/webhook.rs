@@ -129,6 +129,7 @@ mod tests {
             version: 1,
             headers: [("x-tenant".to_string(), "acme".to_string())].into(),
             auth: None,
+            ordering: Default::default(),
         }
     }
 

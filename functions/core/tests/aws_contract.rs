@@ -360,6 +360,7 @@ async fn deleting_a_domain_deletes_endpoints_beyond_one_transaction() {
         version: 1,
         headers: Default::default(),
         auth: None,
+        ordering: Default::default(),
     };
     // More than fit in one transaction, so the deletion is split.
     for i in 0..150 {

@@ -259,6 +259,7 @@ async fn an_oauth2_token_url_resolving_to_a_forbidden_address_is_never_called() 
         version: 1,
         headers: Default::default(),
         auth: Some(key.seal(&auth, id).unwrap()),
+        ordering: Default::default(),
     };
     let response = sender
         .deliver(&endpoint, Some(&key), HeaderMap::new(), b"{}".to_vec())

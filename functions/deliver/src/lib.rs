@@ -47,9 +47,9 @@ use hookline_core::model::{
 };
 use hookline_core::operational::{self, Operational};
 use hookline_core::ports::{
-    FirstAttempts, Inserted, Outgoing, SharedClock, SharedQueue, SharedStore,
+    FirstAttempts, Inserted, Outgoing, Sequenced, SharedClock, SharedQueue, SharedStore,
 };
-use hookline_core::task::{AttemptTask, EventTask, Origin, Task};
+use hookline_core::task::{self, AttemptTask, EventTask, Origin, Task};
 use hookline_core::verdict::{health_change, outcome_class, refused_for_good, Verdict};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
@@ -73,6 +73,26 @@ pub enum Disposition {
 enum Step {
     Settled,
     Busy(Duration),
+}
+
+/// Who may make an attempt, and where its retries go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The first attempt of a fan-out, the caller's by the lease stored with the message.
+    Leased,
+    /// Claimed on the delivery; a retry is a new attempt task.
+    Claimed,
+    /// Claimed, at the head of an endpoint's sequence on the ordered queue: the task is
+    /// kept back (not re-queued) for every wait, so nothing behind it moves.
+    Ordered,
+}
+
+/// How an event's deliveries are ordered: its ordering key, and whether it came in its
+/// owner's sequence on the ordered queue.
+#[derive(Debug, Clone, Default)]
+struct EventOrder {
+    key: Option<String>,
+    sequenced: bool,
 }
 
 /// A queue message that makes the handler panic, for the tests that a panic costs one
@@ -211,12 +231,16 @@ impl Deliverer {
         // finds nothing there and is refused by `admit`.
         let (owner, id) = (task.route().tenant, task.id);
         let from_producer = !task.key_claimed;
+        let order = EventOrder {
+            key: task.ordering_key.clone(),
+            sequenced: task.sequenced,
+        };
         let refusal = match self.admit(task).await {
             Ok(Some(admitted)) => {
                 if from_producer {
                     metrics::events_accepted(metrics::Source::Sqs, 1);
                 }
-                return self.store_and_fan_out(admitted).await;
+                return self.store_and_fan_out(admitted, &order).await;
             }
             Ok(None) => None,
             Err(e) if e.is_retryable() => return Err(e),
@@ -226,7 +250,10 @@ impl Deliverer {
         // stored it (what it names may have gone since, or its key expired and was bound
         // again), as its deliveries may not all be settled.
         match self.store.get_message(owner, id).await? {
-            Some(stored) => self.fan_out(&stored, FirstAttempts::Open, &[], None).await,
+            Some(stored) => {
+                self.fan_out(&stored, FirstAttempts::Open, &[], None, &order)
+                    .await
+            }
             None => match refusal {
                 Some(refused) => Err(refused),
                 None => {
@@ -237,7 +264,7 @@ impl Deliverer {
         }
     }
 
-    async fn store_and_fan_out(&self, admitted: Admitted) -> Result<Step> {
+    async fn store_and_fan_out(&self, admitted: Admitted, order: &EventOrder) -> Result<Step> {
         let Admitted { message, endpoints } = admitted;
         if message.targets.is_empty() && operational::is_reserved(&message.event_type) {
             // Nobody takes it: not kept, so that a log holds the operational events of
@@ -246,7 +273,8 @@ impl Deliverer {
             return Ok(Step::Settled);
         }
         let mut permits = None;
-        let inserted = if self.config.retry.initial_delay().is_zero() {
+        // A sequenced event makes no attempt itself (see `fan_out`): nothing to lease.
+        let inserted = if self.config.retry.initial_delay().is_zero() && !order.sequenced {
             // Taken before the lease is written, so that no lease runs down while waiting.
             permits = self.request_permits(message.targets.len()).await;
             let now = self.clock.now();
@@ -266,6 +294,7 @@ impl Deliverer {
             inserted.first_attempts,
             &endpoints,
             permits,
+            order,
         )
         .await
     }
@@ -280,7 +309,14 @@ impl Deliverer {
         first: FirstAttempts,
         known: &[Endpoint],
         permits: Option<OwnedSemaphorePermit>,
+        order: &EventOrder,
     ) -> Result<Step> {
+        let ordered = self.ordered_targets(message, known).await?;
+        if order.sequenced || !ordered.is_empty() {
+            return self
+                .fan_out_ordered(message, first, known, permits, order, &ordered)
+                .await;
+        }
         let initial = self.config.retry.initial_delay();
         if !initial.is_zero() {
             let not_before = message.received_at + initial.as_millis() as Millis;
@@ -312,12 +348,113 @@ impl Deliverer {
                 }
             })
             .collect();
+        let mode = if leased { Mode::Leased } else { Mode::Claimed };
         let steps = join_all(message.targets.iter().zip(per_target).map(|(ep, permit)| {
             let endpoint = known.iter().find(|e| e.id == *ep).cloned();
-            self.step(message, *ep, 0, endpoint, leased, permit)
+            self.step(message, *ep, 0, endpoint, mode, permit)
         }))
         .await;
         merge(steps)
+    }
+
+    /// The targets of a message that are strictly ordered endpoints. Read from `known`
+    /// when it has every target (a fan-out's own read), else from storage.
+    async fn ordered_targets(
+        &self,
+        message: &Message,
+        known: &[Endpoint],
+    ) -> Result<Vec<EndpointId>> {
+        let covers = |endpoints: &[Endpoint]| {
+            message
+                .targets
+                .iter()
+                .filter(|t| endpoints.iter().any(|e| e.id == **t && e.is_ordered()))
+                .copied()
+                .collect()
+        };
+        if message
+            .targets
+            .iter()
+            .all(|t| known.iter().any(|e| e.id == *t))
+        {
+            return Ok(covers(known));
+        }
+        Ok(covers(&self.store.list_endpoints(message.tenant).await?))
+    }
+
+    /// The fan-out of an event with ordered targets, or of one in its owner's sequence:
+    /// each ordered delivery is appended to its endpoint's sequence for the event's
+    /// ordering key, where it waits for those before it. The other deliveries are made as
+    /// usual, but by attempt tasks when the event is sequenced, so that a slow receiver
+    /// of theirs does not hold up the owner's sequence.
+    async fn fan_out_ordered(
+        &self,
+        message: &Message,
+        first: FirstAttempts,
+        known: &[Endpoint],
+        permits: Option<OwnedSemaphorePermit>,
+        order: &EventOrder,
+        ordered: &[EndpointId],
+    ) -> Result<Step> {
+        let sequenced: Vec<Sequenced> = ordered
+            .iter()
+            .map(|ep| Sequenced {
+                body: Task::Attempt(AttemptTask::ordered(message.id, *ep, message.tenant))
+                    .to_body(),
+                group: task::sequence(&ep.to_string(), order.key.as_deref()),
+                dedup: format!("{}:{ep}", message.id),
+            })
+            .collect();
+        self.queue.send_sequenced(sequenced).await?;
+        let mut rest = message.clone();
+        rest.targets.retain(|t| !ordered.contains(t));
+        if rest.targets.is_empty() {
+            return Ok(Step::Settled);
+        }
+        if order.sequenced {
+            let not_before =
+                message.received_at + self.config.retry.initial_delay().as_millis() as Millis;
+            let tasks = rest
+                .targets
+                .iter()
+                .map(|ep| AttemptTask::new(message.id, *ep, message.tenant, 0, not_before))
+                .collect();
+            self.enqueue(tasks).await?;
+            return Ok(Step::Settled);
+        }
+        let unordered = EventOrder::default();
+        Box::pin(self.fan_out(&rest, first, known, permits, &unordered)).await
+    }
+
+    /// Makes the next attempt of a delivery at the head of its endpoint's sequence, unless
+    /// it is settled (then the sequence moves on) or its next attempt is not due (then it
+    /// stays at the head, and the task comes back when it is).
+    async fn handle_ordered(&self, task: AttemptTask) -> Result<Step> {
+        let Some(message) = self.store.get_message(task.tenant, task.message).await? else {
+            tracing::warn!(message = %task.message, "message of an ordered delivery is gone");
+            return Ok(Step::Settled);
+        };
+        let now = self.clock.now();
+        let expect = match self.store.get_delivery(message.id, task.endpoint).await? {
+            Some(d) if d.status.is_final() => return Ok(Step::Settled),
+            Some(d) => {
+                if let Some(due) = d.next_attempt_at.filter(|due| *due > now) {
+                    return Ok(Step::Busy(wait_until(due, now)));
+                }
+                d.attempts
+            }
+            None => {
+                let due =
+                    message.received_at + self.config.retry.initial_delay().as_millis() as Millis;
+                if due > now {
+                    return Ok(Step::Busy(wait_until(due, now)));
+                }
+                0
+            }
+        };
+        let permit = self.request_permits(1).await;
+        self.step(&message, task.endpoint, expect, None, Mode::Ordered, permit)
+            .await
     }
 
     /// A copy of an event whose first attempts another worker holds (it stored the
@@ -356,6 +493,7 @@ impl Deliverer {
                 domain: task.domain.clone(),
                 idempotency_key: task.idempotency_key.clone(),
                 owner: task.owner.map(|o| o.to_string()),
+                ordering_key: task.ordering_key.clone(),
             };
             let route = envelope
                 .validate(task.tenant, &self.config, self.store.as_ref())
@@ -400,6 +538,9 @@ impl Deliverer {
     }
 
     async fn handle_attempt(&self, task: AttemptTask) -> Result<Step> {
+        if task.ordered {
+            return self.handle_ordered(task).await;
+        }
         let now = self.clock.now();
         if task.not_before > now {
             // Longer than the queue can delay: wait again.
@@ -411,15 +552,22 @@ impl Deliverer {
             return Ok(Step::Settled);
         };
         let permit = self.request_permits(1).await;
-        self.step(&message, task.endpoint, task.expect, None, false, permit)
-            .await
+        self.step(
+            &message,
+            task.endpoint,
+            task.expect,
+            None,
+            Mode::Claimed,
+            permit,
+        )
+        .await
     }
 
     /// Makes attempt `expect + 1` of a delivery if that is still the next thing to do.
     /// The claim is the check: it succeeds only for a pending delivery with exactly
     /// `expect` attempts and no live lease, and only when it is refused is the delivery
-    /// read to tell why. `leased`: the first attempt is this caller's by the lease stored
-    /// with the message, so there is nothing to claim. `known`: the endpoint as read
+    /// read to tell why. `mode`: whether there is anything to claim, and where waits go.
+    /// `known`: the endpoint as read
     /// for this event (in the deliver function, the endpoint cache's copy: a change made
     /// through the API is seen within that cache's lifetime, a few seconds). `_permit`:
     /// this request's permit, held until it is recorded.
@@ -429,7 +577,7 @@ impl Deliverer {
         endpoint_id: EndpointId,
         expect: u32,
         known: Option<Endpoint>,
-        leased: bool,
+        mode: Mode,
         _permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Step> {
         let endpoint = match known {
@@ -451,6 +599,9 @@ impl Deliverer {
         };
         if let Some(per_second) = endpoint.rate_limit {
             if let Some(wait) = self.rates.check(endpoint.id, per_second) {
+                if mode == Mode::Ordered {
+                    return Ok(Step::Busy(wait));
+                }
                 return self
                     .hold_back(message, endpoint_id, expect, wait, RATE_JITTER)
                     .await;
@@ -459,6 +610,7 @@ impl Deliverer {
         let _slot = match &self.limits {
             Some(limits) => match limits.shares.take(endpoint.id).await {
                 Ok(slot) => Some(slot),
+                Err(wait) if mode == Mode::Ordered => return Ok(Step::Busy(wait)),
                 Err(wait) => {
                     return self
                         .hold_back(message, endpoint_id, expect, wait, wait / 2)
@@ -472,17 +624,23 @@ impl Deliverer {
             attempts: expect,
             ..Delivery::fresh(message.id, endpoint_id, message.tenant, now)
         };
-        if !leased {
+        if mode != Mode::Leased {
             let lease_until = now + self.config.lease().as_millis() as Millis;
             if !self
                 .store
                 .claim_delivery(&delivery, expect, now, lease_until)
                 .await?
             {
+                if mode == Mode::Ordered {
+                    // Looked at again when the task comes back: the head of a sequence
+                    // moves on only once its delivery is settled.
+                    return Ok(Step::Busy(PREDECESSOR_WAIT));
+                }
                 return self.refused_claim(message.id, endpoint_id, expect).await;
             }
         }
-        self.attempt(message, &endpoint, delivery, expect).await
+        self.attempt(message, &endpoint, delivery, expect, mode == Mode::Ordered)
+            .await
     }
 
     /// Why a claim was refused, from the delivery as it stands: settled or attempted
@@ -536,6 +694,7 @@ impl Deliverer {
         endpoint: &Endpoint,
         mut delivery: Delivery,
         expect: u32,
+        ordered: bool,
     ) -> Result<Step> {
         let started = self.clock.now();
         let (headers, body) = render(&Outbound::from(message), endpoint, started);
@@ -564,7 +723,11 @@ impl Deliverer {
             metrics::delivery_exhausted();
         }
 
-        if let Some(delay) = next_delay {
+        if let (Some(delay), true) = (next_delay, ordered) {
+            // The task of an ordered delivery is its retry: it comes back after the delay,
+            // still at the head of its sequence.
+            delivery.next_attempt_at = Some(now + delay.as_millis() as Millis);
+        } else if let Some(delay) = next_delay {
             // Queued before the result is recorded: see the module comment.
             let not_before = now + delay.as_millis() as Millis;
             self.enqueue(vec![AttemptTask::new(
@@ -627,7 +790,10 @@ impl Deliverer {
         if let Err(e) = self.track_health(endpoint, status, now).await {
             tracing::error!(endpoint = %endpoint.id, error = %e, "endpoint health not updated");
         }
-        Ok(Step::Settled)
+        match next_delay {
+            Some(delay) if ordered => Ok(Step::Busy(delay)),
+            _ => Ok(Step::Settled),
+        }
     }
 
     /// Keeps the endpoint's health after an attempt (see [`health_change`]), writing only

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use hookline_core::envelope::{Publish, Validated};
 use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, ErrorDetail, RawBody};
-use hookline_core::ids::MessageId;
+use hookline_core::ids::{MessageId, TenantId};
 use hookline_core::metrics;
-use hookline_core::ports::{Outgoing, Refusal};
+use hookline_core::ports::{NotQueued, Outgoing, Refusal, Sequenced};
 use hookline_core::task::{EventTask, Task};
 use hookline_core::{Error, Result};
 use serde::Serialize;
@@ -59,6 +59,12 @@ pub struct PublishEvent {
     /// The caller or one of its sub-accounts (`tn_…`), whose event this is.
     #[serde(default)]
     pub owner: Option<String>,
+    /// For endpoints with `"ordering": "strict"`: each key is its own sequence, delivered
+    /// in the order accepted; without one, the owner's events form one sequence. 1 to 64
+    /// letters, digits or `-_.:`.
+    #[serde(default)]
+    #[schema(max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
+    pub ordering_key: Option<String>,
 }
 
 /// Up to 100 events; none is queued when one is invalid.
@@ -294,8 +300,13 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
     let now = state.clock.now();
     let mut fates = Vec::with_capacity(events.len());
     let mut outgoing = Vec::with_capacity(events.len());
-    // The position in `fates` of each message in `outgoing`, and whether a key binds it.
+    let mut sequenced = Vec::new();
+    // The position in `fates` of each message in `outgoing` (and in `sequenced`), and
+    // whether a key binds it.
     let mut sent_for = Vec::with_capacity(events.len());
+    let mut sequenced_for = Vec::new();
+    // Whether each owner has strictly ordered endpoints, asked once per publish.
+    let mut ordered_owners: Vec<(TenantId, bool)> = Vec::new();
     for valid in events {
         let (event, route) = valid.into_parts();
         let mut id = MessageId::new();
@@ -317,6 +328,17 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
                 }
             }
         }
+        // A queue without an ordered side has no strict endpoints to sequence for (they
+        // are refused), so it costs the publish nothing.
+        let ordered = match ordered_owners.iter().find(|(t, _)| *t == route.tenant) {
+            _ if !state.queue.keeps_order() => false,
+            Some((_, ordered)) => *ordered,
+            None => {
+                let ordered = state.store.has_ordered_endpoints(route.tenant).await?;
+                ordered_owners.push((route.tenant, ordered));
+                ordered
+            }
+        };
         let task = EventTask::new(
             id,
             route.publisher,
@@ -327,31 +349,53 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
             now,
             true,
         )
-        .with_owner(route.owner());
+        .with_owner(route.owner())
+        .with_ordering(event.ordering_key, ordered);
         let keyed = task.idempotency_key.is_some();
-        outgoing.push(Outgoing {
-            body: Task::Event(task).to_body(),
-            delay: std::time::Duration::ZERO,
-        });
-        sent_for.push((fates.len(), keyed));
+        if ordered {
+            // Sequenced as accepted: the fan-outs of the owner's events then run in this
+            // order, and with them the deliveries to its ordered endpoints.
+            sequenced.push(Sequenced {
+                group: task.group(),
+                dedup: id.to_string(),
+                body: Task::Event(task).to_body(),
+            });
+            sequenced_for.push((fates.len(), keyed));
+        } else {
+            outgoing.push(Outgoing {
+                body: Task::Event(task).to_body(),
+                delay: std::time::Duration::ZERO,
+            });
+            sent_for.push((fates.len(), keyed));
+        }
         fates.push(Fate::Queued(id));
     }
-    if outgoing.is_empty() {
-        return Ok(fates);
+    if !outgoing.is_empty() {
+        if let Err(not_queued) = state.queue.send(outgoing).await {
+            tracing::error!(error = %not_queued, "publish not fully queued");
+            mark_unqueued(&mut fates, &sent_for, &not_queued);
+        }
     }
-    if let Err(not_queued) = state.queue.send(outgoing).await {
-        tracing::error!(error = %not_queued, "publish not fully queued");
-        for unqueued in &not_queued.unqueued {
-            let (at, keyed) = sent_for[unqueued.index];
-            if let Fate::Queued(id) = fates[at] {
-                fates[at] = Fate::NotQueued {
-                    id: keyed.then_some(id),
-                    refusal: unqueued.refusal,
-                };
-            }
+    if !sequenced.is_empty() {
+        if let Err(not_queued) = state.queue.send_sequenced(sequenced).await {
+            tracing::error!(error = %not_queued, "publish not fully queued in sequence");
+            mark_unqueued(&mut fates, &sequenced_for, &not_queued);
         }
     }
     Ok(fates)
+}
+
+/// Marks the events a send left off the queue, by their position in it.
+fn mark_unqueued(fates: &mut [Fate], sent_for: &[(usize, bool)], not_queued: &NotQueued) {
+    for unqueued in &not_queued.unqueued {
+        let (at, keyed) = sent_for[unqueued.index];
+        if let Fate::Queued(id) = fates[at] {
+            fates[at] = Fate::NotQueued {
+                id: keyed.then_some(id),
+                refusal: unqueued.refusal,
+            };
+        }
+    }
 }
 
 fn at_index(i: usize, e: Error) -> Error {

@@ -407,6 +407,7 @@ fn endpoint_body(form: &Form, verify: bool, update: bool) -> Result<Value, Error
         "verify": verify,
         "signing": form.get("signing").filter(|s| !s.is_empty()),
         "filter": filter,
+        "ordering": form.get("ordering").filter(|o| !o.is_empty()),
     });
     let headers = form_headers(form.get("headers").unwrap_or_default());
     if update || headers.as_object().is_some_and(|h| !h.is_empty()) {
@@ -473,6 +474,8 @@ fn field_of(code: &str) -> &'static str {
         "headers"
     } else if code.contains("auth") {
         "auth"
+    } else if code.contains("ordering") {
+        "ordering"
     } else if code.contains("endpoint_test") {
         "verify"
     } else if code.contains("signing") {
@@ -1041,6 +1044,8 @@ mod tests {
         assert_eq!(field_of("invalid_description"), "description");
         assert_eq!(field_of("invalid_format"), "format");
         assert_eq!(field_of("invalid_rate_limit"), "rate_limit");
+        assert_eq!(field_of("invalid_ordering"), "ordering");
+        assert_eq!(field_of("ordering_unavailable"), "ordering");
         assert_eq!(field_of("endpoint_test_failed"), "verify");
         assert_eq!(field_of("invalid_signing"), "signing");
         assert_eq!(field_of("invalid_filter"), "filter");

@@ -234,6 +234,7 @@ pub struct EndpointForm {
     pub auth_token_url: String,
     pub auth_client_id: String,
     pub auth_scope: String,
+    pub ordering: String,
 }
 
 impl Default for EndpointForm {
@@ -256,6 +257,7 @@ impl Default for EndpointForm {
             auth_token_url: String::new(),
             auth_client_id: String::new(),
             auth_scope: String::new(),
+            ordering: "none".into(),
         }
     }
 }
@@ -285,6 +287,7 @@ impl EndpointForm {
             auth_token_url: text("auth_token_url"),
             auth_client_id: text("auth_client_id"),
             auth_scope: text("auth_scope"),
+            ordering: text("ordering"),
         }
     }
 
@@ -319,6 +322,7 @@ impl EndpointForm {
             auth_token_url: String::new(),
             auth_client_id: String::new(),
             auth_scope: String::new(),
+            ordering: e.ordering.as_str().to_string(),
         }
     }
 
@@ -517,6 +521,15 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
             (field_error(form, prefix, "auth"))
         }
         div.field {
+                label for=(id("ordering")) { "Ordering" }
+                select id=(id("ordering")) name="ordering" aria-describedby=[described("ordering")] {
+                    @for (value, name) in [("none", "None (in parallel)"), ("strict", "Strict (one at a time, in order)")] {
+                        option value=(value) selected[form.ordering == value] { (name) }
+                    }
+                }
+                (field_error(form, prefix, "ordering"))
+        }
+        div.field {
             label {
                 input id=(id("verify")) type="checkbox" name="verify" value="1" checked[form.verify];
                 " Test before save: send a test event and save only if the receiver answers 2xx"
@@ -698,6 +711,7 @@ pub fn endpoint_page(
                     @for (name, value) in &e.headers { code { (name) ": " (value) } " " }
                 }
                 dt { "Authentication" } dd { (e.auth.as_ref().map(|a| auth_text(&a.summary)).unwrap_or_else(|| "none".into())) }
+                dt { "Ordering" } dd { (e.ordering.as_str()) }
                 dt { "Status" } dd { (status_tag(status_name(e))) }
                 dt { "Health" } dd { (health_text(e)) }
                 dt { "Filter" } dd {

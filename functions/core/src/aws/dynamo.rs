@@ -36,7 +36,7 @@
 //! | key by hash   | `KEYHASH#<hex>`  | `KEY`             | same as the API key (a copy, written and revoked with it in one transaction) |
 //! | operator key  | `OPERATOR`       | `OPERATOR`        | `hash` |
 //! | domain        | `T#<tenant>`     | `DOMAIN#<name>`   | `tenant name created_at` |
-//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) created_at updated_at version headers? (JSON) auth? (JSON summary) credentials? (B: the sealed credentials, see `credentials`)` (an item written before versions has none: version 1) |
+//! | endpoint      | `T#<tenant>`     | `EP#<endpoint>`   | `id tenant url description event_types? (L of S) domain? format secrets (JSON) status disabled_reason? disabled_at? failing_since? rate_limit? filter? (JSON) ordering? (`strict`) created_at updated_at version headers? (JSON) auth? (JSON summary) credentials? (B: the sealed credentials, see `credentials`)` (an item written before versions has none: version 1) |
 //! | endpoint count| `T#<tenant>`     | `ENDPOINTS`       | `n`: the tenant's endpoints, changed in the transaction of each create and delete; made from the stored endpoints by the first such write that finds none (a table written before counts) |
 //! | endpoint group| `T#<tenant>`     | `GROUP#<name>`    | `version`: moved on by each change of the group's endpoints (a Mailgun webhook) |
 //! | idempotency   | `T#<tenant>#I<nn>` | `IDEM#<key>`    | `message_id expires_ms expires_at`; `nn`: SHA-256 of the key mod [`IDEMPOTENCY_SHARDS`] |
@@ -110,7 +110,7 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, FirstAttempts, Inserted, MessageStore,
@@ -640,6 +640,9 @@ fn endpoint_item(e: &Endpoint) -> Result<Item> {
                     .as_ref()
                     .map(|a| AttributeValue::B(Blob::new(a.sealed.clone()))),
             ),
+            // Written only when strict: an item without it is unordered, as items written
+            // before ordering existed are.
+            ("ordering", e.is_ordered().then(|| s(e.ordering.as_str()))),
         ],
     ))
 }
@@ -694,6 +697,10 @@ fn decode_endpoint(item: &Item) -> Result<Endpoint> {
                 sealed: sealed.to_vec(),
             }),
             _ => None,
+        },
+        ordering: match f.opt_s("ordering")? {
+            Some(_) => f.named("ordering", Ordering::parse)?,
+            None => Ordering::None,
         },
     })
 }

@@ -1,6 +1,9 @@
 //! The queue ports on SQLite, with SQS semantics: delays, visibility timeouts, receipts
 //! that go stale on redelivery, and a dead-letter table fed by a maximum receive count, so
-//! local mode exercises the same paths as the Lambda functions on SQS.
+//! local mode exercises the same paths as the Lambda functions on SQS. Its ordered side
+//! plays an SQS FIFO queue: a message of a sequence (`grp`) is parked, invisible, until
+//! every message sent before it in that sequence is gone, so a sequence has one message
+//! out at a time, and a restart finds each sequence as it was.
 
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
@@ -14,8 +17,8 @@ use super::{duration_ms, Db};
 use crate::error::{Error, Result};
 use crate::model::{Millis, Page, PageQuery};
 use crate::ports::{
-    DeadLetter, DeadLetters, NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, SharedClock,
-    SystemClock, MAX_PAGE, MAX_RECEIVES_REASON,
+    DeadLetter, DeadLetters, NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, Sequenced,
+    SharedClock, SystemClock, MAX_PAGE, MAX_RECEIVES_REASON,
 };
 
 /// SQS's longest delivery delay; kept locally so long waits take the re-enqueue path.
@@ -24,6 +27,14 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Receives after which a message is dead-lettered unless handled, like an SQS redrive
 /// policy's `maxReceiveCount`.
 pub const DEFAULT_MAX_RECEIVES: u32 = 10;
+
+/// The receive limit of a message of a sequence, which is received once per attempt of
+/// its delivery (its retries wait at the head of the sequence): the template's FIFO
+/// redrive policy has the same.
+pub const ORDERED_MAX_RECEIVES: u32 = 100;
+
+/// The `visible_at` of a message of a sequence waiting for those before it.
+const PARKED: Millis = Millis::MAX;
 
 /// [`PullQueue`] on the shared SQLite database. Cheap handles on one queue can be made
 /// with [`SqliteQueue::with_max_receives`] and [`SqliteQueue::with_clock`].
@@ -94,7 +105,8 @@ pub const PUSH_BACK: Duration = Duration::from_secs(1);
 /// Messages sent without a delay that no receiver has taken yet.
 pub(super) fn waiting_messages(conn: &Connection) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "SELECT COUNT(*) FROM queue WHERE receive_count = 0 AND visible_at <= sent_at",
+        "SELECT COUNT(*) FROM queue
+         WHERE receive_count = 0 AND visible_at <= sent_at AND grp IS NULL",
     )?
     .query_row([], |row| row.get(0))
 }
@@ -249,15 +261,46 @@ fn move_to_dead_letters(
 ) -> rusqlite::Result<bool> {
     let moved = conn
         .prepare_cached(
-            "INSERT INTO dead_letters (body, reason, receive_count, at)
-             SELECT body, ?3, receive_count, ?4 FROM queue WHERE id = ?1 AND receive_count = ?2",
+            "INSERT INTO dead_letters (body, reason, receive_count, at, grp)
+             SELECT body, ?3, receive_count, ?4, grp FROM queue
+             WHERE id = ?1 AND receive_count = ?2",
         )?
         .execute(params![receipt.id, receipt.receive_count, reason, now])?;
     if moved == 1 {
-        conn.prepare_cached("DELETE FROM queue WHERE id = ?1")?
-            .execute([receipt.id])?;
+        remove(conn, receipt.id, now)?;
     }
     Ok(moved == 1)
+}
+
+/// Deletes a row, and makes the next message of its sequence (if it has one) visible.
+fn remove(conn: &Connection, id: i64, now: Millis) -> rusqlite::Result<()> {
+    let group: Option<String> = conn
+        .prepare_cached("DELETE FROM queue WHERE id = ?1 RETURNING grp")?
+        .query_row([id], |row| row.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if let Some(group) = group {
+        conn.prepare_cached(
+            "UPDATE queue SET visible_at = ?2
+             WHERE id = (SELECT MIN(id) FROM queue WHERE grp = ?1) AND visible_at = ?3",
+        )?
+        .execute(params![group, now, PARKED])?;
+    }
+    Ok(())
+}
+
+/// Appends a message to its sequence: visible at `now` if the sequence is empty, else
+/// parked behind the others.
+fn append(conn: &Connection, body: &str, group: &str, now: Millis) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at, grp)
+         SELECT ?1, CASE WHEN EXISTS (SELECT 1 FROM queue WHERE grp = ?2) THEN ?4 ELSE ?3 END,
+                0, 0, ?3, ?2",
+    )?
+    .execute(params![body, group, now, PARKED])?;
+    Ok(())
 }
 
 #[async_trait]
@@ -285,6 +328,31 @@ impl Queue for SqliteQueue {
             })
             .await
             // One transaction: either every message is stored or none is.
+            .map_err(|e| NotQueued::all(sent, Refusal::Unavailable, e))?;
+        self.ready.notify_waiters();
+        Ok(())
+    }
+
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
+    async fn send_sequenced(&self, messages: Vec<Sequenced>) -> std::result::Result<(), NotQueued> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let sent = messages.len();
+        let now = self.clock.now();
+        // Not counted as waiting: a sequence held up by a failing receiver must not turn
+        // every publisher away.
+        self.db
+            .write("send to ordered queue", move |conn| {
+                for m in messages {
+                    append(conn, &m.body, &m.group, now)?;
+                }
+                Ok(())
+            })
+            .await
             .map_err(|e| NotQueued::all(sent, Refusal::Unavailable, e))?;
         self.ready.notify_waiters();
         Ok(())
@@ -358,21 +426,34 @@ impl DeadLetters for SqliteQueue {
                     Some(ids) => ids,
                 };
                 let mut moved = Vec::new();
+                let mut unordered = 0;
                 for id in rows {
-                    // A new arrival: received afresh, its receives counted from zero.
-                    let n = conn
-                        .prepare_cached(
-                            "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
-                             SELECT body, ?2, 0, 0, ?2 FROM dead_letters WHERE id = ?1",
-                        )?
-                        .execute(params![id, now])?;
-                    if n == 1 {
-                        conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
-                            .execute([id])?;
-                        moved.push(id.to_string());
+                    let letter: Option<(String, Option<String>)> = conn
+                        .prepare_cached("SELECT body, grp FROM dead_letters WHERE id = ?1")?
+                        .query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .next()
+                        .transpose()?;
+                    let Some((body, group)) = letter else {
+                        continue;
+                    };
+                    // A new arrival: received afresh, its receives counted from zero; one
+                    // of a sequence goes to its end.
+                    match group {
+                        Some(group) => append(conn, &body, &group, now)?,
+                        None => {
+                            conn.prepare_cached(
+                                "INSERT INTO queue (body, visible_at, receive_count, in_flight, sent_at)
+                                 VALUES (?1, ?2, 0, 0, ?2)",
+                            )?
+                            .execute(params![body, now])?;
+                            unordered += 1;
+                        }
                     }
+                    conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+                        .execute([id])?;
+                    moved.push(id.to_string());
                 }
-                waiting.add(moved.len());
+                waiting.add(unordered);
                 Ok(moved)
             })
             .await?;
@@ -398,7 +479,9 @@ impl PullQueue for SqliteQueue {
             .write("receive from queue", move |conn| {
                 let due = conn
                     .prepare_cached(
-                        "SELECT id, body, receive_count, receive_count = 0 AND visible_at <= sent_at
+                        "SELECT id, body, receive_count,
+                                receive_count = 0 AND visible_at <= sent_at AND grp IS NULL,
+                                grp IS NOT NULL
                          FROM queue WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
                     )?
                     .query_map(params![now, max], |row| {
@@ -407,15 +490,21 @@ impl PullQueue for SqliteQueue {
                             row.get::<_, String>(1)?,
                             row.get(2)?,
                             row.get::<_, bool>(3)?,
+                            row.get::<_, bool>(4)?,
                         ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut received = Vec::with_capacity(due.len());
                 let mut dead = 0;
-                let taken = due.iter().filter(|(.., fresh)| *fresh).count();
-                for (id, body, receive_count, _) in due {
+                let taken = due.iter().filter(|(_, _, _, fresh, _)| *fresh).count();
+                for (id, body, receive_count, _, grouped) in due {
                     let seen = Receipt { id, receive_count };
-                    if receive_count >= max_receives {
+                    let limit = if grouped {
+                        max_receives.max(ORDERED_MAX_RECEIVES)
+                    } else {
+                        max_receives
+                    };
+                    if receive_count >= limit {
                         dead += usize::from(move_to_dead_letters(
                             conn,
                             seen,
@@ -454,18 +543,33 @@ impl PullQueue for SqliteQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        self.db
+        let now = self.clock.now();
+        let next_of_sequence = self
+            .db
             .write("ack queue messages", move |conn| {
                 // A stale receipt matches nothing: the message was received again and now
                 // belongs to that receiver.
-                let mut delete =
-                    conn.prepare_cached("DELETE FROM queue WHERE id = ?1 AND receive_count = ?2")?;
+                let mut current = conn.prepare_cached(
+                    "SELECT grp IS NOT NULL FROM queue WHERE id = ?1 AND receive_count = ?2",
+                )?;
+                let mut promoted = false;
                 for r in receipts {
-                    delete.execute(params![r.id, r.receive_count])?;
+                    let grouped: Option<bool> = current
+                        .query_map(params![r.id, r.receive_count], |row| row.get(0))?
+                        .next()
+                        .transpose()?;
+                    if let Some(grouped) = grouped {
+                        remove(conn, r.id, now)?;
+                        promoted |= grouped;
+                    }
                 }
-                Ok(())
+                Ok(promoted)
             })
-            .await
+            .await?;
+        if next_of_sequence {
+            self.ready.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn release(&self, receipt: &str, delay: Duration) -> Result<()> {
@@ -498,7 +602,10 @@ impl PullQueue for SqliteQueue {
                 move_to_dead_letters(conn, receipt, &reason, now)?;
                 Ok(())
             })
-            .await
+            .await?;
+        // The next message of its sequence, if it had one, is visible now.
+        self.ready.notify_waiters();
+        Ok(())
     }
 
     async fn wait_ready(&self, max: Duration) {

@@ -19,7 +19,7 @@ use crate::keys::KeyHash;
 use crate::model::{
     ApiKeyRecord, Attempt, AttemptOutcome, BodyFormat, CustomEventType, Delivery, DeliveryStatus,
     Domain, Endpoint, EndpointStatus, FailedQuery, HealthChange, Message, MessageQuery, Millis,
-    Page, PageQuery, PortalSession, Tenant,
+    Ordering, Page, PageQuery, PortalSession, Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, MessageStore, PortalStore, TenantStore, Written,
@@ -213,7 +213,7 @@ fn domain_row(row: &Row<'_>) -> rusqlite::Result<Domain> {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant, url, description, event_types, domain, format, \
      secrets, status, disabled_reason, created_at, updated_at, disabled_at, failing_since, \
-     rate_limit, version, filter, headers, auth, credentials";
+     rate_limit, version, filter, headers, auth, credentials, ordering";
 
 fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
     Ok(Endpoint {
@@ -239,6 +239,7 @@ fn endpoint_row(row: &Row<'_>) -> rusqlite::Result<Endpoint> {
             (Some(summary), Some(sealed)) => Some(SealedAuth { summary, sealed }),
             _ => None,
         },
+        ordering: named(row, 20, Ordering::parse)?,
     })
 }
 
@@ -264,6 +265,7 @@ struct EndpointRow {
     headers: Option<String>,
     auth: Option<String>,
     credentials: Option<Vec<u8>>,
+    ordering: &'static str,
 }
 
 impl EndpointRow {
@@ -302,6 +304,7 @@ impl EndpointRow {
                 .map(|a| to_json("encode endpoint auth", &a.summary))
                 .transpose()?,
             credentials: e.auth.as_ref().map(|a| a.sealed.clone()),
+            ordering: e.ordering.as_str(),
         })
     }
 
@@ -316,7 +319,7 @@ impl EndpointRow {
         }
         conn.prepare_cached(&format!(
             "INSERT INTO endpoints ({ENDPOINT_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16, ?17, ?18, ?19)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 1, ?16, ?17, ?18, ?19, ?20)"
         ))
         .and_then(|mut st| {
             st.execute(params![
@@ -339,6 +342,7 @@ impl EndpointRow {
                 self.headers,
                 self.auth,
                 self.credentials,
+                self.ordering,
             ])
         })
         .map_err(|e| Error::backend("insert endpoint", e))?;
@@ -722,7 +726,7 @@ impl EndpointStore for SqliteStore {
                              format = ?7, secrets = ?8, status = ?9, disabled_reason = ?10,
                              updated_at = ?11, disabled_at = ?12, failing_since = ?13,
                              rate_limit = ?14, filter = ?16, headers = ?17, auth = ?18,
-                             credentials = ?19, version = version + 1
+                             credentials = ?19, ordering = ?20, version = version + 1
                          WHERE tenant = ?1 AND id = ?2 AND version = ?15",
                     )?
                     .execute(params![
@@ -745,6 +749,7 @@ impl EndpointStore for SqliteStore {
                         e.headers,
                         e.auth,
                         e.credentials,
+                        e.ordering,
                     ])?;
                 conditional(
                     conn,
@@ -777,6 +782,18 @@ impl EndpointStore for SqliteStore {
                 ))?
                 .query_map([tenant.to_string()], endpoint_row)?
                 .collect()
+            })
+            .await
+    }
+
+    async fn has_ordered_endpoints(&self, tenant: TenantId) -> Result<bool> {
+        self.db
+            .read("look for ordered endpoints", move |conn| {
+                conn.prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM endpoints WHERE tenant = ?1
+                     AND ordering = 'strict' AND status = 'active')",
+                )?
+                .query_row([tenant.to_string()], |row| row.get(0))
             })
             .await
     }
