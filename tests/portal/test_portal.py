@@ -263,7 +263,7 @@ def main():
         def test_before_save_refuses_then_saves():
             page.goto(hl.base + "/portal/endpoints")
             form = page.locator("form[action='/portal/endpoints']")
-            form.get_by_label("URL").fill(flaky.url)
+            form.get_by_label("URL", exact=True).fill(flaky.url)
             form.get_by_label("Description").fill("orders")
             form.locator("input[name=event_types][value=delivered]").check()
             expect(form.get_by_label("Test before save", exact=False)).to_be_checked()
@@ -403,12 +403,12 @@ def main():
             page.get_by_role("button", name="Enable").click()
             expect(page.locator("dl.facts .tag")).to_have_text("active")
             edit = page.locator("form", has=page.locator("input[value=update]"))
-            edit.get_by_label("URL").fill("ftp://example.com/hook")
+            edit.get_by_label("URL", exact=True).fill("ftp://example.com/hook")
             edit.get_by_role("button", name="Save changes").click()
             expect(page.locator("#edit-url-error")).to_be_visible()
             expect(page.locator("#edit-url")).to_have_attribute("aria-invalid", "true")
             assert hl.ok("GET", f"/v1/endpoints/{state['endpoint']}", key)["url"] == flaky.url
-            edit.get_by_label("URL").fill(flaky.url)
+            edit.get_by_label("URL", exact=True).fill(flaky.url)
             edit.get_by_label("Rate limit", exact=False).fill("50")
             edit.get_by_label("Description").fill("orders, limited")
             edit.get_by_role("button", name="Save changes").click()
@@ -445,6 +445,30 @@ def main():
             assert stored["signing"] == "both", stored
             public = hl.ok("GET", f"/v1/endpoints/{ep['id']}/public-key", key)["key"]
             expect(page.locator("#public-key")).to_have_text(public)
+            hl.call("DELETE", f"/v1/endpoints/{ep['id']}", key)
+
+        def headers_auth_and_ordering_in_the_edit_form():
+            ep = hl.ok("POST", "/v1/endpoints", key, {"url": good.url, "description": "authed"})
+            page.goto(f"{hl.base}/portal/endpoints/{ep['id']}")
+            edit = page.locator("form", has=page.locator("input[value=update]"))
+            token = "portal-bearer-" + secrets.token_hex(8)
+            edit.get_by_label("Extra headers", exact=False).fill("X-Tenant: acme")
+            edit.get_by_label("Authentication kind").select_option("bearer")
+            edit.locator("input[name=auth_token]").fill(token)
+            edit.get_by_label("Ordering").select_option("strict")
+            edit.get_by_role("button", name="Save changes").click()
+            expect(page.locator("dl.facts")).to_contain_text("x-tenant: acme")
+            stored = hl.ok("GET", f"/v1/endpoints/{ep['id']}", key)
+            assert stored["headers"] == {"x-tenant": "acme"}, stored
+            assert stored["auth"] == {"type": "bearer"}, stored
+            assert stored["ordering"] == "strict", stored
+            # Write-only: the page after saving, and the edit form, never carry the token.
+            page.goto(f"{hl.base}/portal/endpoints/{ep['id']}")
+            assert token not in page.content()
+            expect(edit.locator("input[name=auth_token]")).to_have_value("")
+            # Saving again with "keep" leaves the credentials as they are.
+            edit.get_by_role("button", name="Save changes").click()
+            assert hl.ok("GET", f"/v1/endpoints/{ep['id']}", key)["auth"] == {"type": "bearer"}
             hl.call("DELETE", f"/v1/endpoints/{ep['id']}", key)
 
         def delete_asks_first():
@@ -567,6 +591,7 @@ def main():
             another_tenants_ids_are_404,
             endpoint_actions_work,
             filter_and_signing_in_the_edit_form,
+            headers_auth_and_ordering_in_the_edit_form,
             delete_asks_first,
             catalog_and_domains_pages,
             a_parent_switches_to_its_sub_accounts,

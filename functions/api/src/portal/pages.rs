@@ -477,7 +477,8 @@ fn endpoint_fields(form: &EndpointForm, choices: &Choices, prefix: &str) -> Mark
             @if let Some(stored) = &form.auth_stored {
                 input type="hidden" name="auth_stored" value=(stored);
             }
-            select id=(id("auth_type")) name="auth_type" aria-label="Authentication kind"
+            label for=(id("auth_type")) { "Authentication kind" }
+            select id=(id("auth_type")) name="auth_type"
                 aria-describedby=[described("auth")] {
                 @if let Some(stored) = &form.auth_stored {
                     option value="keep" selected[form.auth_type == "keep"] { "Keep the current credentials (" (stored) ")" }
