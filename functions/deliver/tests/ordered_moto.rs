@@ -33,11 +33,11 @@ use serde_json::{json, Value};
 
 /// Kept to what moto gets through in well under a minute: a sequence is one message at a
 /// time.
-const MESSAGES: usize = 60;
+const MESSAGES: usize = 40;
 /// Messages the strict receiver answers 500 first, this many times each.
-const FAIL_FIRST: [(usize, usize); 4] = [(0, 1), (17, 2), (41, 1), (52, 3)];
+const FAIL_FIRST: [(usize, usize); 4] = [(0, 1), (11, 2), (27, 1), (35, 3)];
 /// The message the strict receiver fails until the plain endpoint has every message.
-const HELD: usize = 30;
+const HELD: usize = 20;
 /// Retries a second apart, enough for the held message to outlast the plain endpoint's
 /// deliveries (bounded by the wait below).
 const SCHEDULE: &str = "0s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s";
