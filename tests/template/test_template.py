@@ -303,7 +303,11 @@ class TemplateTest(unittest.TestCase):
 
     def test_deliver_sqs_event_source(self):
         events = self.props("DeliverFunction")["Events"]
-        sqs = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+        sqs = [
+            e["Properties"]
+            for e in events.values()
+            if e["Type"] == "SQS" and e["Properties"]["Queue"]["Fn::GetAtt"][0] == "EventsQueue"
+        ]
         self.assertEqual(len(sqs), 1)
         ev = sqs[0]
         self.assertEqual(ev["Queue"], {"Fn::GetAtt": ["EventsQueue", "Arn"]})
@@ -311,6 +315,37 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(ev["BatchSize"], {"Ref": "DeliverBatchSize"})
         self.assertEqual(ev["ScalingConfig"]["MaximumConcurrency"], {"Ref": "DeliverMaxConcurrency"})
         self.assertEqual(ev["MaximumBatchingWindowInSeconds"], {"Ref": "DeliverBatchingWindow"})
+
+    def test_ordered_queue_is_fifo_with_a_fifo_dead_letter_queue_and_feeds_deliver(self):
+        q = self.props("OrderedQueue")
+        self.assertIs(q["FifoQueue"], True)
+        # Deduplication ids are the tasks' own: two events with equal bodies are two.
+        self.assertIs(q["ContentBasedDeduplication"], False)
+        self.assertEqual(q["VisibilityTimeout"], self.props("EventsQueue")["VisibilityTimeout"])
+        self.assertIs(q.get("SqsManagedSseEnabled"), True)
+        self.assertEqual(
+            q["RedrivePolicy"]["deadLetterTargetArn"],
+            {"Fn::GetAtt": ["OrderedDeadLetterQueue", "Arn"]},
+        )
+        # A held sequence is received on every retry of its head: far more than 5.
+        self.assertGreaterEqual(int(q["RedrivePolicy"]["maxReceiveCount"]), 50)
+        self.assertIs(self.props("OrderedDeadLetterQueue")["FifoQueue"], True)
+        events = self.props("DeliverFunction")["Events"]
+        fifo = [
+            e["Properties"]
+            for e in events.values()
+            if e["Type"] == "SQS"
+            and e["Properties"]["Queue"] == {"Fn::GetAtt": ["OrderedQueue", "Arn"]}
+        ]
+        self.assertEqual(len(fifo), 1)
+        ev = fifo[0]
+        self.assertIn("ReportBatchItemFailures", ev["FunctionResponseTypes"])
+        self.assertLessEqual(int(ev["BatchSize"]), 10)
+        self.assertNotIn("MaximumBatchingWindowInSeconds", ev)
+        for name in ("ApiFunction", "IngestFunction", "DeliverFunction"):
+            self.assertEqual(
+                self.function_env(name)["ORDERED_QUEUE_URL"], {"Ref": "OrderedQueue"}, name
+            )
 
     def test_deliver_parameter_bounds(self):
         batch = self.params["DeliverBatchSize"]
@@ -411,8 +446,17 @@ class TemplateTest(unittest.TestCase):
         for name, param in RESERVED.items():
             reserved = out[name]["Properties"]["ReservedConcurrentExecutions"]
             self.assertEqual(reserved["Fn::If"][1], {"Ref": param}, name)
-        [mapping] = [v for v in out.values() if v["Type"] == "AWS::Lambda::EventSourceMapping"]
-        m = mapping["Properties"]
+        mappings = {
+            v["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: v["Properties"]
+            for v in out.values()
+            if v["Type"] == "AWS::Lambda::EventSourceMapping"
+        }
+        self.assertEqual(set(mappings), {"EventsQueue", "OrderedQueue"})
+        ordered = mappings["OrderedQueue"]
+        self.assertEqual(ordered["FunctionName"], {"Ref": "DeliverFunction"})
+        self.assertEqual(ordered["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+        self.assertNotIn("MaximumBatchingWindowInSeconds", ordered)
+        m = mappings["EventsQueue"]
         self.assertEqual(m["FunctionName"], {"Ref": "DeliverFunction"})
         self.assertEqual(m["BatchSize"], {"Ref": "DeliverBatchSize"})
         self.assertEqual(m["MaximumBatchingWindowInSeconds"], {"Ref": "DeliverBatchingWindow"})
@@ -531,7 +575,7 @@ class TemplateTest(unittest.TestCase):
         )
         self.assertNotIn("Role", self.props("ApiFunction"))
 
-    def test_ingest_sends_only_to_the_events_queue_and_never_scans(self):
+    def test_ingest_sends_only_to_the_events_and_ordered_queues_and_never_scans(self):
         stmts = self.statements_of_function("IngestFunction")
         sqs_actions = set()
         for s in stmts:
@@ -540,7 +584,8 @@ class TemplateTest(unittest.TestCase):
             if any(a.startswith("sqs:") for a in acts):
                 sqs_actions.update(acts)
                 self.assertEqual(
-                    [referenced_resource(r) for r in resources_of(s)], ["EventsQueue"]
+                    [referenced_resource(r) for r in resources_of(s)],
+                    ["EventsQueue", "OrderedQueue"],
                 )
         self.assertEqual(sqs_actions, {"sqs:sendmessage"})
 
@@ -552,13 +597,15 @@ class TemplateTest(unittest.TestCase):
             self.assertNotIn("dynamodb:scan", acts)
             targets = {referenced_resource(r) for r in resources_of(s)}
             if any(a.startswith("sqs:") for a in acts):
-                self.assertTrue(targets <= {"EventsQueue", "DeadLetterQueue"}, targets)
+                self.assertTrue(
+                    targets <= {"EventsQueue", "DeadLetterQueue", "OrderedQueue"}, targets
+                )
                 if "sqs:sendmessage" in acts:
                     send |= targets
                 if "sqs:receivemessage" in acts:
                     consume |= targets
-        self.assertEqual(send, {"EventsQueue", "DeadLetterQueue"})
-        self.assertEqual(consume, {"EventsQueue"})
+        self.assertEqual(send, {"EventsQueue", "DeadLetterQueue", "OrderedQueue"})
+        self.assertEqual(consume, {"EventsQueue", "OrderedQueue"})
         # Exactly what the event source and the function use, queue by queue: the event
         # source receives, deletes and reads attributes; the function sends (retries,
         # delayed copies, dead letters), deletes handled records early, changes the
@@ -567,7 +614,7 @@ class TemplateTest(unittest.TestCase):
         for s in stmts:
             for r in resources_of(s):
                 queue = referenced_resource(r)
-                if queue in ("EventsQueue", "DeadLetterQueue"):
+                if queue in ("EventsQueue", "DeadLetterQueue", "OrderedQueue"):
                     by_queue.setdefault(queue, set()).update(
                         a.lower() for a in actions_of(s) if a.lower().startswith("sqs:")
                     )
@@ -582,6 +629,13 @@ class TemplateTest(unittest.TestCase):
                     "sqs:changemessagevisibility",
                 },
                 "DeadLetterQueue": {"sqs:sendmessage"},
+                "OrderedQueue": {
+                    "sqs:sendmessage",
+                    "sqs:receivemessage",
+                    "sqs:deletemessage",
+                    "sqs:getqueueattributes",
+                    "sqs:changemessagevisibility",
+                },
             },
         )
         # SAM attaches AWSLambdaSQSQueueExecutionRole (SQS actions on every queue) to the
@@ -593,7 +647,10 @@ class TemplateTest(unittest.TestCase):
             self.assertNotRegex(text, r"SQS|DynamoDB|FullAccess", "broad managed policy")
 
     def test_table_and_queue_actions_name_their_resources(self):
-        allowed = {"dynamodb:": {"Table"}, "sqs:": {"EventsQueue", "DeadLetterQueue"}}
+        allowed = {
+            "dynamodb:": {"Table"},
+            "sqs:": {"EventsQueue", "DeadLetterQueue", "OrderedQueue"},
+        }
         seen = 0
         for name in FUNCTIONS:
             for s in self.statements_of_function(name):
@@ -1018,6 +1075,7 @@ class TemplateTest(unittest.TestCase):
             {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/"},
         )
         self.assertEqual(out["EventsQueueUrl"]["Value"], {"Ref": "EventsQueue"})
+        self.assertEqual(out["OrderedQueueUrl"]["Value"], {"Ref": "OrderedQueue"})
         self.assertEqual(out["DeadLetterQueueUrl"]["Value"], {"Ref": "DeadLetterQueue"})
         self.assertEqual(out["TableName"]["Value"], {"Ref": "Table"})
 

@@ -88,6 +88,10 @@ pub struct LambdaEnv {
     pub settings: Settings,
 }
 
+/// The variable naming the FIFO queue of ordered delivery; a deployment without it
+/// answers `"ordering": "strict"` with 422 `ordering_unavailable`.
+pub const ORDERED_QUEUE_URL: &str = "ORDERED_QUEUE_URL";
+
 /// A required variable, or an error naming it.
 pub fn required(name: &str) -> std::result::Result<String, String> {
     std::env::var(name)
@@ -124,10 +128,15 @@ impl LambdaEnv {
         self.settings.concurrency
     }
 
-    /// The queue whose URL is in the variable `var` (`QUEUE_URL`, `DLQ_URL`).
+    /// The queue whose URL is in the variable `var` (`QUEUE_URL`, `DLQ_URL`), with the
+    /// FIFO queue of `ORDERED_QUEUE_URL` as its ordered side when that is set.
     pub fn queue(&self, var: &str) -> std::result::Result<Arc<SqsQueue>, String> {
         let client = aws_sdk_sqs::Client::new(&self.sdk);
-        Ok(Arc::new(SqsQueue::new(client, required(var)?)))
+        let queue = SqsQueue::new(client, required(var)?);
+        Ok(Arc::new(match required(ORDERED_QUEUE_URL) {
+            Ok(url) => queue.with_ordered_url(url),
+            Err(_) => queue,
+        }))
     }
 
     /// The operator key's hash, from `HOOKLINE_OPERATOR_KEY`; the key itself is not kept.

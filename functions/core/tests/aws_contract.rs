@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
-use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use hookline_core::aws::dynamo::{
     idempotency_key, message_key, LAYOUT_PK, LAYOUT_SK, MESSAGE_SHARDS, PK, SK, TTL_ATTRIBUTE,
 };
-use hookline_core::aws::sqs::{Attribute, Attributed, MAX_BATCH_BYTES, REASON_ATTRIBUTE};
+use hookline_core::aws::sqs::{fifo_id, Attribute, Attributed, MAX_BATCH_BYTES, REASON_ATTRIBUTE};
 use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLetters, SqsQueue};
 use hookline_core::contract::{self, QueueTraits};
@@ -1083,4 +1083,117 @@ async fn the_key_migration_moves_an_unsharded_table_without_loss_or_duplicates()
 /// Random-looking low bits for a test id, fixed per `i`.
 fn rand_bits(i: u64) -> u128 {
     u128::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | (u128::from(i) << 64)
+}
+
+#[tokio::test]
+async fn sqs_sequenced_sends_go_to_the_fifo_queue_one_group_per_sequence_in_order() {
+    use hookline_core::ports::Sequenced;
+    let client = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let (url, dead_letter_url) = create_queue_pair(&client, &unique("hookline-test"))
+        .await
+        .expect("create queues");
+    let fifo_url = client
+        .create_queue()
+        .queue_name(format!("{}.fifo", unique("hookline-test")))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create FIFO queue")
+        .queue_url
+        .expect("queue URL");
+    let unordered = SqsQueue::new(client.clone(), url.clone());
+    assert!(!unordered.keeps_order());
+    let refused = unordered
+        .send_sequenced(vec![Sequenced {
+            body: "x".into(),
+            group: "g".into(),
+            dedup: "x".into(),
+        }])
+        .await
+        .expect_err("no ordered side");
+    assert_eq!(refused.refusal_of(0), Some(Refusal::Refused));
+
+    let queue = SqsQueue::new(client.clone(), url).with_ordered_url(fifo_url.clone());
+    assert!(queue.keeps_order());
+    // A key with spaces and non-ASCII is no valid group id as it is; 25 messages span
+    // three batches; a repeated dedup id queues one message.
+    let long_key = format!("tenant:endpoint:ключ {}", "k".repeat(200));
+    let mut messages: Vec<Sequenced> = (0..25)
+        .map(|i| Sequenced {
+            body: format!("{}-{i:02}", if i % 2 == 0 { "a" } else { "b" }),
+            group: if i % 2 == 0 {
+                "ep_a".into()
+            } else {
+                long_key.clone()
+            },
+            dedup: format!("msg{i}:ep"),
+        })
+        .collect();
+    messages.push(Sequenced {
+        body: "a-00 again".into(),
+        group: "ep_a".into(),
+        dedup: "msg0:ep".into(),
+    });
+    queue.send_sequenced(messages).await.expect("all queued");
+
+    let mut got: Vec<(String, String)> = Vec::new();
+    loop {
+        let out = client
+            .receive_message()
+            .queue_url(&fifo_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if out.is_empty() {
+            break;
+        }
+        for m in out {
+            let group = m
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned()
+                .expect("group id");
+            got.push((group, m.body.clone().unwrap_or_default()));
+            client
+                .delete_message()
+                .queue_url(&fifo_url)
+                .receipt_handle(m.receipt_handle.unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    let of = |prefix: &str| -> Vec<String> {
+        got.iter()
+            .filter(|(_, b)| b.starts_with(prefix))
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let want_a: Vec<String> = (0..25).step_by(2).map(|i| format!("a-{i:02}")).collect();
+    let want_b: Vec<String> = (1..25).step_by(2).map(|i| format!("b-{i:02}")).collect();
+    assert_eq!(
+        of("a-"),
+        want_a,
+        "sequence a in order, its duplicate dropped"
+    );
+    assert_eq!(of("b-"), want_b, "sequence b in order");
+    let groups: std::collections::HashSet<&str> = got.iter().map(|(g, _)| g.as_str()).collect();
+    assert!(groups.contains("ep_a"), "a valid group id is kept as it is");
+    assert!(
+        groups.contains(fifo_id(&long_key).as_str()) && fifo_id(&long_key).len() <= 128,
+        "an invalid one is hashed: {groups:?}"
+    );
+    for u in [&fifo_url, &dead_letter_url, queue.queue_url()] {
+        client
+            .delete_queue()
+            .queue_url(u)
+            .send()
+            .await
+            .expect("delete queue");
+    }
 }

@@ -5,7 +5,8 @@
 //! when the wait is over rather than after the queue's visibility timeout (its visibility
 //! is set to the wait, or near the redrive policy's receive count a delayed copy takes its
 //! place); and while one waits on a receiver that hangs, those handled already are deleted
-//! from the queue instead of waiting for it.
+//! from the queue instead of waiting for it. Batches of the ordered (FIFO) queue are
+//! handled in order per message group instead (see [`handle_ordered_batch`]).
 
 use std::time::Duration;
 
@@ -139,26 +140,130 @@ async fn handle_record(
     match deliverer.handle(&body, origin).await {
         Disposition::Done => Handled::Done,
         Disposition::Retry(wait) => put_off(events, &record, &body, origin, wait).await,
-        Disposition::DeadLetter(reason) => {
-            tracing::warn!(sqs_message = %id, %reason, "moving message to the dead-letter queue");
-            let parked = dead_letters
-                .send_with_attributes(vec![Attributed {
-                    message: Outgoing {
-                        body,
-                        delay: Duration::ZERO,
-                    },
-                    attributes: vec![Attribute::string(REASON_ATTRIBUTE, &short(&reason))],
-                }])
-                .await;
-            match parked {
-                Ok(()) => Handled::Done,
-                Err(e) => {
-                    // SQS's own redrive policy moves it after enough receives.
-                    tracing::error!(sqs_message = %id, error = %e, "dead-letter send failed");
-                    Handled::Redeliver
-                }
-            }
+        Disposition::DeadLetter(reason) => park(dead_letters, &id, body, &reason).await,
+    }
+}
+
+/// Moves a message that can never be handled to the dead-letter queue with its reason.
+async fn park(dead_letters: &SqsQueue, id: &str, body: String, reason: &str) -> Handled {
+    tracing::warn!(sqs_message = %id, %reason, "moving message to the dead-letter queue");
+    let parked = dead_letters
+        .send_with_attributes(vec![Attributed {
+            message: Outgoing {
+                body,
+                delay: Duration::ZERO,
+            },
+            attributes: vec![Attribute::string(REASON_ATTRIBUTE, &short(reason))],
+        }])
+        .await;
+    match parked {
+        Ok(()) => Handled::Done,
+        Err(e) => {
+            // SQS's own redrive policy moves it after enough receives.
+            tracing::error!(sqs_message = %id, error = %e, "dead-letter send failed");
+            Handled::Redeliver
         }
+    }
+}
+
+/// Whether the batch comes from the ordered (FIFO) queue: its records carry a message
+/// group, and the queue's name ends with `.fifo`.
+pub fn is_ordered(event: &SqsEvent) -> bool {
+    event.records.iter().any(|r| {
+        r.attributes.contains_key(MESSAGE_GROUP_ID)
+            || r.event_source_arn
+                .as_deref()
+                .is_some_and(|arn| arn.ends_with(".fifo"))
+    })
+}
+
+/// The system attribute naming a FIFO record's message group.
+const MESSAGE_GROUP_ID: &str = "MessageGroupId";
+
+/// Handles a batch of the ordered (FIFO) queue `ordered`. Each message group (a sequence)
+/// is handled one record at a time, in the order SQS gave them; groups run side by side.
+/// Once a record of a group must wait or fails, it and every later record of its group
+/// are handed back (SQS FIFO requires it, or a later one would be deleted ahead of it).
+/// FIFO queues have no per-message delay, so a wait is the head's visibility; the later
+/// records are made visible at once, and SQS holds them back while the head is in flight.
+pub async fn handle_ordered_batch(
+    deliverer: &Deliverer,
+    ordered: &SqsQueue,
+    dead_letters: &SqsQueue,
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let mut groups: Vec<(String, Vec<SqsMessage>)> = Vec::new();
+    for record in event.records {
+        let group = record
+            .attributes
+            .get(MESSAGE_GROUP_ID)
+            .cloned()
+            .unwrap_or_default();
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, records)) => records.push(record),
+            None => groups.push((group, vec![record])),
+        }
+    }
+    let redeliver = futures::future::join_all(
+        groups
+            .into_iter()
+            .map(|(_, records)| handle_group(deliverer, ordered, dead_letters, records)),
+    )
+    .await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = redeliver
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+/// The records of one message group, in order; the ids of those handed back.
+async fn handle_group(
+    deliverer: &Deliverer,
+    ordered: &SqsQueue,
+    dead_letters: &SqsQueue,
+    records: Vec<SqsMessage>,
+) -> Vec<String> {
+    let mut records = records.into_iter();
+    while let Some(record) = records.next() {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.clone().unwrap_or_default();
+        let (handled, wait) = match deliverer.handle(&body, origin_of(&record)).await {
+            Disposition::Done => (Handled::Done, Duration::ZERO),
+            Disposition::Retry(wait) => (Handled::Redeliver, wait),
+            Disposition::DeadLetter(reason) => {
+                (park(dead_letters, &id, body, &reason).await, Duration::ZERO)
+            }
+        };
+        if let Handled::Done = handled {
+            continue;
+        }
+        release(ordered, &record, wait).await;
+        let mut held = vec![id];
+        for later in records {
+            release(ordered, &later, Duration::ZERO).await;
+            held.extend(later.message_id);
+        }
+        return held;
+    }
+    Vec::new()
+}
+
+/// Sets a record's visibility to `wait`; when that fails it comes back after the queue's
+/// visibility timeout instead, later but in order.
+async fn release(ordered: &SqsQueue, record: &SqsMessage, wait: Duration) {
+    let Some(receipt) = record.receipt_handle.as_deref() else {
+        return;
+    };
+    if let Err(e) = ordered.release(receipt, wait).await {
+        let id = record.message_id.as_deref().unwrap_or_default();
+        tracing::warn!(sqs_message = %id, error = %e, "visibility not changed; left to the visibility timeout");
     }
 }
 

@@ -74,6 +74,10 @@ new CfnOutput(stack, 'EventsQueueUrl', {
   description: 'URL of the events queue',
   value: hookline.eventsQueue.queueUrl,
 });
+new CfnOutput(stack, 'OrderedQueueUrl', {
+  description: 'The FIFO queue of ordered delivery',
+  value: hookline.orderedQueue.queueUrl,
+});
 new CfnOutput(stack, 'DeadLetterQueueUrl', {
   description: 'URL of the dead-letter queue',
   value: hookline.deadLetterQueue.queueUrl,

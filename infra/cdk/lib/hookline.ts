@@ -130,6 +130,9 @@ export class Hookline extends Construct {
   public readonly table: dynamodb.Table;
   public readonly eventsQueue: sqs.Queue;
   public readonly deadLetterQueue: sqs.Queue;
+  /** Ordered delivery: a FIFO queue, a message group per sequence. */
+  public readonly orderedQueue: sqs.Queue;
+  public readonly orderedDeadLetterQueue: sqs.Queue;
   public readonly logGroups: Record<'api' | 'ingest' | 'deliver', logs.LogGroup>;
   public readonly alarms: Record<string, cloudwatch.Alarm>;
   public readonly dashboard: cloudwatch.CfnDashboard;
@@ -236,6 +239,26 @@ export class Hookline extends Construct {
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // A FIFO queue's dead-letter queue must be FIFO too.
+    this.orderedDeadLetterQueue = new sqs.Queue(this, 'OrderedDeadLetterQueue', {
+      fifo: true,
+      retentionPeriod: Duration.days(14),
+      maxMessageSizeBytes: 1048576,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // Deduplication ids are the tasks' own. A sequence held by a failing head is received
+    // again on every retry: running out of retries is the deliver function's call.
+    this.orderedQueue = new sqs.Queue(this, 'OrderedQueue', {
+      fifo: true,
+      contentBasedDeduplication: false,
+      visibilityTimeout: Duration.seconds(6 * deliverTimeout),
+      retentionPeriod: Duration.days(14),
+      maxMessageSizeBytes: 1048576,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      deadLetterQueue: { queue: this.orderedDeadLetterQueue, maxReceiveCount: 100 },
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
 
     const logGroup = (name: 'api' | 'ingest' | 'deliver', groupId: string) =>
       new logs.LogGroup(this, groupId, {
@@ -320,6 +343,7 @@ export class Hookline extends Construct {
         HOOKLINE_CREDENTIALS_KEY: credentialsKey,
         QUEUE_URL: this.eventsQueue.queueUrl,
         DLQ_URL: this.deadLetterQueue.queueUrl,
+        ORDERED_QUEUE_URL: this.orderedQueue.queueUrl,
         HOOKLINE_PORTAL_FRAME_ANCESTORS: props.portalFrameAncestors ?? "'none'",
         HOOKLINE_PORTAL_TITLE: props.portalTitle ?? 'Webhooks',
         HOOKLINE_PORTAL_LOGO_URL: props.portalLogoUrl ?? '',
@@ -328,7 +352,7 @@ export class Hookline extends Construct {
     });
 
     const ingestRole = role('IngestRole', 'Role of the Hookline ingest function', 'IngestQueueAndTable', [
-      allow('EnqueueEvents', ['sqs:SendMessage'], [this.eventsQueue.queueArn]),
+      allow('EnqueueEvents', ['sqs:SendMessage'], [this.eventsQueue.queueArn, this.orderedQueue.queueArn]),
       allow(
         'TableIngest',
         [
@@ -349,19 +373,23 @@ export class Hookline extends Construct {
       reservedConcurrentExecutions: ingestReserved,
       role: ingestRole,
       logGroup: this.logGroups.ingest,
-      environment: { ...shared, QUEUE_URL: this.eventsQueue.queueUrl },
+      environment: { ...shared, QUEUE_URL: this.eventsQueue.queueUrl, ORDERED_QUEUE_URL: this.orderedQueue.queueUrl },
     });
 
     const deliverRole = role('DeliverRole', 'Role of the Hookline deliver function', 'DeliverQueuesAndTable', [
       // Retries, held-back and delayed copies of tasks; dead letters.
-      allow('RequeueAndDeadLetter', ['sqs:SendMessage'], [this.eventsQueue.queueArn, this.deadLetterQueue.queueArn]),
+      allow(
+        'RequeueAndDeadLetter',
+        ['sqs:SendMessage'],
+        [this.eventsQueue.queueArn, this.deadLetterQueue.queueArn, this.orderedQueue.queueArn],
+      ),
       // The event source's receives and deletes, and the function's own: early deletes, a
       // short visibility for a record that must wait, the redrive policy's receive count.
       // Not SqsEventSource: its grant adds sqs:GetQueueUrl, which nothing uses.
       allow(
         'ConsumeEvents',
         ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility'],
-        [this.eventsQueue.queueArn],
+        [this.eventsQueue.queueArn, this.orderedQueue.queueArn],
       ),
       allow(
         'TableDeliver',
@@ -382,6 +410,7 @@ export class Hookline extends Construct {
         ...shared,
         QUEUE_URL: this.eventsQueue.queueUrl,
         DLQ_URL: this.deadLetterQueue.queueUrl,
+        ORDERED_QUEUE_URL: this.orderedQueue.queueUrl,
         HOOKLINE_CONCURRENCY: String(requestLimit),
         HOOKLINE_CREDENTIALS_KEY: credentialsKey,
       },
@@ -399,6 +428,16 @@ export class Hookline extends Construct {
     });
     // The mapping checks the role's SQS permissions when it is created.
     source.node.addDependency(deliverRole);
+    // FIFO sources take no batching window; a failed record is handed back with the rest
+    // of its group.
+    const orderedSource = new lambda.EventSourceMapping(this, 'DeliverOrderedQueueSource', {
+      target: this.deliverFunction,
+      eventSourceArn: this.orderedQueue.queueArn,
+      batchSize: 10,
+      reportBatchItemFailures: true,
+      maxConcurrency,
+    });
+    orderedSource.node.addDependency(deliverRole);
 
     this.httpApi = new apigw.HttpApi(this, 'HttpApi', {
       description: 'Hookline API (payload format 2.0)',

@@ -238,24 +238,27 @@ for (const setting of SETTINGS) {
       );
     });
 
-    test('the same event source on the events queue', () => {
+    test('the same event sources on the events and ordered queues', () => {
       const samEvents = Object.values<Json>(sam.Resources.DeliverFunction.Properties.Events).filter(
         (e) => e.Type === 'SQS',
       );
-      assert.equal(samEvents.length, 1);
-      const ev = samResolve(samEvents[0].Properties);
-      const mapping = Object.values<Json>(cdk.Resources).find((r) => r.Type === 'AWS::Lambda::EventSourceMapping');
-      const { FunctionName, EventSourceArn, ...rest } = resolve(mapping.Properties);
-      assert.equal(FunctionName, '<DeliverFunction>');
-      const { Queue, ...samRest } = ev;
-      assert.equal(EventSourceArn, Queue);
+      const mappings = Object.values<Json>(cdk.Resources).filter((r) => r.Type === 'AWS::Lambda::EventSourceMapping');
+      assert.equal(mappings.length, samEvents.length);
+      assert.equal(samEvents.length, 2);
       const comparable = (m: Json) => ({
         ...m,
         BatchSize: scalar(m.BatchSize),
         MaximumBatchingWindowInSeconds: scalar(m.MaximumBatchingWindowInSeconds),
         ScalingConfig: scalars(m.ScalingConfig),
       });
-      assert.deepEqual(comparable(rest), comparable(samRest));
+      for (const samEvent of samEvents) {
+        const { Queue, ...samRest } = samResolve(samEvent.Properties);
+        const mapping = mappings.find((m) => resolve(m.Properties).EventSourceArn === Queue);
+        assert.ok(mapping, `no mapping on ${Queue}`);
+        const { FunctionName, EventSourceArn: _, ...rest } = resolve(mapping.Properties);
+        assert.equal(FunctionName, '<DeliverFunction>');
+        assert.deepEqual(comparable(rest), comparable(samRest));
+      }
     });
 
     const plain = (type: string) => Object.keys(sam.Resources).filter((k) => sam.Resources[k].Type === type);

@@ -1,8 +1,8 @@
 //! [`Queue`] and [`PullQueue`] on SQS: batched sends with per-message delays (batches cut by
 //! count and by size, and each message's fate told), long-polled receives, acks by receipt
 //! handle, releases by changing visibility, and dead letters sent to the dead-letter queue
-//! with their reason. SQS counts in whole seconds, so delays and visibility timeouts round
-//! up.
+//! with their reason, and sequenced sends to an optional FIFO queue. SQS counts in whole
+//! seconds, so delays and visibility timeouts round up.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +20,7 @@ use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 
 use super::sdk_error;
 use crate::error::{Error, Result};
-use crate::ports::{NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, Unqueued};
+use crate::ports::{NotQueued, Outgoing, PullQueue, Queue, Received, Refusal, Sequenced, Unqueued};
 
 /// SQS's longest delivery delay.
 const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
@@ -59,6 +59,9 @@ pub struct SqsQueue {
     client: Client,
     queue_url: String,
     dead_letter_url: Option<String>,
+    /// The FIFO queue [`Queue::send_sequenced`] sends to; without one the queue keeps no
+    /// order.
+    ordered_url: Option<String>,
     /// The bodies of messages received through this handle, by receipt handle:
     /// `dead_letter` gets only the receipt but must send the body on.
     in_flight: Arc<Mutex<HashMap<String, InFlight>>>,
@@ -79,6 +82,7 @@ impl SqsQueue {
             client,
             queue_url,
             dead_letter_url: None,
+            ordered_url: None,
             in_flight: Arc::default(),
             max_receives: Arc::default(),
         }
@@ -88,6 +92,13 @@ impl SqsQueue {
     /// message comes back until the queue's redrive policy moves it.
     pub fn with_dead_letter_url(mut self, url: String) -> Self {
         self.dead_letter_url = Some(url);
+        self
+    }
+
+    /// The FIFO queue (`.fifo`, without content-based deduplication) that
+    /// [`Queue::send_sequenced`] sends to, one message group per sequence.
+    pub fn with_ordered_url(mut self, url: String) -> Self {
+        self.ordered_url = Some(url);
         self
     }
 
@@ -203,6 +214,23 @@ pub fn message_size(body: &str, attributes: &[Attribute]) -> usize {
             .iter()
             .map(|a| a.name.len() + a.data_type.len() + a.value.len())
             .sum::<usize>()
+}
+
+/// The longest message group and deduplication id SQS takes.
+const MAX_FIFO_ID: usize = 128;
+
+/// `id` as a FIFO message group or deduplication id: as it is when SQS takes it (at most
+/// 128 printable ASCII characters), else the hex SHA-256 of it, so any sequence name or
+/// ordering key maps to one stable id.
+pub fn fifo_id(id: &str) -> String {
+    let takes =
+        !id.is_empty() && id.len() <= MAX_FIFO_ID && id.bytes().all(|b| b.is_ascii_graphic());
+    if takes {
+        id.to_owned()
+    } else {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    }
 }
 
 /// Cuts messages of these sizes into the batches SQS takes, in order: at most
@@ -425,6 +453,107 @@ impl Queue for SqsQueue {
             })
             .collect();
         self.send_with_attributes(messages).await
+    }
+
+    fn keeps_order(&self) -> bool {
+        self.ordered_url.is_some()
+    }
+
+    async fn send_sequenced(&self, messages: Vec<Sequenced>) -> std::result::Result<(), NotQueued> {
+        let sent = messages.len();
+        let Some(url) = &self.ordered_url else {
+            return Err(NotQueued::all(
+                sent,
+                Refusal::Refused,
+                "this deployment has no ordered queue",
+            ));
+        };
+        let sizes: Vec<usize> = messages.iter().map(|m| m.body.len()).collect();
+        let mut unqueued: Vec<Unqueued> = Vec::new();
+        // Once a batch is not (wholly) queued, nothing after it is sent: a later message
+        // of the same sequence must not get ahead of one that may be sent again.
+        let mut stopped: Option<String> = None;
+        let mut in_batch = vec![false; sent];
+        for batch in batches(&sizes) {
+            for &index in &batch {
+                in_batch[index] = true;
+            }
+            if let Some(why) = &stopped {
+                unqueued.extend(batch.iter().map(|&index| Unqueued {
+                    index,
+                    refusal: Refusal::Unavailable,
+                    detail: format!("not sent after an earlier message was not queued: {why}"),
+                }));
+                continue;
+            }
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(n, &index)| {
+                    let m = &messages[index];
+                    SendMessageBatchRequestEntry::builder()
+                        .id(n.to_string())
+                        .message_body(&m.body)
+                        .message_group_id(fifo_id(&m.group))
+                        .message_deduplication_id(fifo_id(&m.dedup))
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>();
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(e) => {
+                    let why = format!("invalid message: {e}");
+                    unqueued.extend(batch.iter().map(|&index| Unqueued {
+                        index,
+                        refusal: Refusal::Refused,
+                        detail: why.clone(),
+                    }));
+                    stopped = Some(why);
+                    continue;
+                }
+            };
+            let result = self
+                .client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    let refused = not_taken(&out, &batch);
+                    if let Some(first) = refused.first() {
+                        stopped = Some(first.detail.clone());
+                    }
+                    unqueued.extend(refused);
+                }
+                Err(e) => {
+                    let failure = batch_failure(e);
+                    unqueued.extend(batch.iter().map(|&index| failure.of(index)));
+                    stopped = Some(
+                        unqueued
+                            .last()
+                            .map(|u| u.detail.clone())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        // A message too large for SQS is in no batch.
+        unqueued.extend(
+            (0..sent)
+                .filter(|&index| !in_batch[index])
+                .map(|index| Unqueued {
+                    index,
+                    refusal: Refusal::Refused,
+                    detail: format!("over SQS's limit of {MAX_BATCH_BYTES} bytes"),
+                }),
+        );
+        if unqueued.is_empty() {
+            return Ok(());
+        }
+        unqueued.sort_by_key(|u| u.index);
+        Err(NotQueued { sent, unqueued })
     }
 
     fn max_delay(&self) -> Duration {
@@ -758,5 +887,19 @@ mod tests {
             whole_seconds(Duration::from_secs(86_400), MAX_VISIBILITY),
             43_200
         );
+    }
+
+    #[test]
+    fn fifo_ids_are_kept_when_sqs_takes_them_and_hashed_otherwise() {
+        assert_eq!(fifo_id("ten_1:ep_2:order-7"), "ten_1:ep_2:order-7");
+        let long = "k".repeat(129);
+        for bad in ["", "with space", "ключ", long.as_str()] {
+            let id = fifo_id(bad);
+            assert_eq!(id.len(), 64, "{bad:?}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(id, fifo_id(bad), "stable");
+        }
+        assert_ne!(fifo_id("with space"), fifo_id("with  space"));
+        assert_eq!(fifo_id(&"k".repeat(128)), "k".repeat(128));
     }
 }
