@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the tools the tests use (Python
-# packages into .venv: moto, standardwebhooks, cargo-lambda, …), starts moto_server on a
+# packages into .venv: moto, standardwebhooks, cargo-lambda, …), starts moto on a
 # free loopback port for DynamoDB and SQS, checks formatting and lints, runs every test,
 # the tenant portal in a headless browser, the end-to-end run of the Lambda binaries, the
 # arm64 build that `sam build` makes, the template checks and the CDK construct's, and stops
@@ -30,9 +30,10 @@ export HOOKLINE_TEST_PYTHON="$root/.venv/bin/python"
 stage "node test tools (tests/mailgun-js)" - \
   npm ci --prefix tests/mailgun-js --no-audit --no-fund --silent
 
-# moto_server (DynamoDB, SQS) on a free loopback port, for the whole run.
+# moto (DynamoDB, SQS) on a free loopback port, for the whole run, handling DynamoDB
+# requests one at a time as DynamoDB isolates conditional writes (tests/moto_atomic.py).
 moto_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-moto_server -H 127.0.0.1 -p "$moto_port" >target/moto.log 2>&1 &
+python tests/moto_atomic.py -H 127.0.0.1 -p "$moto_port" >target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
 moto_listening() {
