@@ -108,11 +108,13 @@ pub enum Publish {
 impl Publish {
     /// Parses a request body. Payloads stay as the producer wrote them.
     pub fn parse(body: &[u8]) -> Result<Publish> {
-        let top: Shape = match serde_json::from_slice(body) {
-            Ok(shape) => shape,
+        // Parsed whole, not only its keys: a payload that a JSON value cannot hold (a number
+        // past f64's range) is refused here, as every later reader of it parses it so.
+        let top: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(body) {
+            Ok(map) => map,
             Err(e) => return Err(json_error(e)),
         };
-        if top.has_events {
+        if top.contains_key("events") {
             let batch: Batch = serde_json::from_slice(body).map_err(json_error)?;
             if batch.events.is_empty() {
                 return Err(Error::invalid(
@@ -139,41 +141,6 @@ impl Publish {
             Publish::One(e) => vec![e],
             Publish::Many(v) => v,
         }
-    }
-}
-
-/// What tells a batch from a single event: whether the body is a JSON object with an
-/// `events` key. Read key by key with every value skipped, so a payload is not built into
-/// a tree of values only to be parsed again as the request's type.
-struct Shape {
-    has_events: bool,
-}
-
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Keys;
-        impl<'de> serde::de::Visitor<'de> for Keys {
-            type Value = Shape;
-
-            // Said as a map of values says it, so a body that is not an object is refused
-            // in the same words.
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map")
-            }
-
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Shape, A::Error> {
-                let mut has_events = false;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    has_events |= key == "events";
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-                Ok(Shape { has_events })
-            }
-        }
-        d.deserialize_map(Keys)
     }
 }
 
@@ -413,6 +380,13 @@ mod tests {
                 .code(),
             "invalid_json",
             "nothing may follow the object"
+        );
+        assert_eq!(
+            Publish::parse(br#"{"type":"a","payload":{"n":1e400}}"#)
+                .unwrap_err()
+                .code(),
+            "invalid_json",
+            "a number no JSON value holds is refused"
         );
         assert_eq!(
             Publish::parse(b"[1]").unwrap_err().code(),
