@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use hookline_core::cache::CachedStore;
 use hookline_core::config::{names, CoreConfig, RetentionFloor, Settings};
 use hookline_core::credentials::CredentialsKey;
 use hookline_core::http::AppState;
 use hookline_core::keys::{KeyHash, PlainKey};
-use hookline_core::ports::{PullQueue, SharedClock, SystemClock, TenantStore};
+use hookline_core::ports::{PullQueue, SharedClock, SharedStore, SystemClock, TenantStore};
 use hookline_core::urlpolicy::SystemResolver;
 use hookline_deliver::worker::WorkerOptions;
 use hookline_deliver::{Deliverer, Sender, SenderOptions};
@@ -242,6 +243,10 @@ fn local_credentials_key(data: &Path) -> anyhow::Result<CredentialsKey> {
 }
 
 /// Opens the data file, and starts the API, the worker and the retention sweeper.
+/// How long local mode's caches keep a tenant's endpoints and a found API key. Changes
+/// are seen at once whatever this is; it bounds how long an idle tenant's entries stay.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
 pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
     let settings = cfg.settings()?;
     let mut core = settings.core.clone();
@@ -279,8 +284,16 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         .context("building the HTTP client")?,
     );
     let clock: SharedClock = Arc::new(SystemClock);
+    // The API, publishing and the worker share one wrapper, through which every change of
+    // endpoints and keys goes, so its caches follow each change at once (see
+    // `hookline_core::cache`) and spare a publish and a fan-out their reads.
+    let cached: SharedStore = Arc::new(
+        CachedStore::new(store.clone())
+            .with_endpoints(CACHE_TTL)
+            .with_api_keys(CACHE_TTL),
+    );
     let state = AppState {
-        store: store.clone(),
+        store: cached.clone(),
         queue: queue.clone(),
         clock: clock.clone(),
         config: core.clone(),
@@ -289,14 +302,8 @@ pub async fn start(cfg: LocalConfig) -> anyhow::Result<Running> {
         dead_letters: Some(queue.clone()),
     };
     let deliverer = Arc::new(
-        Deliverer::new(
-            store.clone(),
-            queue.clone(),
-            clock.clone(),
-            core.clone(),
-            sender,
-        )
-        .with_request_limit(settings.concurrency),
+        Deliverer::new(cached, queue.clone(), clock.clone(), core.clone(), sender)
+            .with_request_limit(settings.concurrency),
     );
 
     // The api routes and publishing (and, in a fault-injection build, the routes that panic

@@ -12,11 +12,17 @@
 //!   that long after the revocation (the api function revokes, and cannot tell the ingest
 //!   functions). Unknown keys are not remembered: a key is usable as soon as it is created.
 //!
-//! Local mode uses neither: there every change is seen at once.
+//! Every change made through the wrapper forgets what it changes once the change is
+//! stored, and a read that was under way meanwhile is not kept. So where every write goes
+//! through one wrapper, as in local mode (one process owns the file; its API, publishing
+//! and worker share the wrapper), each change is seen at once and the caches only save the
+//! reads: a publish no longer asks the database for its key and whether the tenant has
+//! ordered endpoints, nor a fan-out for the endpoints.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,8 +31,9 @@ use async_trait::async_trait;
 use crate::ids::{ApiKeyId, EndpointId, MessageId, TenantId};
 use crate::keys::KeyHash;
 use crate::model::{
-    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, FailedQuery, HealthChange,
-    Message, MessageQuery, Millis, Page, PageQuery, PortalSession, Tenant,
+    ApiKeyRecord, Attempt, CustomEventType, Delivery, Domain, Endpoint, EndpointStatus,
+    FailedQuery, HealthChange, Message, MessageQuery, Millis, Page, PageQuery, PortalSession,
+    Tenant,
 };
 use crate::ports::{
     DeliveryStore, EndpointStore, EventTypeStore, Inserted, MessageStore, PortalStore, SharedStore,
@@ -90,6 +97,9 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
 struct KeyCache {
     ttl: Duration,
     keys: Mutex<HashMap<KeyHash, (Instant, ApiKeyRecord)>>,
+    /// Raised by every revocation: a lookup that began before one does not keep what it
+    /// read, which may predate the revocation.
+    revocations: AtomicU64,
 }
 
 impl KeyCache {
@@ -97,7 +107,12 @@ impl KeyCache {
         KeyCache {
             ttl,
             keys: Mutex::new(HashMap::new()),
+            revocations: AtomicU64::new(0),
         }
+    }
+
+    fn revocations(&self) -> u64 {
+        self.revocations.load(AtomicOrdering::SeqCst)
     }
 
     fn cached(&self, hash: &KeyHash) -> Option<ApiKeyRecord> {
@@ -107,8 +122,14 @@ impl KeyCache {
             .map(|(_, record)| record.clone())
     }
 
-    fn remember(&self, record: &ApiKeyRecord) {
+    /// Keeps `record`, read by a lookup that began when [`KeyCache::revocations`] was
+    /// `seen`, unless a key was revoked since.
+    fn remember(&self, record: &ApiKeyRecord, seen: u64) {
         let mut keys = self.lock();
+        // Checked under the lock `forget` takes after raising the count.
+        if self.revocations() != seen {
+            return;
+        }
         if keys.len() >= MAX_KEYS {
             keys.clear();
         }
@@ -116,6 +137,7 @@ impl KeyCache {
     }
 
     fn forget(&self, tenant: TenantId, id: ApiKeyId) {
+        self.revocations.fetch_add(1, AtomicOrdering::SeqCst);
         self.lock()
             .retain(|_, (_, record)| !(record.tenant == tenant && record.id == id));
     }
@@ -172,6 +194,20 @@ impl CachedStore {
             memo.forget(&tenant);
         }
     }
+
+    /// Runs a write that changes the tenant's endpoints, then forgets them (whatever the
+    /// answer: a failed write may have been stored all the same). A read under way while
+    /// the write ran finishes into a forgotten slot, so nothing read before the change is
+    /// used after it.
+    async fn changing_endpoints<T>(
+        &self,
+        tenant: TenantId,
+        write: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let written = write.await;
+        self.forget_endpoints(tenant);
+        written
+    }
 }
 
 #[async_trait]
@@ -191,16 +227,22 @@ impl EndpointStore for CachedStore {
         name: &str,
         created_at: Option<Millis>,
     ) -> Result<Written> {
-        self.forget_endpoints(tenant);
-        self.inner.delete_domain(tenant, name, created_at).await
+        self.changing_endpoints(tenant, self.inner.delete_domain(tenant, name, created_at))
+            .await
     }
     async fn create_endpoint(&self, endpoint: &Endpoint, max_per_tenant: usize) -> Result<()> {
-        self.forget_endpoints(endpoint.tenant);
-        self.inner.create_endpoint(endpoint, max_per_tenant).await
+        self.changing_endpoints(
+            endpoint.tenant,
+            self.inner.create_endpoint(endpoint, max_per_tenant),
+        )
+        .await
     }
     async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: u64) -> Result<Written> {
-        self.forget_endpoints(endpoint.tenant);
-        self.inner.update_endpoint(endpoint, expected_version).await
+        self.changing_endpoints(
+            endpoint.tenant,
+            self.inner.update_endpoint(endpoint, expected_version),
+        )
+        .await
     }
     async fn list_endpoints_page(
         &self,
@@ -221,10 +263,18 @@ impl EndpointStore for CachedStore {
         add: &[Endpoint],
         max_per_tenant: usize,
     ) -> Result<Written> {
-        self.forget_endpoints(tenant);
-        self.inner
-            .update_endpoint_group(tenant, group, expected_version, remove, add, max_per_tenant)
-            .await
+        self.changing_endpoints(
+            tenant,
+            self.inner.update_endpoint_group(
+                tenant,
+                group,
+                expected_version,
+                remove,
+                add,
+                max_per_tenant,
+            ),
+        )
+        .await
     }
     async fn get_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<Option<Endpoint>> {
         match self.cached_endpoints(tenant).await? {
@@ -238,16 +288,25 @@ impl EndpointStore for CachedStore {
             None => self.inner.list_endpoints(tenant).await,
         }
     }
+    async fn has_ordered_endpoints(&self, tenant: TenantId) -> Result<bool> {
+        match self.cached_endpoints(tenant).await? {
+            Some(list) => Ok(list
+                .iter()
+                .any(|e| e.is_ordered() && e.status == EndpointStatus::Active)),
+            None => self.inner.has_ordered_endpoints(tenant).await,
+        }
+    }
     async fn delete_endpoint(
         &self,
         tenant: TenantId,
         id: EndpointId,
         expected_version: Option<u64>,
     ) -> Result<Written> {
-        self.forget_endpoints(tenant);
-        self.inner
-            .delete_endpoint(tenant, id, expected_version)
-            .await
+        self.changing_endpoints(
+            tenant,
+            self.inner.delete_endpoint(tenant, id, expected_version),
+        )
+        .await
     }
     async fn update_endpoint_health(
         &self,
@@ -255,13 +314,11 @@ impl EndpointStore for CachedStore {
         id: EndpointId,
         change: &HealthChange,
     ) -> Result<bool> {
-        let changed = self
-            .inner
-            .update_endpoint_health(tenant, id, change)
-            .await?;
-        // Forgotten after the write, so a read in between cannot cache the old state.
-        self.forget_endpoints(tenant);
-        Ok(changed)
+        self.changing_endpoints(
+            tenant,
+            self.inner.update_endpoint_health(tenant, id, change),
+        )
+        .await
     }
 }
 
@@ -299,11 +356,12 @@ impl TenantStore for CachedStore {
         let revoked = self
             .inner
             .revoke_api_key(tenant, id, at, only_if_live)
-            .await?;
+            .await;
+        // Even after a failure: the write may have been stored all the same.
         if let Some(keys) = &self.keys {
             keys.forget(tenant, id);
         }
-        Ok(revoked)
+        revoked
     }
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
         let Some(keys) = &self.keys else {
@@ -312,9 +370,10 @@ impl TenantStore for CachedStore {
         if let Some(record) = keys.cached(hash) {
             return Ok(Some(record));
         }
+        let seen = keys.revocations();
         let found = self.inner.find_api_key(hash).await?;
         if let Some(record) = &found {
-            keys.remember(record);
+            keys.remember(record, seen);
         }
         Ok(found)
     }
@@ -505,6 +564,32 @@ mod tests {
         assert_eq!(memo.get(1, || async { Ok(7) }).await.unwrap(), 7);
     }
 
+    #[test]
+    fn a_lookup_under_way_during_a_revocation_is_not_kept() {
+        let keys = KeyCache::new(Duration::from_secs(3600));
+        let plain = crate::keys::PlainKey::generate_tenant();
+        let record = ApiKeyRecord {
+            id: ApiKeyId::new(),
+            tenant: TenantId::new(),
+            hash: plain.hash(),
+            prefix: plain.shown_prefix(),
+            created_at: 1,
+            revoked_at: None,
+        };
+        // The lookup began, then another key (any key) was revoked before it finished:
+        // what it read may predate the revocation, so it is used once and not kept.
+        let seen = keys.revocations();
+        keys.forget(TenantId::new(), ApiKeyId::new());
+        keys.remember(&record, seen);
+        assert!(keys.cached(&plain.hash()).is_none());
+        // A lookup with no revocation under way is kept.
+        keys.remember(&record, keys.revocations());
+        assert_eq!(keys.cached(&plain.hash()).unwrap().id, record.id);
+        // Revoking it forgets it.
+        keys.forget(record.tenant, record.id);
+        assert!(keys.cached(&plain.hash()).is_none());
+    }
+
     /// The caches on a real store.
     #[cfg(all(feature = "embedded", feature = "contract"))]
     mod stores {
@@ -615,6 +700,42 @@ mod tests {
             };
             sqlite.insert_api_key(&record).await.unwrap();
             assert!(cached.find_api_key(&later.hash()).await.unwrap().is_some());
+        }
+
+        /// Local mode's use: every write goes through the wrapper, so whether a tenant has
+        /// ordered endpoints (asked at every publish) follows each change at once.
+        #[tokio::test]
+        async fn ordered_endpoints_are_answered_from_the_cache_and_follow_each_change() {
+            let (sqlite, _) = crate::embedded::open_in_memory().unwrap();
+            let cached = CachedStore::new(sqlite.clone()).with_endpoints(Duration::from_secs(3600));
+            let tenant = TenantId::new();
+            let mut strict = endpoint(tenant);
+            strict.ordering = crate::model::Ordering::Strict;
+            cached
+                .create_endpoint(&endpoint(tenant), 100)
+                .await
+                .unwrap();
+            assert!(!cached.has_ordered_endpoints(tenant).await.unwrap());
+            cached.create_endpoint(&strict, 100).await.unwrap();
+            assert!(cached.has_ordered_endpoints(tenant).await.unwrap());
+
+            // Disabled by the health check: no longer counted.
+            let disable = HealthChange::Disable {
+                reason: "failing".into(),
+                at: 5,
+            };
+            assert!(cached
+                .update_endpoint_health(tenant, strict.id, &disable)
+                .await
+                .unwrap());
+            assert!(!cached.has_ordered_endpoints(tenant).await.unwrap());
+
+            // Answered from the cache: a change behind its back is not seen.
+            let mut other = endpoint(tenant);
+            other.ordering = crate::model::Ordering::Strict;
+            sqlite.create_endpoint(&other, 100).await.unwrap();
+            assert!(!cached.has_ordered_endpoints(tenant).await.unwrap());
+            assert!(sqlite.has_ordered_endpoints(tenant).await.unwrap());
         }
 
         #[tokio::test]

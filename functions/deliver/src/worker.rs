@@ -1,6 +1,11 @@
 //! The pull loop of local mode: takes messages from a [`PullQueue`], handles each in its
 //! own task (so a slow endpoint holds up nothing else), and acks, releases or dead-letters
 //! them as the handler says. On AWS the SQS event source plays this part.
+//!
+//! Acks are gathered: the messages done while one ack is being written are acked together
+//! by the next, one database job for a burst instead of one each (as the event source
+//! deletes a batch at once). A message done but not acked yet when the process stops is
+//! received again later and finds its deliveries recorded, so nothing is sent twice.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use std::time::Duration;
 use hookline_core::ids::MessageId;
 use hookline_core::ports::{Clock, PullQueue, Received, SystemClock};
 use hookline_core::task::Origin;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::{Deliverer, Disposition};
@@ -43,6 +48,14 @@ pub async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(opts.concurrency));
     let mut running = JoinSet::new();
+    let (done, finished) = mpsc::unbounded_channel();
+    let acker = {
+        let queue = queue.clone();
+        tokio::spawn(ack_gathered(finished, move |receipts| {
+            let queue = queue.clone();
+            async move { queue.ack(&receipts).await }
+        }))
+    };
     loop {
         if *shutdown.borrow() {
             break;
@@ -77,19 +90,53 @@ pub async fn run(
             };
             let deliverer = deliverer.clone();
             let queue = queue.clone();
+            let done = done.clone();
             running.spawn(async move {
-                handle_one(&deliverer, queue.as_ref(), received).await;
+                handle_one(&deliverer, queue.as_ref(), &done, received).await;
                 drop(permit);
             });
         }
     }
     while running.join_next().await.is_some() {}
+    // The last acks are written before the worker is done.
+    drop(done);
+    if let Err(e) = acker.await {
+        tracing::error!(error = %e, "the ack task failed");
+    }
 }
 
-async fn handle_one(deliverer: &Deliverer, queue: &dyn PullQueue, received: Received) {
+/// Most receipts one ack carries.
+const MAX_ACKS: usize = 256;
+
+/// Acks the receipts sent on `finished`: each ack takes every receipt that came in while
+/// the one before was written (up to [`MAX_ACKS`]). Ends when every sender is gone and
+/// everything sent is acked.
+async fn ack_gathered<F, Fut>(mut finished: mpsc::UnboundedReceiver<String>, ack: F)
+where
+    F: Fn(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = hookline_core::Result<()>>,
+{
+    let mut receipts = Vec::with_capacity(MAX_ACKS);
+    while finished.recv_many(&mut receipts, MAX_ACKS).await > 0 {
+        if let Err(e) = ack(std::mem::take(&mut receipts)).await {
+            // The messages reappear when their visibility ends; nothing is lost.
+            tracing::error!(error = %e, "queue ack failed");
+        }
+    }
+}
+
+async fn handle_one(
+    deliverer: &Deliverer,
+    queue: &dyn PullQueue,
+    done: &mpsc::UnboundedSender<String>,
+    received: Received,
+) {
     let origin = origin_of(&received);
     let outcome = match deliverer.handle(&received.body, origin).await {
-        Disposition::Done => queue.ack(std::slice::from_ref(&received.receipt)).await,
+        Disposition::Done => match done.send(received.receipt) {
+            Ok(()) => Ok(()),
+            Err(unsent) => queue.ack(std::slice::from_ref(&unsent.0)).await,
+        },
         Disposition::Retry(after) => queue.release(&received.receipt, after).await,
         Disposition::DeadLetter(reason) => queue.dead_letter(&received.receipt, &reason).await,
     };
@@ -113,4 +160,84 @@ fn origin_of(received: &Received) -> Origin {
 
 fn ulid_from(hash: u64) -> ulid::Ulid {
     ulid::Ulid::from_parts(0, hash as u128)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// Receipts finished while an ack is written go together in the next one, each once,
+    /// and the task ends only when everything sent is acked.
+    #[tokio::test]
+    async fn receipts_done_during_an_ack_are_acked_together() {
+        let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let gate = Arc::new(Notify::new());
+        let (done, finished) = mpsc::unbounded_channel();
+        let acker = {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            tokio::spawn(ack_gathered(finished, move |receipts| {
+                let (calls, gate) = (calls.clone(), gate.clone());
+                async move {
+                    let first = calls.lock().unwrap().is_empty();
+                    calls.lock().unwrap().push(receipts);
+                    if first {
+                        // The first ack is slow: everything else finishes meanwhile.
+                        gate.notified().await;
+                    }
+                    Ok(())
+                }
+            }))
+        };
+        done.send("r0".to_string()).unwrap();
+        while calls.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        for i in 1..=300 {
+            done.send(format!("r{i}")).unwrap();
+        }
+        gate.notify_one();
+        drop(done);
+        acker.await.unwrap();
+
+        let calls = calls.lock().unwrap();
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, MAX_ACKS, 300 - MAX_ACKS]);
+        let mut acked: Vec<&String> = calls.iter().flatten().collect();
+        acked.sort();
+        acked.dedup();
+        assert_eq!(acked.len(), 301, "each receipt acked once");
+    }
+
+    /// A failed ack loses nothing for the ones after it.
+    #[tokio::test]
+    async fn a_failed_ack_does_not_stop_the_later_ones() {
+        let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let (done, finished) = mpsc::unbounded_channel();
+        done.send("a".to_string()).unwrap();
+        let acker = {
+            let calls = calls.clone();
+            tokio::spawn(ack_gathered(finished, move |receipts| {
+                let calls = calls.clone();
+                async move {
+                    let mut calls = calls.lock().unwrap();
+                    calls.push(receipts);
+                    if calls.len() == 1 {
+                        return Err(hookline_core::Error::backend("ack", "down"));
+                    }
+                    Ok(())
+                }
+            }))
+        };
+        while calls.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        done.send("b".to_string()).unwrap();
+        drop(done);
+        acker.await.unwrap();
+        assert_eq!(*calls.lock().unwrap(), [vec!["a"], vec!["b"]]);
+    }
 }

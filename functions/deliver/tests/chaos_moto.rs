@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use hookline_core::aws::testing::{moto_sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsQueue};
 use hookline_core::contract::{endpoint_to, stored_tenant};
@@ -188,28 +188,8 @@ impl Source {
     /// `ReportBatchItemFailures`: all but the failures. A receipt gone stale (the message
     /// was received again meanwhile) is the next receiver's to settle.
     async fn settle(&self, records: &[SqsMessage], failed: &HashSet<String>) {
-        let entries: Vec<_> = records
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !failed.contains(r.message_id.as_deref().unwrap_or_default()))
-            .map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        let _ = self
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await;
+        let _ =
+            records::delete_handled(&self.sqs, &self.url, records, |id| failed.contains(id)).await;
     }
 }
 

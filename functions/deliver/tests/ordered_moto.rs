@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -100,26 +100,9 @@ async fn settle(
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    let entries: Vec<_> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !failed.contains(r.message_id.as_deref().unwrap_or_default()))
-        .map(|(i, r)| {
-            DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(r.receipt_handle.clone().unwrap_or_default())
-                .build()
-                .unwrap()
-        })
-        .collect();
-    if !entries.is_empty() {
-        sqs.delete_message_batch()
-            .queue_url(url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-    }
+    records::delete_handled(sqs, url, records, |id| failed.contains(id))
+        .await
+        .unwrap();
 }
 
 struct Pump {

@@ -91,6 +91,7 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -2087,7 +2088,7 @@ impl MessageStore for DynamoStore {
             // per request to need fewer of them.
             batch = (batch * 4).min(MAX_PAGE);
         }
-        let mut shards: Vec<ShardReader> = pks.into_iter().map(ShardReader::new).collect();
+        let mut shards: Vec<ShardReader<Message>> = pks.into_iter().map(ShardReader::new).collect();
         let mut items: Vec<Message> = Vec::with_capacity(wanted);
         while items.len() < wanted {
             futures::future::try_join_all(
@@ -2242,24 +2243,18 @@ fn live_binding(item: &Item, now: Millis) -> Result<Option<MessageId>> {
     }
 }
 
-/// One partition key's messages as a listing reads them: newest first, a batch at a time.
-struct ShardReader {
+/// One partition key's items as a listing that merges several keys reads them: a batch at
+/// a time, decoded, in the order the key's query returns them (messages newest first from
+/// the table, failed deliveries oldest first from `gsi2`).
+struct ShardReader<T> {
     pk: String,
-    buffered: std::collections::VecDeque<Message>,
+    buffered: std::collections::VecDeque<T>,
     /// Where the next request starts; `None` with `done` false: at the top.
     start: Option<Item>,
     done: bool,
 }
 
-/// One index partition's failed deliveries as a replay reads them: oldest first.
-struct FailedReader {
-    pk: String,
-    buffered: std::collections::VecDeque<Delivery>,
-    start: Option<Item>,
-    done: bool,
-}
-
-impl ShardReader {
+impl<T> ShardReader<T> {
     fn new(pk: String) -> Self {
         ShardReader {
             pk,
@@ -2268,6 +2263,32 @@ impl ShardReader {
             done: false,
         }
     }
+
+    /// Reads the key's next items into the buffer, at least one unless it has no more:
+    /// `query` builds the request for the key (the reader adds where it starts), `decode`
+    /// reads an item, `what` names the call in errors.
+    async fn fill(
+        &mut self,
+        query: impl Fn(&str) -> QueryFluentBuilder,
+        decode: fn(&Item) -> Result<T>,
+        what: &'static str,
+    ) -> Result<()> {
+        while self.buffered.is_empty() && !self.done {
+            let out = query(&self.pk)
+                .set_exclusive_start_key(self.start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error(what, e))?;
+            for item in out.items.unwrap_or_default() {
+                self.buffered.push_back(decode(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => self.start = Some(next),
+                _ => self.done = true,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DynamoStore {
@@ -2275,46 +2296,35 @@ impl DynamoStore {
     /// at least one unless the shard has no more.
     async fn read_messages(
         &self,
-        shard: &mut ShardReader,
+        shard: &mut ShardReader<Message>,
         last: &str,
         batch: usize,
         query: &MessageQuery,
     ) -> Result<()> {
-        while shard.buffered.is_empty() && !shard.done {
+        let request = |pk: &str| {
             // A tenant's own partition holds its other records too: the key condition
             // keeps to the message range, `MSG#` up to the last id before the cursor.
-            let mut request = self
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :first AND :last")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(&shard.pk))
+                .expression_attribute_values(":pk", s(pk))
                 .expression_attribute_values(":first", s(MESSAGE_PREFIX))
                 .expression_attribute_values(":last", s(last))
                 .scan_index_forward(false)
-                .limit(i32::try_from(batch).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(shard.start.take());
-            if let Some(event_type) = &query.event_type {
-                request = request
+                .limit(i32::try_from(batch).unwrap_or(i32::MAX));
+            match &query.event_type {
+                Some(event_type) => request
                     .filter_expression("#type = :type")
                     .expression_attribute_names("#type", "type")
-                    .expression_attribute_values(":type", s(event_type));
+                    .expression_attribute_values(":type", s(event_type)),
+                None => request,
             }
-            let out = request
-                .send()
-                .await
-                .map_err(|e| sdk_error("list messages", e))?;
-            for item in out.items.unwrap_or_default() {
-                shard.buffered.push_back(decode_message(&item)?);
-            }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => shard.start = Some(next),
-                _ => shard.done = true,
-            }
-        }
-        Ok(())
+        };
+        shard.fill(request, decode_message, "list messages").await
     }
 
     /// Moves every message and idempotency binding of the unsharded layout (under its
@@ -2411,42 +2421,32 @@ impl DynamoStore {
     /// `[from, to]`, into its buffer: at least one unless the shard has no more.
     async fn read_failed(
         &self,
-        shard: &mut FailedReader,
+        shard: &mut ShardReader<Delivery>,
         from: MessageId,
         to: Option<MessageId>,
         batch: usize,
     ) -> Result<()> {
-        while shard.buffered.is_empty() && !shard.done {
-            let mut request = self
+        let request = |pk: &str| {
+            let request = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(GSI2)
                 .expression_attribute_names("#gpk", GSI2_PK)
                 .expression_attribute_names("#gsk", GSI2_SK)
-                .expression_attribute_values(":gpk", s(&shard.pk))
+                .expression_attribute_values(":gpk", s(pk))
                 .expression_attribute_values(":from", s(from.to_string()))
-                .limit(i32::try_from(batch).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(shard.start.take());
-            request = match to {
+                .limit(i32::try_from(batch).unwrap_or(i32::MAX));
+            match to {
                 Some(to) => request
                     .key_condition_expression("#gpk = :gpk AND #gsk BETWEEN :from AND :to")
                     .expression_attribute_values(":to", s(to.to_string())),
                 None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
-            };
-            let out = request
-                .send()
-                .await
-                .map_err(|e| sdk_error("list failed deliveries", e))?;
-            for item in out.items.unwrap_or_default() {
-                shard.buffered.push_back(decode_delivery(&item)?);
             }
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => shard.start = Some(next),
-                _ => shard.done = true,
-            }
-        }
-        Ok(())
+        };
+        shard
+            .fill(request, decode_delivery, "list failed deliveries")
+            .await
     }
 
     /// Whether the table may still hold messages or bindings under their tenant's own
@@ -2802,15 +2802,8 @@ impl DeliveryStore for DynamoStore {
         // As a message listing: each index shard read oldest first a few at a time, and
         // merged by message id.
         let batch = limit.div_ceil(pks.len()) + 2;
-        let mut shards: Vec<FailedReader> = pks
-            .into_iter()
-            .map(|pk| FailedReader {
-                pk,
-                buffered: Default::default(),
-                start: None,
-                done: false,
-            })
-            .collect();
+        let mut shards: Vec<ShardReader<Delivery>> =
+            pks.into_iter().map(ShardReader::new).collect();
         let mut deliveries: Vec<Delivery> = Vec::with_capacity(limit);
         while deliveries.len() < limit {
             futures::future::try_join_all(
