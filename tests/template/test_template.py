@@ -822,7 +822,7 @@ class TemplateTest(unittest.TestCase):
         wiring = {
             "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
         }
-        self.assertEqual(len(self.alarm_ids()), 10, self.alarm_ids())
+        self.assertEqual(len(self.alarm_ids()), 11, self.alarm_ids())
         for alarm_id in self.alarm_ids():
             a = self.props(alarm_id)
             self.assertEqual(a.get("AlarmActions"), wiring, alarm_id)
@@ -830,18 +830,25 @@ class TemplateTest(unittest.TestCase):
             # No traffic is not an incident.
             self.assertEqual(a.get("TreatMissingData"), "notBreaching", alarm_id)
 
-    def test_dead_letter_queue_depth_alarm(self):
-        found = self.single_metric_alarms(
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}},
+    def test_each_dead_letter_queue_has_a_depth_alarm(self):
+        dead_letter_queues = sorted(
+            q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            for q in self.res.values()
+            if q["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in q.get("Properties", {})
         )
-        self.assertEqual(len(found), 1)
-        a = found[0]
-        self.assertEqual(len(a["Dimensions"]), 1)
-        self.assertEqual(a["Statistic"], "Maximum")
-        self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
-        self.assertEqual(float(a["Threshold"]), 0)
+        self.assertEqual(dead_letter_queues, ["DeadLetterQueue", "OrderedDeadLetterQueue"])
+        for queue in dead_letter_queues:
+            found = self.single_metric_alarms(
+                "AWS/SQS",
+                "ApproximateNumberOfMessagesVisible",
+                {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}},
+            )
+            self.assertEqual(len(found), 1, queue)
+            a = found[0]
+            self.assertEqual(len(a["Dimensions"]), 1)
+            self.assertEqual(a["Statistic"], "Maximum")
+            self.assertEqual(a["ComparisonOperator"], "GreaterThanThreshold")
+            self.assertEqual(float(a["Threshold"]), 0)
 
     def test_events_queue_age_alarm(self):
         found = self.single_metric_alarms(

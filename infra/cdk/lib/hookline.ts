@@ -520,6 +520,17 @@ export class Hookline extends Construct {
       threshold: 0,
       evaluationPeriods: 1,
     });
+    add('OrderedDeadLetterQueueDepthAlarm', {
+      alarmDescription: 'Messages are waiting in the Hookline ordered (FIFO) dead-letter queue.',
+      metric: metric(
+        'AWS/SQS',
+        'ApproximateNumberOfMessagesVisible',
+        { QueueName: this.orderedDeadLetterQueue.queueName },
+        'Maximum',
+      ),
+      threshold: 0,
+      evaluationPeriods: 1,
+    });
     add('EventsQueueAgeAlarm', {
       alarmDescription: `The oldest message on the Hookline events queue has waited longer than ${thresholds.queueAge} s: deliveries are falling behind.`,
       metric: metric('AWS/SQS', 'ApproximateAgeOfOldestMessage', { QueueName: this.eventsQueue.queueName }, 'Maximum'),

@@ -116,8 +116,8 @@ describe('Hookline construct', () => {
     template.resourceCountIs('AWS::IAM::Policy', 0);
   });
 
-  test('ten alarms, none with an action when no topic is given', () => {
-    template.resourceCountIs('AWS::CloudWatch::Alarm', 10);
+  test('eleven alarms, none with an action when no topic is given', () => {
+    template.resourceCountIs('AWS::CloudWatch::Alarm', 11);
     for (const a of Object.values<Json>(template.findResources('AWS::CloudWatch::Alarm'))) {
       assert.equal(a.Properties.AlarmActions, undefined);
       assert.equal(a.Properties.TreatMissingData, 'notBreaching');
@@ -218,7 +218,7 @@ describe('props', () => {
     const arn = 'arn:aws:sns:us-east-1:111111111111:ops';
     const { template } = build({}, (stack) => ({ alarmTopic: sns.Topic.fromTopicArn(stack, 'Ops', arn) }));
     const alarms = Object.values<Json>(template.findResources('AWS::CloudWatch::Alarm'));
-    assert.equal(alarms.length, 10);
+    assert.equal(alarms.length, 11);
     for (const a of alarms) {
       assert.deepEqual(a.Properties.AlarmActions, [arn]);
       assert.deepEqual(a.Properties.OKActions, [arn]);
