@@ -256,6 +256,8 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(env["HOOKLINE_RETRY_SCHEDULE"], {"Ref": "RetrySchedule"}, name)
             self.assertEqual(env["HOOKLINE_RETENTION_DAYS"], {"Ref": "RetentionDays"}, name)
             self.assertEqual(env["HOOKLINE_ALLOW_HTTP"], {"Ref": "AllowHttp"}, name)
+            self.assertEqual(env["HOOKLINE_DISABLE_AFTER"], {"Ref": "DisableAfter"}, name)
+            self.assertEqual(env["HOOKLINE_FAILING_AFTER"], {"Ref": "FailingAfterAttempts"}, name)
         self.assertEqual(self.function_env("IngestFunction")["QUEUE_URL"], {"Ref": "EventsQueue"})
         deliver = self.function_env("DeliverFunction")
         self.assertEqual(deliver["QUEUE_URL"], {"Ref": "EventsQueue"})
@@ -287,6 +289,20 @@ class TemplateTest(unittest.TestCase):
         self.assertGreater(int(p["RetentionDays"]["MinValue"]), 14)
         self.assertEqual(set(p["AllowHttp"]["AllowedValues"]), {"true", "false"})
         self.assertEqual(p["AllowHttp"]["Default"], "false")
+        # The code's own defaults (README's configuration table), and the values each
+        # parameter takes: what HOOKLINE_DISABLE_AFTER and HOOKLINE_FAILING_AFTER parse.
+        self.assertEqual(p["DisableAfter"]["Default"], "5d")
+        self.assertEqual(p["FailingAfterAttempts"]["Default"], "3")
+        cases = {
+            "DisableAfter": (["5d", "12h", "90m", "3600s", "off"], ["", "0", "0d", "5", "5 d", "-1h", "1w"]),
+            "FailingAfterAttempts": (["1", "3", "9999", "off"], ["", "0", "03", "10000", "OFF", "x"]),
+        }
+        for param, (good, bad) in cases.items():
+            pattern = re.compile(p[param]["AllowedPattern"])
+            for value in good:
+                self.assertIsNotNone(pattern.fullmatch(value), f"{param} {value!r}")
+            for value in bad:
+                self.assertIsNone(pattern.fullmatch(value), f"{param} {value!r}")
 
     def test_operator_key_is_no_echo_and_reaches_only_the_api(self):
         key = self.params["OperatorKey"]

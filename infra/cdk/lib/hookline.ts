@@ -35,6 +35,16 @@ export interface HooklineProps {
   readonly retentionDays?: number;
   /** Allow plain http:// endpoint URLs. @default false */
   readonly allowHttp?: boolean;
+  /**
+   * How long every attempt to an endpoint must have failed before delivery disables it
+   * (HOOKLINE_DISABLE_AFTER), whole seconds; 'off' never does. @default 5 days
+   */
+  readonly disableAfter?: Duration | 'off';
+  /**
+   * Failed attempts in a row of one delivery after which hookline.message.attempt.failing is
+   * published (HOOKLINE_FAILING_AFTER), 1 to 9999; 'off' never publishes it. @default 3
+   */
+  readonly failingAfterAttempts?: number | 'off';
   /** SQS messages handed to one deliver invocation, 1 to 10. @default 10 */
   readonly deliverBatchSize?: number;
   /** Concurrent deliver invocations polling the events queue, 2 to 1000. @default 10 */
@@ -110,6 +120,17 @@ export function humantime(d: Duration): string {
   if (s > 0 && s % 3600 === 0) return `${s / 3600}h`;
   if (s > 0 && s % 60 === 0) return `${s / 60}m`;
   return `${s}s`;
+}
+
+/** HOOKLINE_DISABLE_AFTER for the `disableAfter` prop: the template's own default, 5d, when unset. */
+export function disableAfterSetting(d: Duration | 'off' | undefined): string {
+  if (d === undefined) return '5d';
+  if (d === 'off') return 'off';
+  const s = d.toSeconds();
+  if (!Number.isInteger(s) || s < 1) {
+    throw new Error(`disableAfter must be at least one whole second, or 'off', not ${d.toHumanString()}`);
+  }
+  return s % 86400 === 0 ? `${s / 86400}d` : humantime(d);
 }
 
 function inRange(name: string, value: number, min: number, max: number): number {
@@ -206,6 +227,11 @@ export class Hookline extends Construct {
       throw new Error('retrySchedule needs at least one delay');
     }
     const code = props.code ?? HooklineCode.cargoLambda();
+    const disableAfter = disableAfterSetting(props.disableAfter);
+    const failingAfter =
+      props.failingAfterAttempts === 'off'
+        ? 'off'
+        : String(inRange('failingAfterAttempts', props.failingAfterAttempts ?? 3, 1, 9999));
 
     this.table = new dynamodb.Table(this, 'Table', {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -277,6 +303,8 @@ export class Hookline extends Construct {
       HOOKLINE_RETRY_SCHEDULE: schedule.map(humantime).join(','),
       HOOKLINE_RETENTION_DAYS: String(retentionDays),
       HOOKLINE_ALLOW_HTTP: props.allowHttp ? 'true' : 'false',
+      HOOKLINE_DISABLE_AFTER: disableAfter,
+      HOOKLINE_FAILING_AFTER: failingAfter,
       HOOKLINE_LOG: 'info',
       HOOKLINE_METRICS_NAMESPACE: namespace,
     };

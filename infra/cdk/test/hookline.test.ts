@@ -10,7 +10,7 @@ import { Match, Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import { RustFunction } from 'cargo-lambda-cdk';
-import { Hookline, HooklineCode, HooklineProps, humantime, OUTCOMES } from '../lib';
+import { disableAfterSetting, Hookline, HooklineCode, HooklineProps, humantime, OUTCOMES } from '../lib';
 import { Json, resolveCdk, resourceNames } from './cfn';
 
 const KEY = SecretValue.unsafePlainText('hkop_' + 'k'.repeat(40));
@@ -243,6 +243,19 @@ describe('props', () => {
     assert.equal(humantime(Duration.hours(10)), '10h');
   });
 
+  test('disableAfter renders as the functions read it, the template default when unset', () => {
+    assert.equal(disableAfterSetting(undefined), '5d');
+    assert.equal(disableAfterSetting('off'), 'off');
+    assert.equal(disableAfterSetting(Duration.days(2)), '2d');
+    assert.equal(disableAfterSetting(Duration.hours(36)), '36h');
+    assert.equal(disableAfterSetting(Duration.minutes(90)), '90m');
+    const env = (props: Partial<HooklineProps>) => build(props).template.findResources('AWS::Lambda::Function');
+    for (const fn of Object.values<Json>(env({ disableAfter: Duration.hours(12), failingAfterAttempts: 5 }))) {
+      assert.equal(fn.Properties.Environment.Variables.HOOKLINE_DISABLE_AFTER, '12h');
+      assert.equal(fn.Properties.Environment.Variables.HOOKLINE_FAILING_AFTER, '5');
+    }
+  });
+
   const refused: [string, Partial<HooklineProps>, RegExp][] = [
     ['retention under 15 days', { retentionDays: 14 }, /retentionDays/],
     ['a batch of 11', { deliverBatchSize: 11 }, /deliverBatchSize/],
@@ -263,6 +276,9 @@ describe('props', () => {
     ['a 5xx share of 0 %', { api5xxAlarmPercent: 0 }, /api5xxAlarmPercent/],
     ['a namespace with a quote', { metricsNamespace: 'a"b' }, /metricsNamespace/],
     ['an empty retry schedule', { retrySchedule: [] }, /retrySchedule/],
+    ['disabling after no time at all', { disableAfter: Duration.seconds(0) }, /disableAfter/],
+    ['a failing notice after 0 attempts', { failingAfterAttempts: 0 }, /failingAfterAttempts/],
+    ['a failing notice after 10000 attempts', { failingAfterAttempts: 10000 }, /failingAfterAttempts/],
   ];
   for (const [what, props, message] of refused) {
     test(`refuses ${what}`, () => {
