@@ -14,6 +14,8 @@ mod common;
 mod faulty;
 #[path = "common/records.rs"]
 mod records;
+#[path = "common/source.rs"]
+mod source;
 #[path = "../../../tests/chaos/verify.rs"]
 mod verify;
 
@@ -189,7 +191,7 @@ impl Source {
     /// was received again meanwhile) is the next receiver's to settle.
     async fn settle(&self, records: &[SqsMessage], failed: &HashSet<String>) {
         let _ =
-            records::delete_handled(&self.sqs, &self.url, records, |id| failed.contains(id)).await;
+            source::delete_handled(&self.sqs, &self.url, records, |id| failed.contains(id)).await;
     }
 }
 

@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/records.rs"]
 mod records;
+#[path = "common/source.rs"]
+mod source;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -100,7 +102,7 @@ async fn settle(
         .iter()
         .map(|f| f.item_identifier.as_str())
         .collect();
-    records::delete_handled(sqs, url, records, |id| failed.contains(id))
+    source::delete_handled(sqs, url, records, |id| failed.contains(id))
         .await
         .unwrap();
 }
