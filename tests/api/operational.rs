@@ -144,6 +144,36 @@ async fn an_endpoint_answering_410_is_disabled_and_the_tenant_and_operator_are_t
     assert_eq!(enabled.len(), 1);
     assert_eq!(body_of(&enabled[0])["data"]["endpoint_id"], mail.as_str());
     assert_signed(&enabled[0], &tenant_secret);
+
+    // Disabled through the API (twice: the second changes nothing): told once, with the
+    // API's reason, to the tenant and to the operator.
+    for _ in 0..2 {
+        let (status, body) = app
+            .call(
+                Method::PATCH,
+                &format!("/v1/endpoints/{mail}"),
+                Some(&t.key),
+                Some(json!({"status": "disabled"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["status"], "disabled");
+    }
+    ops.wait_for(3, WAIT).await;
+    operator.wait_for(2, WAIT).await;
+    tokio::time::sleep(QUIET).await;
+    for (receiver, secret) in [(&ops, &tenant_secret), (&operator, &operator_secret)] {
+        let disabled = of_type(receiver, DISABLED);
+        assert_eq!(disabled.len(), 2, "one by delivery, one by the API");
+        let event = body_of(&disabled[1]);
+        assert_eq!(event["data"]["endpoint_id"], mail.as_str());
+        assert_eq!(
+            event["data"]["reason"], "disabled through the API",
+            "{event}"
+        );
+        assert!(event["data"]["disabled_at"].is_string(), "{event}");
+        assert_signed(&disabled[1], secret);
+    }
     app.stop().await;
 }
 

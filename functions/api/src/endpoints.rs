@@ -667,13 +667,26 @@ pub(crate) async fn update_for(
                     version: read.version + 1,
                     ..next
                 };
-                if read.status == EndpointStatus::Disabled
-                    && stored.status == EndpointStatus::Active
-                {
-                    let event = Operational::EndpointEnabled {
-                        endpoint: stored.id,
-                        at: stored.updated_at,
-                    };
+                // Told once per change, by the request that made it (the others found the
+                // endpoint changed and read it again), as delivery tells its own disabling.
+                let change = match (read.status, stored.status) {
+                    (EndpointStatus::Disabled, EndpointStatus::Active) => {
+                        Some(Operational::EndpointEnabled {
+                            endpoint: stored.id,
+                            at: stored.updated_at,
+                        })
+                    }
+                    (EndpointStatus::Active, EndpointStatus::Disabled) => {
+                        Some(Operational::EndpointDisabled {
+                            endpoint: stored.id,
+                            reason: stored.disabled_reason.clone().unwrap_or_default(),
+                            failing_since: stored.failing_since,
+                            at: stored.disabled_at.unwrap_or(stored.updated_at),
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(event) = change {
                     operational::publish(state.queue.as_ref(), stored.tenant, event).await;
                 }
                 return Ok(with_etag(

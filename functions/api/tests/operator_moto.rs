@@ -2,8 +2,9 @@
 //! dead-letter queue with each message's reason (`max_receives` for one the redrive policy
 //! moved), tenant, time and body excerpt, only for the operator key; `POST
 //! /v1/dead-letters/redrive` sends the chosen ones back to the events queue as they came;
-//! and enabling a disabled endpoint queues `hookline.endpoint.enabled` for its tenant and
-//! for the operator.
+//! and disabling an endpoint through the API, and enabling it again, queue
+//! `hookline.endpoint.disabled` and `hookline.endpoint.enabled` for its tenant and for the
+//! operator.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLe
 use hookline_core::config::CoreConfig;
 use hookline_core::http::{with_fallbacks, AppState};
 use hookline_core::keys::KeyHash;
-use hookline_core::operational::{ENDPOINT_ENABLED, OPERATOR_TENANT};
+use hookline_core::operational::{ENDPOINT_DISABLED, ENDPOINT_ENABLED, OPERATOR_TENANT};
 use hookline_core::ports::SystemClock;
 use hookline_core::urlpolicy::UrlPolicy;
 use http::Method;
@@ -231,7 +232,8 @@ async fn dead_letters_are_listed_for_the_operator_and_redriven_to_the_events_que
 }
 
 #[tokio::test]
-async fn enabling_a_disabled_endpoint_queues_the_enabled_event_for_the_tenant_and_the_operator() {
+async fn disabling_and_enabling_through_the_api_queue_their_events_for_the_tenant_and_the_operator()
+{
     let s = setup().await;
     let (_, tenant) = call(
         &s.app,
@@ -284,23 +286,26 @@ async fn enabling_a_disabled_endpoint_queues_the_enabled_event_for_the_tenant_an
     .await;
     assert_eq!(status, 200);
 
-    let tasks: Vec<Value> = bodies(&s.sqs, &s.queue_url, 2)
+    // The disabling and the enabling, each for the tenant and the operator.
+    let tasks: Vec<Value> = bodies(&s.sqs, &s.queue_url, 4)
         .await
         .iter()
         .map(|b| serde_json::from_str(b).unwrap())
         .collect();
-    let mut owners: Vec<&str> = tasks
-        .iter()
-        .map(|t| t["tenant"].as_str().unwrap())
-        .collect();
-    owners.sort();
     let operator = OPERATOR_TENANT.to_string();
-    let mut expected = vec![tenant_id.as_str(), operator.as_str()];
-    expected.sort();
-    assert_eq!(owners, expected);
-    for t in &tasks {
-        assert_eq!(t["type"], ENDPOINT_ENABLED);
-        assert_eq!(t["payload"]["data"]["endpoint_id"], endpoint["id"]);
+    for event_type in [ENDPOINT_DISABLED, ENDPOINT_ENABLED] {
+        let of_type: Vec<&Value> = tasks.iter().filter(|t| t["type"] == event_type).collect();
+        let mut owners: Vec<&str> = of_type
+            .iter()
+            .map(|t| t["tenant"].as_str().unwrap())
+            .collect();
+        owners.sort();
+        let mut expected = vec![tenant_id.as_str(), operator.as_str()];
+        expected.sort();
+        assert_eq!(owners, expected, "{event_type}");
+        for t in of_type {
+            assert_eq!(t["payload"]["data"]["endpoint_id"], endpoint["id"]);
+        }
     }
     let more = s
         .sqs
@@ -312,6 +317,6 @@ async fn enabling_a_disabled_endpoint_queues_the_enabled_event_for_the_tenant_an
         .unwrap();
     assert!(
         more.messages.unwrap_or_default().is_empty(),
-        "one event for one enabling"
+        "one event for one change"
     );
 }

@@ -12,17 +12,19 @@
 //!   that long after the revocation (the api function revokes, and cannot tell the ingest
 //!   functions). Unknown keys are not remembered: a key is usable as soon as it is created.
 //!
-//! Every change made through the wrapper forgets what it changes once the change is
-//! stored, and a read that was under way meanwhile is not kept. So where every write goes
-//! through one wrapper, as in local mode (one process owns the file; its API, publishing
-//! and worker share the wrapper), each change is seen at once and the caches only save the
-//! reads: a publish no longer asks the database for its key and whether the tenant has
-//! ordered endpoints, nor a fan-out for the endpoints.
+//! Every change made through the wrapper forgets what it changes before and after it is
+//! stored, reads made while such a change is under way go to the store (nothing cached is
+//! used or kept), and a read that was under way when a change began is not kept. So where
+//! every write goes through one wrapper, as in local mode (one process owns the file; its
+//! API, publishing and worker share the wrapper), a read that starts after a change is
+//! stored sees it, which read-decide-write protocols (the Mailgun facade's webhook groups)
+//! rely on, and the caches only save the reads: a publish no longer asks the database for
+//! its key and whether the tenant has ordered endpoints, nor a fan-out for the endpoints.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,22 @@ use crate::Result;
 
 /// At most this many API keys are remembered; when full, the key cache starts over.
 const MAX_KEYS: usize = 10_000;
+
+/// Counts a change under way for as long as it lives (a dropped request included).
+struct Changing<'a>(&'a AtomicUsize);
+
+impl<'a> Changing<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, AtomicOrdering::SeqCst);
+        Changing(count)
+    }
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::SeqCst);
+    }
+}
 
 /// A value and when it was fetched; `None` until the first fetch succeeds.
 type Slot<V> = Arc<tokio::sync::Mutex<Option<(Instant, V)>>>;
@@ -100,6 +118,8 @@ struct KeyCache {
     /// Raised by every revocation: a lookup that began before one does not keep what it
     /// read, which may predate the revocation.
     revocations: AtomicU64,
+    /// Revocations under way: lookups meanwhile go to the store.
+    revoking: AtomicUsize,
 }
 
 impl KeyCache {
@@ -108,7 +128,12 @@ impl KeyCache {
             ttl,
             keys: Mutex::new(HashMap::new()),
             revocations: AtomicU64::new(0),
+            revoking: AtomicUsize::new(0),
         }
+    }
+
+    fn revoking(&self) -> bool {
+        self.revoking.load(AtomicOrdering::SeqCst) > 0
     }
 
     fn revocations(&self) -> u64 {
@@ -127,7 +152,7 @@ impl KeyCache {
     fn remember(&self, record: &ApiKeyRecord, seen: u64) {
         let mut keys = self.lock();
         // Checked under the lock `forget` takes after raising the count.
-        if self.revocations() != seen {
+        if self.revocations() != seen || self.revoking() {
             return;
         }
         if keys.len() >= MAX_KEYS {
@@ -152,6 +177,9 @@ impl KeyCache {
 pub struct CachedStore {
     inner: SharedStore,
     endpoints: Option<Memo<TenantId, Arc<Vec<Endpoint>>>>,
+    /// Changes of endpoints under way (of any tenant): endpoint reads meanwhile go to the
+    /// store.
+    changing_endpoints: AtomicUsize,
     keys: Option<KeyCache>,
 }
 
@@ -161,6 +189,7 @@ impl CachedStore {
         CachedStore {
             inner,
             endpoints: None,
+            changing_endpoints: AtomicUsize::new(0),
             keys: None,
         }
     }
@@ -182,6 +211,9 @@ impl CachedStore {
         let Some(memo) = &self.endpoints else {
             return Ok(None);
         };
+        if self.changing_endpoints.load(AtomicOrdering::SeqCst) > 0 {
+            return Ok(Some(Arc::new(self.inner.list_endpoints(tenant).await?)));
+        }
         memo.get(tenant, || async {
             Ok(Arc::new(self.inner.list_endpoints(tenant).await?))
         })
@@ -195,15 +227,18 @@ impl CachedStore {
         }
     }
 
-    /// Runs a write that changes the tenant's endpoints, then forgets them (whatever the
-    /// answer: a failed write may have been stored all the same). A read under way while
-    /// the write ran finishes into a forgotten slot, so nothing read before the change is
-    /// used after it.
+    /// Runs a write that changes the tenant's endpoints: forgets them before and after it
+    /// (whatever the answer: a failed write may have been stored all the same), and while
+    /// it runs has endpoint reads go to the store, so that one that reads after the write is
+    /// stored (but before it returns) cannot be answered from before it. A read under way
+    /// when the write began finishes into a forgotten slot.
     async fn changing_endpoints<T>(
         &self,
         tenant: TenantId,
         write: impl Future<Output = Result<T>>,
     ) -> Result<T> {
+        let _changing = Changing::start(&self.changing_endpoints);
+        self.forget_endpoints(tenant);
         let written = write.await;
         self.forget_endpoints(tenant);
         written
@@ -353,20 +388,29 @@ impl TenantStore for CachedStore {
         at: Millis,
         only_if_live: bool,
     ) -> Result<Written> {
+        let Some(keys) = &self.keys else {
+            return self
+                .inner
+                .revoke_api_key(tenant, id, at, only_if_live)
+                .await;
+        };
+        let _revoking = Changing::start(&keys.revoking);
+        keys.forget(tenant, id);
         let revoked = self
             .inner
             .revoke_api_key(tenant, id, at, only_if_live)
             .await;
         // Even after a failure: the write may have been stored all the same.
-        if let Some(keys) = &self.keys {
-            keys.forget(tenant, id);
-        }
+        keys.forget(tenant, id);
         revoked
     }
     async fn find_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyRecord>> {
         let Some(keys) = &self.keys else {
             return self.inner.find_api_key(hash).await;
         };
+        if keys.revoking() {
+            return self.inner.find_api_key(hash).await;
+        }
         if let Some(record) = keys.cached(hash) {
             return Ok(Some(record));
         }
@@ -700,6 +744,43 @@ mod tests {
             };
             sqlite.insert_api_key(&record).await.unwrap();
             assert!(cached.find_api_key(&later.hash()).await.unwrap().is_some());
+        }
+
+        /// A read made while a change is under way, after its write is stored but before it
+        /// returns (when the cache has not been told yet), goes to the store: a
+        /// read-decide-write protocol that reads a group's version after the write and then
+        /// the endpoints sees both changed (the Mailgun facade's webhook creates).
+        #[tokio::test]
+        async fn reads_while_a_change_is_under_way_go_to_the_store() {
+            let (sqlite, _) = crate::embedded::open_in_memory().unwrap();
+            let cached = CachedStore::new(sqlite.clone())
+                .with_endpoints(Duration::from_secs(3600))
+                .with_api_keys(Duration::from_secs(3600));
+            let tenant = TenantId::new();
+            cached
+                .create_endpoint(&endpoint(tenant), 100)
+                .await
+                .unwrap();
+            assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 1);
+            {
+                let _change = Changing::start(&cached.changing_endpoints);
+                // The change's write, stored; the wrapper has not forgotten anything yet.
+                sqlite
+                    .create_endpoint(&endpoint(tenant), 100)
+                    .await
+                    .unwrap();
+                assert_eq!(cached.list_endpoints(tenant).await.unwrap().len(), 2);
+            }
+
+            let (other, plain) = stored_tenant(sqlite.as_ref(), None).await;
+            let key = cached.find_api_key(&plain.hash()).await.unwrap().unwrap();
+            let keys = cached.keys.as_ref().unwrap();
+            {
+                let _revoking = Changing::start(&keys.revoking);
+                sqlite.revoke_api_key(other, key.id, 7, true).await.unwrap();
+                let seen = cached.find_api_key(&plain.hash()).await.unwrap().unwrap();
+                assert_eq!(seen.revoked_at, Some(7));
+            }
         }
 
         /// Local mode's use: every write goes through the wrapper, so whether a tenant has
