@@ -2089,23 +2089,21 @@ impl MessageStore for DynamoStore {
             batch = (batch * 4).min(MAX_PAGE);
         }
         let mut shards: Vec<ShardReader<Message>> = pks.into_iter().map(ShardReader::new).collect();
+        let request = self.messages_query(&last, batch, query);
         let mut items: Vec<Message> = Vec::with_capacity(wanted);
         while items.len() < wanted {
-            futures::future::try_join_all(
-                shards
-                    .iter_mut()
-                    .filter(|shard| shard.buffered.is_empty() && !shard.done)
-                    .map(|shard| self.read_messages(shard, &last, batch, query)),
+            // Newest first.
+            let Some(message) = next_merged(
+                &mut shards,
+                &request,
+                decode_message,
+                "list messages",
+                |m| m.id,
             )
-            .await?;
-            let Some(newest) = shards
-                .iter_mut()
-                .filter(|shard| !shard.buffered.is_empty())
-                .max_by_key(|shard| shard.buffered[0].id)
+            .await?
             else {
                 break;
             };
-            let message = newest.buffered.pop_front().expect("a buffered message");
             // A message stored under both layouts (published again across the upgrade,
             // before the migration) comes out of the merge twice in a row: once is enough.
             if items
@@ -2291,17 +2289,40 @@ impl<T> ShardReader<T> {
     }
 }
 
+/// The next item of the merge of several keys' items: every key whose buffer is empty is
+/// read (side by side, see [`ShardReader::fill`]), then the buffered head that `rank` puts
+/// highest is taken. `None` once every key is read out.
+async fn next_merged<T, K: Ord>(
+    shards: &mut [ShardReader<T>],
+    query: &(impl Fn(&str) -> QueryFluentBuilder + Sync),
+    decode: fn(&Item) -> Result<T>,
+    what: &'static str,
+    rank: impl Fn(&T) -> K,
+) -> Result<Option<T>> {
+    futures::future::try_join_all(
+        shards
+            .iter_mut()
+            .filter(|shard| shard.buffered.is_empty() && !shard.done)
+            .map(|shard| shard.fill(query, decode, what)),
+    )
+    .await?;
+    Ok(shards
+        .iter_mut()
+        .filter(|shard| !shard.buffered.is_empty())
+        .max_by_key(|shard| rank(&shard.buffered[0]))
+        .and_then(|shard| shard.buffered.pop_front()))
+}
+
 impl DynamoStore {
-    /// Reads a shard's next messages at or below the sort key `last` into its buffer:
-    /// at least one unless the shard has no more.
-    async fn read_messages(
-        &self,
-        shard: &mut ShardReader<Message>,
-        last: &str,
+    /// The query of a message shard's next messages, newest first, at or below the sort
+    /// key `last`, `batch` at a time.
+    fn messages_query<'a>(
+        &'a self,
+        last: &'a str,
         batch: usize,
-        query: &MessageQuery,
-    ) -> Result<()> {
-        let request = |pk: &str| {
+        query: &'a MessageQuery,
+    ) -> impl Fn(&str) -> QueryFluentBuilder + Sync + 'a {
+        move |pk: &str| {
             // A tenant's own partition holds its other records too: the key condition
             // keeps to the message range, `MSG#` up to the last id before the cursor.
             let request = self
@@ -2323,8 +2344,7 @@ impl DynamoStore {
                     .expression_attribute_values(":type", s(event_type)),
                 None => request,
             }
-        };
-        shard.fill(request, decode_message, "list messages").await
+        }
     }
 
     /// Moves every message and idempotency binding of the unsharded layout (under its
@@ -2417,16 +2437,15 @@ impl DynamoStore {
         Ok(report)
     }
 
-    /// Reads an index shard's next failed deliveries, oldest first, with message ids in
-    /// `[from, to]`, into its buffer: at least one unless the shard has no more.
-    async fn read_failed(
+    /// The query of an index shard's next failed deliveries, oldest first, with message ids
+    /// in `[from, to]`, `batch` at a time.
+    fn failed_query(
         &self,
-        shard: &mut ShardReader<Delivery>,
         from: MessageId,
         to: Option<MessageId>,
         batch: usize,
-    ) -> Result<()> {
-        let request = |pk: &str| {
+    ) -> impl Fn(&str) -> QueryFluentBuilder + Sync + '_ {
+        move |pk: &str| {
             let request = self
                 .client
                 .query()
@@ -2443,10 +2462,7 @@ impl DynamoStore {
                     .expression_attribute_values(":to", s(to.to_string())),
                 None => request.key_condition_expression("#gpk = :gpk AND #gsk >= :from"),
             }
-        };
-        shard
-            .fill(request, decode_delivery, "list failed deliveries")
-            .await
+        }
     }
 
     /// Whether the table may still hold messages or bindings under their tenant's own
@@ -2804,23 +2820,18 @@ impl DeliveryStore for DynamoStore {
         let batch = limit.div_ceil(pks.len()) + 2;
         let mut shards: Vec<ShardReader<Delivery>> =
             pks.into_iter().map(ShardReader::new).collect();
+        let request = self.failed_query(from, to, batch);
         let mut deliveries: Vec<Delivery> = Vec::with_capacity(limit);
         while deliveries.len() < limit {
-            futures::future::try_join_all(
-                shards
-                    .iter_mut()
-                    .filter(|shard| shard.buffered.is_empty() && !shard.done)
-                    .map(|shard| self.read_failed(shard, from, to, batch)),
-            )
-            .await?;
-            let Some(oldest) = shards
-                .iter_mut()
-                .filter(|shard| !shard.buffered.is_empty())
-                .min_by_key(|shard| shard.buffered[0].message)
+            // Oldest first.
+            let rank = |d: &Delivery| std::cmp::Reverse(d.message);
+            let what = "list failed deliveries";
+            let Some(delivery) =
+                next_merged(&mut shards, &request, decode_delivery, what, rank).await?
             else {
                 break;
             };
-            deliveries.push(oldest.buffered.pop_front().expect("a buffered delivery"));
+            deliveries.push(delivery);
         }
         Ok(deliveries)
     }
