@@ -349,6 +349,7 @@ def run(ports, receiver, receiver_url, sqs, queue_url, queue_arn, dlq_url):
     check("the api function shows the delivery succeeded",
           status == 200 and message["deliveries"][0]["status"] == "succeeded", f"{message}")
 
+    paged_publish(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
     big_publish(ingest, key, receiver, port, sqs, queue_url, queue_arn)
     lease_wait(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
     hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn)
@@ -534,12 +535,20 @@ def hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn
         "url": receiver_base(receiver) + "/hang", "event_types": ["clicked"]})
     check("api function creates an endpoint that hangs", status == 201, f"{status} {hang}")
     time.sleep(ENDPOINT_CACHE_SECONDS)
-    status, published = call("POST", f"{ingest}/v1/events", key, {"events": [
+    # Published one by one: each is a record of its own (the events of one publish
+    # would share a page, one record).
+    published = {"ids": []}
+    statuses = []
+    for event in [
         {"type": "clicked", "payload": {"hang": True}},
         {"type": "opened", "payload": {"n": 1}},
         {"type": "opened", "payload": {"n": 2}},
-    ]})
-    check("ingest function accepts the batch", status == 202, f"{status} {published}")
+    ]:
+        status, answer = call("POST", f"{ingest}/v1/events", key, event)
+        statuses.append(status)
+        published["ids"].append(answer.get("id"))
+    check("ingest function accepts the three events", statuses == [202] * 3,
+          f"{statuses} {published}")
     others = set(published["ids"][1:])
     deadline = time.time() + 10
     batch = []
@@ -569,6 +578,27 @@ def hanging_receiver(api, ingest, key, receiver, port, sqs, queue_url, queue_arn
           published["ids"][0] in receiver.by_path["/hang"]
           and pump(port, sqs, queue_url, queue_arn,
                    lambda: queue_counts(sqs, queue_url) == (0, 0, 0), within=60))
+
+
+def paged_publish(api, ingest, key, receiver, port, sqs, queue_url, queue_arn):
+    """Five events in one publish travel as one page: one record on the queue, each event
+    delivered once, and each shown by the api function with its delivery."""
+    before = len(receiver.requests)
+    status, published = call("POST", f"{ingest}/v1/events", key, {"events": [
+        {"type": "delivered", "payload": {"page": n}} for n in range(5)]})
+    check("ingest function accepts five events", status == 202, f"{status} {published}")
+    ids = published["ids"]
+    check("the five are one record on the queue", queue_counts(sqs, queue_url) == (1, 0, 0),
+          f"{queue_counts(sqs, queue_url)}")
+    check("deliver function delivers the page",
+          pump(port, sqs, queue_url, queue_arn,
+               lambda: set(ids) <= {webhook_id(h) for h, _ in receiver.requests[before:]}))
+    hooks = sorted(webhook_id(h) for h, _ in receiver.requests[before:])
+    check("each event of the page once", hooks == sorted(ids), f"{hooks}")
+    status, message = call("GET", f"{api}/v1/messages/{ids[3]}", key)
+    check("the api function shows a message of the page and its delivery",
+          status == 200 and message["payload"] == {"page": 3}
+          and message["deliveries"][0]["status"] == "succeeded", f"{status} {message}")
 
 
 def receiver_base(receiver):

@@ -447,6 +447,16 @@ impl MessageStore for CachedStore {
             .insert_message_leased(message, now, lease_until)
             .await
     }
+    async fn insert_page_leased(
+        &self,
+        messages: &[Message],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Inserted>> {
+        self.inner
+            .insert_page_leased(messages, now, lease_until)
+            .await
+    }
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
         self.inner.get_message(tenant, id).await
     }
@@ -542,6 +552,12 @@ impl DeliveryStore for CachedStore {
         self.inner
             .record_attempt(delivery, expected_attempts, attempt)
             .await
+    }
+    fn records_page_firsts(&self) -> bool {
+        self.inner.records_page_firsts()
+    }
+    async fn record_page_firsts(&self, firsts: &[(Delivery, Attempt)]) -> Result<()> {
+        self.inner.record_page_firsts(firsts).await
     }
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>> {
         self.inner.list_attempts(tenant, message).await

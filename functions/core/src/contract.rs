@@ -65,6 +65,8 @@ pub async fn store_contract(store: Arc<dyn Store>, traits: StoreTraits) {
     listings_page_in_key_order(s).await;
     insert_message_keeps_the_first_version(s).await;
     a_leased_insert_leases_the_first_attempts_once(s).await;
+    a_page_is_stored_once_and_its_messages_read_as_any(s).await;
+    a_pages_first_answers_read_as_recorded_attempts(s).await;
     messages_are_listed_apart_from_the_tenants_other_records(s).await;
     messages_keep_their_publisher(s).await;
     list_messages_pages_newest_first(s).await;
@@ -1304,6 +1306,216 @@ async fn a_leased_insert_leases_the_first_attempts_once(s: &dyn Store) {
         FirstAttempts::Open,
         "a message stored without a lease leaves its first attempts to claims"
     );
+}
+
+/// The messages of a page of `n`, of types `a` and `b` in turn, each with two targets.
+fn page_of(t: TenantId, n: usize) -> Vec<Message> {
+    MessageId::page(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let kind = if i % 2 == 0 { "a" } else { "b" };
+            let mut m = message(id, t, kind, &format!(r#"{{"n":{i},"kind":"{kind}"}}"#));
+            m.targets = vec![EndpointId::new(), EndpointId::new()];
+            m
+        })
+        .collect()
+}
+
+async fn a_page_is_stored_once_and_its_messages_read_as_any(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    // Ids a second before and after the page's, which is minted now.
+    let before = message(message_id_at(t0 - 1_000), t, "a", "{}");
+    s.insert_message(&before).await.expect("insert message");
+    let page = page_of(t, 10);
+    let after = message(message_id_at(t0 + 1_000), t, "b", "{}");
+
+    let stored = s
+        .insert_page_leased(&page, t0, t0 + LEASE_MS)
+        .await
+        .expect("insert page");
+    s.insert_message(&after).await.expect("insert message");
+    assert_eq!(stored.len(), page.len(), "one answer per message");
+    for (got, want) in stored.iter().zip(&page) {
+        assert_same_message(&got.message, want, "a page's insert returns its messages");
+    }
+    let leased = stored[0].first_attempts;
+    assert!(
+        stored.iter().all(|i| i.first_attempts == leased),
+        "a page's messages share its lease"
+    );
+    assert_ne!(leased, FirstAttempts::HeldUntil(t0 + LEASE_MS));
+
+    // Another copy of the page: the stored version, and the lease only once.
+    let mut changed = page.clone();
+    changed[3].event_type = "changed".into();
+    let again = s
+        .insert_page_leased(&changed, t0 + 1, t0 + 1 + LEASE_MS)
+        .await
+        .expect("insert page");
+    let later = t0 + LEASE_MS;
+    let ended = s
+        .insert_page_leased(&changed, later, later + LEASE_MS)
+        .await
+        .expect("insert page");
+    for (got, want) in again.iter().zip(&page) {
+        assert_same_message(
+            &got.message,
+            want,
+            "a second insert returns the first version",
+        );
+    }
+    if leased == FirstAttempts::Leased {
+        assert!(again
+            .iter()
+            .all(|i| i.first_attempts == FirstAttempts::HeldUntil(t0 + LEASE_MS)));
+        assert!(ended
+            .iter()
+            .all(|i| i.first_attempts == FirstAttempts::Open));
+    } else {
+        assert!(again
+            .iter()
+            .all(|i| i.first_attempts == FirstAttempts::Open));
+    }
+
+    // Each message is found by its id, under its tenant only.
+    for want in &page {
+        let got = s.get_message(t, want.id).await.expect("get message");
+        assert_same_message(&got.expect("a page's message is found"), want, "get");
+        let other = s.get_message(TenantId::new(), want.id).await.expect("get");
+        assert!(
+            other.is_none(),
+            "another tenant does not find a page's message"
+        );
+    }
+    let unknown = MessageId::from_ulid(ulid::Ulid(page[9].id.ulid().0 + 1));
+    assert!(s.get_message(t, unknown).await.expect("get").is_none());
+
+    // Listed newest first among the others, with cursors falling inside the page, and
+    // filtered by type message by message.
+    let mut want: Vec<MessageId> = page.iter().rev().map(|m| m.id).collect();
+    want.insert(0, after.id);
+    want.push(before.id);
+    for limit in [1, 3, 4, 20] {
+        let (ids, _) = all_pages(s, t, limit, None).await;
+        assert_eq!(ids, want, "pages of {limit}");
+    }
+    let of_b: Vec<MessageId> = want
+        .iter()
+        .copied()
+        .filter(|id| *id == after.id || page.iter().any(|m| m.id == *id && m.event_type == "b"))
+        .collect();
+    for limit in [2, 20] {
+        let (ids, _) = all_pages(s, t, limit, Some("b")).await;
+        assert_eq!(ids, of_b, "type b in pages of {limit}");
+    }
+}
+
+async fn a_pages_first_answers_read_as_recorded_attempts(s: &dyn Store) {
+    let t0 = now();
+    let t = TenantId::new();
+    let page = page_of(t, 4);
+    s.insert_page_leased(&page, t0, t0 + LEASE_MS)
+        .await
+        .expect("insert page");
+    // The first target of messages 0 and 2 answered 200; message 2's second target
+    // failed and is recorded on its own, as a retry builds on it.
+    let succeeded = |m: &Message, ep: EndpointId| {
+        let d = Delivery {
+            status: DeliveryStatus::Succeeded,
+            attempts: 1,
+            last_status_code: Some(200),
+            updated_at: t0 + 7,
+            ..Delivery::fresh(m.id, ep, t, t0)
+        };
+        let a = attempt(&d, 1, t0 + 5, 200, AttemptOutcome::Succeeded);
+        (d, a)
+    };
+    let firsts = vec![
+        succeeded(&page[0], page[0].targets[0]),
+        succeeded(&page[2], page[2].targets[0]),
+    ];
+    let failed = Delivery {
+        attempts: 1,
+        next_attempt_at: Some(t0 + 60_000),
+        last_status_code: Some(503),
+        updated_at: t0 + 8,
+        ..Delivery::fresh(page[2].id, page[2].targets[1], t, t0)
+    };
+    let failed_attempt = attempt(&failed, 1, t0 + 6, 503, AttemptOutcome::Retrying);
+    assert!(s
+        .record_attempt(&failed, 0, Some(&failed_attempt))
+        .await
+        .expect("record attempt"));
+    s.record_page_firsts(&firsts).await.expect("record firsts");
+
+    for (d, a) in &firsts {
+        let got = s
+            .get_delivery(d.message, d.endpoint)
+            .await
+            .expect("get delivery")
+            .expect("a first answer is a delivery");
+        assert_eq!(got.status, DeliveryStatus::Succeeded);
+        assert_eq!(got.attempts, 1);
+        assert_eq!(got.last_status_code, Some(200));
+        assert_eq!(got.tenant, t);
+        let listed = s.list_deliveries(d.message).await.expect("list deliveries");
+        assert!(listed
+            .iter()
+            .any(|l| l.endpoint == d.endpoint && l.status == DeliveryStatus::Succeeded));
+        let attempts = s.list_attempts(t, d.message).await.expect("list attempts");
+        let mine: Vec<_> = attempts
+            .iter()
+            .filter(|x| x.endpoint == d.endpoint)
+            .collect();
+        assert_eq!(mine.len(), 1, "the first attempt once");
+        assert_eq!(mine[0].id, a.id);
+        assert_eq!(mine[0].number, 1);
+        assert_eq!(mine[0].status_code, Some(200));
+        assert_eq!(mine[0].response, a.response);
+        assert_eq!(mine[0].outcome, AttemptOutcome::Succeeded);
+        assert!(
+            s.list_attempts(TenantId::new(), d.message)
+                .await
+                .expect("list attempts")
+                .is_empty(),
+            "another tenant sees no attempt"
+        );
+        // Settled: a copy of the event coming after the lease claims nothing.
+        let claim = Delivery::fresh(d.message, d.endpoint, t, t0 + LEASE_MS);
+        let claimed = s
+            .claim_delivery(&claim, 0, t0 + LEASE_MS, t0 + 2 * LEASE_MS)
+            .await
+            .expect("claim");
+        assert!(!claimed, "a recorded first attempt is not claimed again");
+    }
+    // Message 2: its failure beside its first answer, both listed.
+    let listed = s
+        .list_deliveries(page[2].id)
+        .await
+        .expect("list deliveries");
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let attempts = s.list_attempts(t, page[2].id).await.expect("list attempts");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].id, firsts[1].1.id, "oldest first");
+    assert_eq!(attempts[1].id, failed_attempt.id);
+    // Messages without answers have no deliveries, and their targets may be claimed.
+    assert!(s
+        .list_deliveries(page[1].id)
+        .await
+        .expect("list")
+        .is_empty());
+    assert!(s
+        .get_delivery(page[0].id, page[0].targets[1])
+        .await
+        .expect("get delivery")
+        .is_none());
+    let open = Delivery::fresh(page[3].id, page[3].targets[0], t, t0);
+    assert!(s
+        .claim_delivery(&open, 0, t0, t0 + LEASE_MS)
+        .await
+        .expect("claim"));
 }
 
 /// A tenant's messages share storage with its endpoints, keys, domains and idempotency

@@ -119,9 +119,53 @@ typed_id!(
     "atm"
 );
 
+/// The most messages one page holds (see [`MessageId::page`]).
+pub const PAGE_CAPACITY: usize = 16;
+
+impl MessageId {
+    /// Ids for `n` messages stored together as one page (at most [`PAGE_CAPACITY`]):
+    /// consecutive ULIDs from a fresh one whose four lowest bits are zero, so each
+    /// message's page is found from its id alone ([`MessageId::page_base`]) and the page's
+    /// messages sort together, in the order given.
+    pub fn page(n: usize) -> Vec<MessageId> {
+        assert!(
+            n <= PAGE_CAPACITY,
+            "a page holds at most {PAGE_CAPACITY} messages"
+        );
+        let base = Ulid::new().0 & !(PAGE_CAPACITY as u128 - 1);
+        (0..n as u128).map(|i| MessageId(Ulid(base | i))).collect()
+    }
+
+    /// The first id of the page this id would belong to, if it was minted by
+    /// [`MessageId::page`].
+    pub fn page_base(&self) -> MessageId {
+        MessageId(Ulid(self.0 .0 & !(PAGE_CAPACITY as u128 - 1)))
+    }
+
+    /// This id's place in its page, if it was minted by [`MessageId::page`].
+    pub fn page_index(&self) -> usize {
+        (self.0 .0 & (PAGE_CAPACITY as u128 - 1)) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_ids_are_consecutive_sort_in_order_and_name_their_page() {
+        let page = MessageId::page(10);
+        assert_eq!(page.len(), 10);
+        assert_eq!(page[0].page_base(), page[0]);
+        for (i, id) in page.iter().enumerate() {
+            assert_eq!(id.page_base(), page[0]);
+            assert_eq!(id.page_index(), i);
+        }
+        assert!(page.windows(2).all(|w| w[0] < w[1]));
+        let other = MessageId::page(10);
+        assert_ne!(other[0], page[0]);
+        assert!(other.iter().all(|id| !page.contains(id)));
+    }
 
     #[test]
     fn round_trips_through_text_and_json() {

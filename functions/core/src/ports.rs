@@ -192,6 +192,27 @@ pub trait MessageStore: Send + Sync {
             first_attempts: FirstAttempts::Open,
         })
     }
+    /// Stores the messages of one page (ids of one [`crate::ids::MessageId::page`], one
+    /// owner, in order) unless the page is stored, as
+    /// [`MessageStore::insert_message_leased`] stores one: returns each message as stored,
+    /// with who may make its first attempts. A store that keeps a page as one item stores
+    /// it and its lease in one conditional write; the default stores each message on its
+    /// own.
+    async fn insert_page_leased(
+        &self,
+        messages: &[Message],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Inserted>> {
+        let mut inserted = Vec::with_capacity(messages.len());
+        for message in messages {
+            inserted.push(
+                self.insert_message_leased(message, now, lease_until)
+                    .await?,
+            );
+        }
+        Ok(inserted)
+    }
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>>;
     /// The tenant's messages, newest first.
     async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>>;
@@ -235,6 +256,24 @@ pub trait DeliveryStore: Send + Sync {
         expected_attempts: u32,
         attempt: Option<&Attempt>,
     ) -> Result<bool>;
+    /// Whether the successful first attempts a lease on a page's messages covered are
+    /// better recorded together, by [`DeliveryStore::record_page_firsts`] once the page's
+    /// first attempts are made, than each by [`DeliveryStore::record_attempt`] as it ends
+    /// (a store that bills per write). The default records each as it ends.
+    fn records_page_firsts(&self) -> bool {
+        false
+    }
+    /// Records successful first attempts of one page's messages, each with its delivery as
+    /// it settled (succeeded after one attempt), made under the page's lease
+    /// ([`FirstAttempts::Leased`]): from then on every read of those deliveries and
+    /// attempts shows them, and a claim of their first attempt is refused. The default
+    /// records each with [`DeliveryStore::record_attempt`].
+    async fn record_page_firsts(&self, firsts: &[(Delivery, Attempt)]) -> Result<()> {
+        for (delivery, attempt) in firsts {
+            self.record_attempt(delivery, 0, Some(attempt)).await?;
+        }
+        Ok(())
+    }
     /// The attempts of one message, oldest first.
     async fn list_attempts(&self, tenant: TenantId, message: MessageId) -> Result<Vec<Attempt>>;
     /// The tenant's failed deliveries to `endpoint` in the query's window, oldest message

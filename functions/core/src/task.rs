@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::envelope::Route;
-use crate::ids::{EndpointId, MessageId, TenantId};
+use crate::ids::{EndpointId, MessageId, TenantId, PAGE_CAPACITY};
 use crate::model::Millis;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +14,7 @@ use crate::model::Millis;
 enum Kind {
     Event,
     Attempt,
+    Page,
 }
 
 /// A published event waiting to be stored and fanned out.
@@ -84,10 +85,53 @@ struct ProducerEnvelope {
     ordering_key: Option<String>,
 }
 
+/// Events of one publish stored together, as one page (see [`MessageId::page`]): the
+/// events ingest accepted in one request for one owner, without an idempotency key or an
+/// ordered sequence, in their order. One queue message and one stored item carry them all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageTask {
+    kind: Kind,
+    pub events: Vec<EventTask>,
+}
+
+impl PageTask {
+    /// A page of events whose ids are one [`MessageId::page`], in order, all of one owner
+    /// and checked by ingest; else why not.
+    pub fn new(events: Vec<EventTask>) -> Result<Self, String> {
+        let page = PageTask {
+            kind: Kind::Page,
+            events,
+        };
+        page.check()?;
+        Ok(page)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let Some(first) = self.events.first() else {
+            return Err("a page without events".into());
+        };
+        if self.events.len() > PAGE_CAPACITY {
+            return Err(format!("a page holds at most {PAGE_CAPACITY} events"));
+        }
+        let (base, owner) = (first.id.page_base(), first.route().tenant);
+        for (i, event) in self.events.iter().enumerate() {
+            if event.id.page_base() != base || event.id.page_index() != i {
+                return Err(format!("event {i} of the page has an id out of its page"));
+            }
+            if event.route().tenant != owner || !event.key_claimed || event.sequenced {
+                return Err(format!("event {i} does not belong in a page"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Task {
     Event(EventTask),
     Attempt(AttemptTask),
+    Page(PageTask),
 }
 
 /// Where a queue message came from, for producer envelopes that carry no id of their own.
@@ -209,6 +253,7 @@ impl Task {
         let json = match self {
             Task::Event(t) => serde_json::to_string(t),
             Task::Attempt(t) => serde_json::to_string(t),
+            Task::Page(t) => serde_json::to_string(t),
         };
         json.expect("tasks always serialize")
     }
@@ -224,6 +269,13 @@ impl Task {
             Some(Kind::Attempt) => serde_json::from_str(body)
                 .map(Task::Attempt)
                 .map_err(|e| format!("malformed attempt task: {e}")),
+            Some(Kind::Page) => {
+                let page: PageTask =
+                    serde_json::from_str(body).map_err(|e| format!("malformed page task: {e}"))?;
+                page.check()
+                    .map_err(|e| format!("malformed page task: {e}"))?;
+                Ok(Task::Page(page))
+            }
             None => {
                 let env: ProducerEnvelope = serde_json::from_str(body)
                     .map_err(|e| format!("malformed event envelope: {e}"))?;
@@ -292,6 +344,37 @@ mod tests {
             panic!("expected an attempt task");
         };
         assert_eq!(back, a);
+    }
+
+    fn event(id: MessageId, tenant: TenantId) -> EventTask {
+        let payload = RawValue::from_string(r#"{"n":1}"#.into()).unwrap();
+        EventTask::new(id, tenant, "opened".into(), payload, None, None, 7, true)
+    }
+
+    #[test]
+    fn pages_round_trip_and_only_whole_pages_of_one_owner_parse() {
+        let tenant = TenantId::new();
+        let ids = MessageId::page(3);
+        let page = PageTask::new(ids.iter().map(|id| event(*id, tenant)).collect()).unwrap();
+        let Task::Page(back) = Task::parse(&Task::Page(page).to_body(), origin()).unwrap() else {
+            panic!("expected a page task");
+        };
+        assert_eq!(back.events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+
+        let reordered = vec![event(ids[1], tenant), event(ids[0], tenant)];
+        assert!(PageTask::new(reordered).is_err());
+        let strangers = vec![event(ids[0], tenant), event(ids[1], TenantId::new())];
+        assert!(PageTask::new(strangers).is_err());
+        let mut unchecked = event(ids[0], tenant);
+        unchecked.key_claimed = false;
+        assert!(PageTask::new(vec![unchecked]).is_err());
+        assert!(PageTask::new(Vec::new()).is_err());
+        let forged = format!(
+            r#"{{"kind":"page","events":[{},{}]}}"#,
+            Task::Event(event(ids[2], tenant)).to_body(),
+            Task::Event(event(ids[1], tenant)).to_body()
+        );
+        assert!(Task::parse(&forged, origin()).is_err());
     }
 
     #[test]

@@ -15,9 +15,10 @@ use hookline_core::aws::sqs::{fifo_id, Attribute, Attributed, MAX_BATCH_BYTES, R
 use hookline_core::aws::testing::{moto_sdk_config as sdk_config, unique};
 use hookline_core::aws::{create_queue_pair, create_table, DynamoStore, SqsDeadLetters, SqsQueue};
 use hookline_core::contract::{self, QueueTraits};
-use hookline_core::ids::{EndpointId, MessageId, TenantId};
+use hookline_core::ids::{AttemptId, EndpointId, MessageId, TenantId};
 use hookline_core::model::{
-    BodyFormat, Domain, Endpoint, EndpointStatus, FailedQuery, Message, MessageQuery, Millis,
+    Attempt, AttemptOutcome, BodyFormat, Delivery, DeliveryStatus, Domain, Endpoint,
+    EndpointStatus, FailedQuery, Message, MessageQuery, Millis,
 };
 use hookline_core::ports::{
     DeadLetters, DeliveryStore, EndpointStore, MessageStore, Outgoing, PullQueue, Queue, Refusal,
@@ -234,6 +235,72 @@ async fn with_a_retention_messages_carry_the_ttl_attribute() {
         Some(AttributeValue::N((1_700_000_000 + 30 * 86_400).to_string()))
     );
     assert_eq!(ttl_of(&forever).await, None);
+
+    // A page and its first answers expire with its messages.
+    let tenant = TenantId::new();
+    let page: Vec<Message> = MessageId::page(2)
+        .into_iter()
+        .map(|id| Message {
+            id,
+            targets: vec![EndpointId::new()],
+            ..message(tenant)
+        })
+        .collect();
+    store
+        .insert_page_leased(&page, received_at, received_at + 30_000)
+        .await
+        .expect("insert page");
+    let settled = Delivery {
+        status: DeliveryStatus::Succeeded,
+        attempts: 1,
+        last_status_code: Some(200),
+        ..Delivery::fresh(page[1].id, page[1].targets[0], tenant, received_at + 9)
+    };
+    let answer = Attempt {
+        id: AttemptId::new(),
+        message: page[1].id,
+        endpoint: page[1].targets[0],
+        tenant,
+        number: 1,
+        at: received_at + 5,
+        status_code: Some(200),
+        latency_ms: 4,
+        response: "ok".into(),
+        error: None,
+        outcome: AttemptOutcome::Succeeded,
+    };
+    store
+        .record_page_firsts(&[(settled, answer)])
+        .await
+        .expect("record first answers");
+    let items = client
+        .scan()
+        .table_name(store.table())
+        .filter_expression("attribute_exists(#page) OR begins_with(#pk, :firsts)")
+        .expression_attribute_names("#page", "page")
+        .expression_attribute_names("#pk", PK)
+        .expression_attribute_values(":firsts", AttributeValue::S("P#".into()))
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 2, "the page and its first answers");
+    for item in items {
+        // The page from its messages' receipt, its answers from the first attempt (as
+        // attempts expire), a whole second up.
+        let since = if item.contains_key("page") {
+            1_700_000_000
+        } else {
+            1_700_000_001
+        };
+        assert_eq!(
+            item.get(TTL_ATTRIBUTE),
+            Some(&AttributeValue::N((since + 30 * 86_400).to_string())),
+            "{:?}",
+            item.get(PK)
+        );
+    }
     drop_table(&client, &plain).await;
 }
 

@@ -10,10 +10,17 @@
 //! and waits for that lease to end), where the store can write one; for any other
 //! attempt, a claim on the delivery, conditional on the number of attempts it has seen.
 //! So on DynamoDB the happy path of an event is one write before its requests and one
-//! per delivery after. A retry's task is queued before the attempt's result is recorded,
-//! so a worker dying between the two loses nothing. The one window for a duplicate is a
-//! worker dying after the receiver answered and before the result was recorded: the task
-//! comes back (after the lease) and the request is sent again.
+//! per delivery after. The events of one publish come as a page (one queue message): its
+//! messages are stored by one write, with one lease, and where the store asks for it
+//! ([`DeliveryStore::records_page_firsts`]) the page's successful first attempts are
+//! recorded by one more once all of its first attempts are made, so a page of ten costs
+//! two writes on the happy path whatever its fan-out. A retry's task is queued before the
+//! attempt's result is recorded, so a worker dying between the two loses nothing. The one
+//! window for a duplicate is a worker dying after the receiver answered and before the
+//! result was recorded (for a page, before its first answers were): the task comes back
+//! (after the lease) and the request is sent again.
+//!
+//! [`DeliveryStore::records_page_firsts`]: hookline_core::ports::DeliveryStore::records_page_firsts
 //!
 //! Delivery also keeps each endpoint's health: the first failure after a success marks it
 //! failing, a success clears that, and an endpoint still failing after the configured
@@ -49,7 +56,7 @@ use hookline_core::operational::{self, Operational};
 use hookline_core::ports::{
     FirstAttempts, Inserted, Outgoing, Sequenced, SharedClock, SharedQueue, SharedStore,
 };
-use hookline_core::task::{self, AttemptTask, EventTask, Origin, Task};
+use hookline_core::task::{self, AttemptTask, EventTask, Origin, PageTask, Task};
 use hookline_core::verdict::{health_change, outcome_class, refused_for_good, Verdict};
 use hookline_core::webhook::{render, Outbound};
 use hookline_core::{Error, Result};
@@ -93,6 +100,15 @@ enum Mode {
 struct EventOrder {
     key: Option<String>,
     sequenced: bool,
+}
+
+/// The successful first attempts of a page being fanned out, to be recorded together.
+type PageFirsts = Arc<std::sync::Mutex<Vec<(Delivery, Attempt)>>>;
+
+tokio::task_local! {
+    /// Set while a page's fan-outs run in a store that records their first answers
+    /// together: a leased first attempt that succeeds is added here instead of recorded.
+    static PAGE_FIRSTS: PageFirsts;
 }
 
 /// A queue message that makes the handler panic, for the tests that a panic costs one
@@ -206,6 +222,7 @@ impl Deliverer {
         let result = match task {
             Task::Event(t) => self.handle_event(t).await,
             Task::Attempt(t) => self.handle_attempt(t).await,
+            Task::Page(p) => self.handle_page(p).await,
         };
         match result {
             Ok(Step::Settled) => Disposition::Done,
@@ -262,6 +279,66 @@ impl Deliverer {
                 }
             },
         }
+    }
+
+    /// Stores the messages of a page (one publish's events for one owner) in one write,
+    /// with the lease on all their first attempts, and fans each out. Where the store
+    /// records a page's first answers together ([`DeliveryStore::records_page_firsts`]),
+    /// the successful ones are recorded in one write once every first attempt of the page
+    /// is made; the others (failures, which a retry or a replay builds on) each as it ends.
+    ///
+    /// [`DeliveryStore::records_page_firsts`]: hookline_core::ports::DeliveryStore::records_page_firsts
+    async fn handle_page(&self, page: PageTask) -> Result<Step> {
+        // Ingest checked a page's events and bound no key for them: admitting one reads
+        // only its owner's endpoints.
+        let mut admitted = Vec::with_capacity(page.events.len());
+        for task in page.events {
+            admitted.extend(self.admit(task).await?);
+        }
+        let messages: Vec<Message> = admitted.iter().map(|a| a.message.clone()).collect();
+        let targets: usize = messages.iter().map(|m| m.targets.len()).sum();
+        // Taken before the lease is written, so that no lease runs down while waiting.
+        let mut permits = if self.config.retry.initial_delay().is_zero() {
+            self.request_permits(targets).await
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        let lease_until = now + self.config.lease().as_millis() as Millis;
+        let inserted = self
+            .store
+            .insert_page_leased(&messages, now, lease_until)
+            .await?;
+        let unordered = EventOrder::default();
+        let fan_outs = inserted.iter().zip(&admitted).map(|(inserted, admitted)| {
+            let wanted = inserted.message.targets.len() as u32;
+            let permit = permits.as_mut().and_then(|p| {
+                if p.num_permits() as u32 > wanted {
+                    p.split(wanted as usize)
+                } else {
+                    None
+                }
+            });
+            let permit = permit.or_else(|| permits.take());
+            self.fan_out(
+                &inserted.message,
+                inserted.first_attempts,
+                &admitted.endpoints,
+                permit,
+                &unordered,
+            )
+        });
+        let firsts = PageFirsts::default();
+        let steps = if self.store.records_page_firsts() {
+            PAGE_FIRSTS.scope(firsts.clone(), join_all(fan_outs)).await
+        } else {
+            join_all(fan_outs).await
+        };
+        let firsts = std::mem::take(&mut *firsts.lock().unwrap_or_else(|e| e.into_inner()));
+        if !firsts.is_empty() {
+            self.store.record_page_firsts(&firsts).await?;
+        }
+        merge(steps)
     }
 
     async fn store_and_fan_out(&self, admitted: Admitted, order: &EventOrder) -> Result<Step> {
@@ -639,7 +716,7 @@ impl Deliverer {
                 return self.refused_claim(message.id, endpoint_id, expect).await;
             }
         }
-        self.attempt(message, &endpoint, delivery, expect, mode == Mode::Ordered)
+        self.attempt(message, &endpoint, delivery, expect, mode)
             .await
     }
 
@@ -694,8 +771,9 @@ impl Deliverer {
         endpoint: &Endpoint,
         mut delivery: Delivery,
         expect: u32,
-        ordered: bool,
+        mode: Mode,
     ) -> Result<Step> {
+        let ordered = mode == Mode::Ordered;
         let started = self.clock.now();
         let (headers, body) = render(&Outbound::from(message), endpoint, started);
         let response = self
@@ -774,11 +852,24 @@ impl Deliverer {
             latency_ms = attempt.latency_ms,
             "delivery attempt"
         );
-        if self
-            .store
-            .record_attempt(&delivery, expect, Some(&attempt))
-            .await?
-        {
+        // A page's successful first attempt is recorded with the page's others (see
+        // `handle_page`); it tells nobody anything.
+        let with_page = mode == Mode::Leased
+            && verdict.succeeded()
+            && PAGE_FIRSTS
+                .try_with(|firsts| {
+                    firsts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((delivery.clone(), attempt.clone()))
+                })
+                .is_ok();
+        let recorded = with_page
+            || self
+                .store
+                .record_attempt(&delivery, expect, Some(&attempt))
+                .await?;
+        if recorded {
             // Once per delivery: only the worker whose result was recorded tells.
             if let Some(event) = self.attempt_event(message, &attempt, now) {
                 self.publish(message.tenant, event).await;

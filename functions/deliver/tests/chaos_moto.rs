@@ -6,8 +6,9 @@
 //! message comes back while the first invocation still waits on the receiver), and partial
 //! batch failures (records put off while another worker holds their deliveries, by their
 //! visibility, or as delayed copies once they near the redrive policy's receive count).
-//! Every pair must settle as planned, no request may follow a recorded 2xx, and the attempt
-//! log must match what the receiver saw.
+//! Most events come in pages (one queue message and one stored item for ten, their first
+//! answers recorded together). Every pair must settle as planned, no request may follow a
+//! recorded 2xx, and the attempt log must match what the receiver saw.
 
 mod common;
 #[path = "../../../tests/chaos/faulty.rs"]
@@ -32,7 +33,7 @@ use hookline_core::contract::{endpoint_to, stored_tenant};
 use hookline_core::ids::{EndpointId, MessageId, TenantId};
 use hookline_core::model::{Delivery, Message};
 use hookline_core::ports::{Clock, Outgoing, Queue, SharedStore, SystemClock};
-use hookline_core::task::{EventTask, Origin, Task};
+use hookline_core::task::{EventTask, Origin, PageTask, Task};
 use hookline_deliver::sqs::{self, WAITS_ATTRIBUTE};
 use hookline_deliver::Deliverer;
 use serde_json::json;
@@ -112,6 +113,39 @@ fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {
             delay: Duration::ZERO,
         },
     )
+}
+
+/// Events `from..to` as pages of ten, as ingest queues a publish of many: each page one
+/// queue message and one stored item, its first answers recorded together.
+fn page_tasks(tenant: TenantId, from: usize, to: usize) -> (Vec<MessageId>, Vec<Outgoing>) {
+    let (mut ids, mut out) = (Vec::new(), Vec::new());
+    let numbers: Vec<usize> = (from..to).collect();
+    for chunk in numbers.chunks(10) {
+        let page_ids = MessageId::page(chunk.len());
+        let events = chunk
+            .iter()
+            .zip(&page_ids)
+            .map(|(i, id)| {
+                let payload = RawValue::from_string(json!({"i": i}).to_string()).unwrap();
+                EventTask::new(
+                    *id,
+                    tenant,
+                    "delivered".into(),
+                    payload,
+                    None,
+                    None,
+                    now_ms(),
+                    true,
+                )
+            })
+            .collect();
+        out.push(Outgoing {
+            body: Task::Page(PageTask::new(events).unwrap()).to_body(),
+            delay: Duration::ZERO,
+        });
+        ids.extend(page_ids);
+    }
+    (ids, out)
 }
 
 /// Notes the errors the deliverer logs: a storage or queue fault after a request leaves
@@ -409,13 +443,17 @@ async fn a_few_hundred_events_settle_as_planned_through_duplicates_expiry_and_pa
     );
     source.settle(&records, &failed).await;
 
-    // The rest, pumped by concurrent invocations with a short visibility timeout.
+    // The rest, pumped by concurrent invocations with a short visibility timeout: a
+    // third one by one, the others in pages.
     let mut rest = Vec::new();
-    for i in 10..EVENTS {
+    for i in 10..40 {
         let (id, out) = event_task(tenant, i);
         ids.push(id);
         rest.push(out);
     }
+    let (paged, pages) = page_tasks(tenant, 40, EVENTS);
+    ids.extend(paged);
+    rest.extend(pages);
     queue.send(rest).await.unwrap();
     let stats = Arc::new(PumpStats::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -220,7 +220,7 @@ fn receive_count(record: &SqsMessage) -> &str {
 }
 
 /// The message id a copy's task carries (an origin is given only for a parse to succeed:
-/// a copy is always an event or attempt task, which carries its own id).
+/// a copy is always a task, which carries its own ids; a page's first).
 fn task_id(record: &SqsMessage) -> MessageId {
     let origin = Origin {
         message_id: MessageId::new(),
@@ -229,6 +229,7 @@ fn task_id(record: &SqsMessage) -> MessageId {
     match Task::parse(record.body.as_deref().unwrap(), origin).unwrap() {
         Task::Event(task) => task.id,
         Task::Attempt(task) => task.message,
+        Task::Page(page) => page.events[0].id,
     }
 }
 

@@ -13,7 +13,7 @@ use hookline_core::http::{ApiResult, AppState, Caller, ErrorBody, ErrorDetail, R
 use hookline_core::ids::{MessageId, TenantId};
 use hookline_core::metrics;
 use hookline_core::ports::{NotQueued, Outgoing, Refusal, Sequenced};
-use hookline_core::task::{EventTask, Task};
+use hookline_core::task::{EventTask, PageTask, Task};
 use hookline_core::{Error, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -301,10 +301,13 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
     let mut fates = Vec::with_capacity(events.len());
     let mut outgoing = Vec::with_capacity(events.len());
     let mut sequenced = Vec::new();
-    // The position in `fates` of each message in `outgoing` (and in `sequenced`), and
-    // whether a key binds it.
-    let mut sent_for = Vec::with_capacity(events.len());
+    // The positions in `fates` of the events each message in `outgoing` (and in
+    // `sequenced`) carries, and whether a key binds each.
+    let mut sent_for: Vec<Vec<(usize, bool)>> = Vec::with_capacity(events.len());
     let mut sequenced_for = Vec::new();
+    // Events that may share a page, with their position in `fates`; ids are given when
+    // the pages are made.
+    let mut pageable: Vec<(usize, EventTask)> = Vec::new();
     // Whether each owner has strictly ordered endpoints, asked once per publish.
     let mut ordered_owners: Vec<(TenantId, bool)> = Vec::new();
     for valid in events {
@@ -360,15 +363,44 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
                 dedup: id.to_string(),
                 body: Task::Event(task).to_body(),
             });
-            sequenced_for.push((fates.len(), keyed));
-        } else {
+            sequenced_for.push(vec![(fates.len(), keyed)]);
+        } else if keyed {
+            // A keyed event keeps the id its key binds, alone: published again before it
+            // is stored, it is queued again under that id and must find it stored there.
             outgoing.push(Outgoing {
                 body: Task::Event(task).to_body(),
                 delay: std::time::Duration::ZERO,
             });
-            sent_for.push((fates.len(), keyed));
+            sent_for.push(vec![(fates.len(), keyed)]);
+        } else {
+            pageable.push((fates.len(), task));
         }
         fates.push(Fate::Queued(id));
+    }
+    for page in pages(pageable) {
+        let ids = if page.len() > 1 {
+            MessageId::page(page.len())
+        } else {
+            vec![MessageId::new()]
+        };
+        let mut tasks = Vec::with_capacity(page.len());
+        let mut carried = Vec::with_capacity(page.len());
+        for ((at, mut task), id) in page.into_iter().zip(ids) {
+            task.id = id;
+            fates[at] = Fate::Queued(id);
+            carried.push((at, false));
+            tasks.push(task);
+        }
+        let body = match tasks.len() {
+            1 => Task::Event(tasks.remove(0)).to_body(),
+            _ => Task::Page(PageTask::new(tasks).map_err(|e| Error::backend("make page", e))?)
+                .to_body(),
+        };
+        outgoing.push(Outgoing {
+            body,
+            delay: std::time::Duration::ZERO,
+        });
+        sent_for.push(carried);
     }
     if !outgoing.is_empty() {
         if let Err(not_queued) = state.queue.send(outgoing).await {
@@ -385,15 +417,57 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
     Ok(fates)
 }
 
-/// Marks the events a send left off the queue, by their position in it.
-fn mark_unqueued(fates: &mut [Fate], sent_for: &[(usize, bool)], not_queued: &NotQueued) {
+/// The most events one page carries: ten 1.5 KB events make a queue message of about
+/// 16 KB and a stored page of 2–3 KB.
+pub const PAGE_EVENTS: usize = 10;
+/// The most payload bytes one page carries (an event larger than this goes alone): a
+/// queue message stays well inside the queue's limit, and a page inside an item's.
+pub const PAGE_BYTES: usize = 64 * 1024;
+
+/// Splits events that may share pages into pages: each owner's, in order, at most
+/// [`PAGE_EVENTS`] and [`PAGE_BYTES`] of payload a page. A page of one is sent alone.
+fn pages(events: Vec<(usize, EventTask)>) -> Vec<Vec<(usize, EventTask)>> {
+    // Per owner, the page being filled: its payload bytes and events.
+    type Filling = (TenantId, usize, Vec<(usize, EventTask)>);
+    let mut open: Vec<Filling> = Vec::new();
+    let mut done = Vec::new();
+    for (at, task) in events {
+        let owner = task.route().tenant;
+        let size = task.payload.get().len();
+        let slot = open.iter().position(|(o, bytes, page)| {
+            *o == owner && page.len() < PAGE_EVENTS && bytes + size <= PAGE_BYTES
+        });
+        match slot {
+            Some(i) => {
+                open[i].1 += size;
+                open[i].2.push((at, task));
+                if open[i].2.len() == PAGE_EVENTS {
+                    done.push(open.remove(i).2);
+                }
+            }
+            None => {
+                // The owner's page that is too full for this event is done.
+                if let Some(i) = open.iter().position(|(o, _, _)| *o == owner) {
+                    done.push(open.remove(i).2);
+                }
+                open.push((owner, size, vec![(at, task)]));
+            }
+        }
+    }
+    done.extend(open.into_iter().map(|(_, _, page)| page));
+    done
+}
+
+/// Marks the events a send left off the queue, by their message's position in it.
+fn mark_unqueued(fates: &mut [Fate], sent_for: &[Vec<(usize, bool)>], not_queued: &NotQueued) {
     for unqueued in &not_queued.unqueued {
-        let (at, keyed) = sent_for[unqueued.index];
-        if let Fate::Queued(id) = fates[at] {
-            fates[at] = Fate::NotQueued {
-                id: keyed.then_some(id),
-                refusal: unqueued.refusal,
-            };
+        for &(at, keyed) in &sent_for[unqueued.index] {
+            if let Fate::Queued(id) = fates[at] {
+                fates[at] = Fate::NotQueued {
+                    id: keyed.then_some(id),
+                    refusal: unqueued.refusal,
+                };
+            }
         }
     }
 }

@@ -136,8 +136,9 @@ async fn drain(s: &Setup) -> Vec<Task> {
 fn event_ids(tasks: &[Task]) -> Vec<String> {
     tasks
         .iter()
-        .map(|t| match t {
-            Task::Event(e) => e.id.to_string(),
+        .flat_map(|t| match t {
+            Task::Event(e) => vec![e.id.to_string()],
+            Task::Page(p) => p.events.iter().map(|e| e.id.to_string()).collect(),
             Task::Attempt(_) => panic!("ingest queues only events"),
         })
         .collect()
@@ -270,6 +271,51 @@ async fn ten_events_of_200_kib_are_queued_by_one_publish() {
             "the payload arrives whole"
         );
     }
+}
+
+#[tokio::test]
+async fn a_batch_is_queued_as_pages_of_ten_and_keyed_events_alone() {
+    let s = setup().await;
+    let mut events: Vec<Value> = (0..23).map(|n| sized_event(n, 100, None)).collect();
+    events.push(sized_event(23, 100, Some("page-key")));
+    let (status, body) = send(&s.app, publish_event(&s.key, &json!({ "events": events }))).await;
+    assert_eq!(status, 202, "{}", body["error"]);
+    let ids = ids_in(&body);
+    assert_eq!(ids.len(), 24);
+    let tasks = drain(&s).await;
+    assert_eq!(sorted(event_ids(&tasks)), sorted(ids.clone()));
+    let mut sizes: Vec<usize> = Vec::new();
+    for task in &tasks {
+        match task {
+            Task::Page(page) => {
+                sizes.push(page.events.len());
+                // A page's ids are consecutive from its first and name it; its events
+                // are the publish's, in order.
+                let base = page.events[0].id;
+                for (i, event) in page.events.iter().enumerate() {
+                    assert_eq!(event.id.page_base(), base);
+                    assert_eq!(event.id.page_index(), i);
+                    assert!(event.idempotency_key.is_none());
+                    let at = ids
+                        .iter()
+                        .position(|id| *id == event.id.to_string())
+                        .unwrap();
+                    assert_eq!(
+                        event.payload.get(),
+                        sized_event(at, 100, None)["payload"].to_string()
+                    );
+                }
+            }
+            Task::Event(event) => {
+                sizes.push(1);
+                assert_eq!(event.idempotency_key.as_deref(), Some("page-key"));
+                assert_eq!(event.id.to_string(), ids[23]);
+            }
+            Task::Attempt(_) => panic!("ingest queues only events"),
+        }
+    }
+    sizes.sort();
+    assert_eq!(sizes, vec![1, 3, 10, 10]);
 }
 
 /// The fates the answer gives, as (queued, id, code) per event.

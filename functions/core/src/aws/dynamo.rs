@@ -787,6 +787,202 @@ fn decode_message(item: &Item) -> Result<Message> {
     })
 }
 
+// ---- pages: the messages of one publish in one item, and their first results ----------
+
+/// The attribute of a page item holding its messages, compressed together.
+const PAGE: &str = "page";
+/// The sort key of a page's first results, under `P#<page>`.
+const FIRSTS_SK: &str = "FIRSTS";
+/// The attribute of those results, compressed.
+const FIRSTS: &str = "firsts";
+/// Past this many compressed bytes the first results of a page are recorded delivery by
+/// delivery instead (an item holds at most 400 KB).
+const MAX_FIRSTS_BYTES: usize = 256 * 1024;
+
+/// One message of a page, as its item stores it: the tenant and the lease are the item's.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PagedMessage {
+    id: MessageId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publisher: Option<TenantId>,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    domain: Option<String>,
+    received_at: Millis,
+    targets: Vec<EndpointId>,
+    payload: Box<RawValue>,
+}
+
+/// A page item: the messages (ids of one [`MessageId::page`], one tenant, in order) under
+/// the first one's key, so that the log lists them and a message is found from its id.
+/// Compressed together with the payload dictionary: events of one publish share most of
+/// their text, so ten cost little more than one.
+fn page_item(messages: &[Message]) -> Result<Item> {
+    let first = messages
+        .first()
+        .ok_or_else(|| Error::backend("insert page", "a page without messages"))?;
+    let stored: Vec<PagedMessage> = messages
+        .iter()
+        .map(|m| PagedMessage {
+            id: m.id,
+            publisher: m.publisher,
+            event_type: m.event_type.clone(),
+            domain: m.domain.clone(),
+            received_at: m.received_at,
+            targets: m.targets.clone(),
+            payload: m.payload.clone(),
+        })
+        .collect();
+    let json = to_json("encode page", &stored)?;
+    let packed = zstd::bulk::Compressor::with_dictionary(PAYLOAD_ZSTD_LEVEL, PAYLOAD_DICTIONARY)
+        .and_then(|mut c| c.compress(json.as_bytes()))
+        .map_err(|e| Error::backend("compress page", e))?;
+    Ok(item(
+        message_log_pk(first.tenant, first.id),
+        message_sk(first.id),
+        [
+            ("tenant", Some(s(first.tenant.to_string()))),
+            (PAGE, Some(AttributeValue::B(Blob::new(packed)))),
+            ("received_at", Some(n(first.received_at))),
+        ],
+    ))
+}
+
+/// The messages a message item holds: itself, or a page's, in id order.
+fn decode_messages(item: &Item) -> Result<Vec<Message>> {
+    let f = Fields::new(item, "decode page");
+    let Some(packed) = f.opt_b(PAGE)? else {
+        return Ok(vec![decode_message(item)?]);
+    };
+    let tenant: TenantId = f.parsed("tenant")?;
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::with_dictionary(packed, PAYLOAD_DICTIONARY)
+        .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut json))
+        .map_err(|e| Error::backend("decompress page", e))?;
+    let stored: Vec<PagedMessage> =
+        serde_json::from_slice(&json).map_err(|e| Error::backend("decode page", e))?;
+    Ok(stored
+        .into_iter()
+        .map(|m| Message {
+            id: m.id,
+            tenant,
+            publisher: m.publisher,
+            domain: m.domain,
+            event_type: m.event_type,
+            payload: m.payload,
+            idempotency_key: None,
+            received_at: m.received_at,
+            targets: m.targets,
+        })
+        .collect())
+}
+
+/// The messages of a message item, newest first (a listing's order).
+fn decode_messages_newest_first(item: &Item) -> Result<Vec<Message>> {
+    let mut messages = decode_messages(item)?;
+    messages.reverse();
+    Ok(messages)
+}
+
+/// The partition key of a page's first results.
+fn firsts_pk(page: MessageId) -> String {
+    format!("P#{page}")
+}
+
+/// One successful first attempt of a page's message, as its page's results store it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct First {
+    /// The message's place in its page.
+    i: usize,
+    e: EndpointId,
+    id: crate::ids::AttemptId,
+    at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<u16>,
+    ms: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    r: String,
+    /// When the delivery settled.
+    u: Millis,
+}
+
+impl First {
+    fn of(delivery: &Delivery, attempt: &Attempt) -> Self {
+        First {
+            i: attempt.message.page_index(),
+            e: attempt.endpoint,
+            id: attempt.id,
+            at: attempt.at,
+            code: attempt.status_code,
+            ms: attempt.latency_ms,
+            r: attempt.response.clone(),
+            u: delivery.updated_at,
+        }
+    }
+
+    fn delivery(&self, message: MessageId, tenant: TenantId) -> Delivery {
+        Delivery {
+            message,
+            endpoint: self.e,
+            tenant,
+            status: DeliveryStatus::Succeeded,
+            attempts: 1,
+            next_attempt_at: None,
+            last_status_code: self.code,
+            last_error: None,
+            lease_until: None,
+            updated_at: self.u,
+        }
+    }
+
+    fn attempt(&self, message: MessageId, tenant: TenantId) -> Attempt {
+        Attempt {
+            id: self.id,
+            message,
+            endpoint: self.e,
+            tenant,
+            number: 1,
+            at: self.at,
+            status_code: self.code,
+            latency_ms: self.ms,
+            response: self.r.clone(),
+            error: None,
+            outcome: AttemptOutcome::Succeeded,
+        }
+    }
+}
+
+/// The item of a page's first results; `None` when they are too many for one item.
+fn firsts_item(page: MessageId, tenant: TenantId, firsts: &[First]) -> Result<Option<Item>> {
+    let json = to_json("encode first results", &firsts)?;
+    let packed = zstd::bulk::compress(json.as_bytes(), PAYLOAD_ZSTD_LEVEL)
+        .map_err(|e| Error::backend("compress first results", e))?;
+    if packed.len() > MAX_FIRSTS_BYTES {
+        return Ok(None);
+    }
+    Ok(Some(item(
+        firsts_pk(page),
+        FIRSTS_SK,
+        [
+            ("tenant", Some(s(tenant.to_string()))),
+            (FIRSTS, Some(AttributeValue::B(Blob::new(packed)))),
+        ],
+    )))
+}
+
+/// A page's first results, with their tenant.
+fn decode_firsts(item: &Item) -> Result<(TenantId, Vec<First>)> {
+    let f = Fields::new(item, "decode first results");
+    let tenant = f.parsed("tenant")?;
+    let packed = f.opt_b(FIRSTS)?.ok_or_else(|| f.bad(FIRSTS))?;
+    let json = zstd::stream::decode_all(packed)
+        .map_err(|e| Error::backend("decompress first results", e))?;
+    let firsts =
+        serde_json::from_slice(&json).map_err(|e| Error::backend("decode first results", e))?;
+    Ok((tenant, firsts))
+}
+
 fn delivery_sk(endpoint: EndpointId) -> String {
     format!("{DELIVERY_PREFIX}{endpoint}")
 }
@@ -853,6 +1049,11 @@ struct DeliveryWrite {
     condition: &'static str,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
+}
+
+/// A failed delivery of the replay index, as a listing that merges index keys reads it.
+fn decode_deliveries(item: &Item) -> Result<Vec<Delivery>> {
+    Ok(vec![decode_delivery(item)?])
 }
 
 fn decode_delivery(item: &Item) -> Result<Delivery> {
@@ -1384,6 +1585,25 @@ impl DynamoStore {
         .await?
         .ok_or_else(|| Error::backend("insert message", "the message vanished after a refused put"))
         .map(Some)
+    }
+
+    /// The first results recorded for a message's page, its own among them; `None` when
+    /// its page has none (or it is no page's).
+    async fn firsts_of(&self, message: MessageId) -> Result<Option<(TenantId, Vec<First>)>> {
+        let Some(item) = self
+            .get(
+                "get first results",
+                firsts_pk(message.page_base()),
+                FIRSTS_SK,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (tenant, firsts) = decode_firsts(&item)?;
+        let index = message.page_index();
+        let own: Vec<First> = firsts.into_iter().filter(|f| f.i == index).collect();
+        Ok((!own.is_empty()).then_some((tenant, own)))
     }
 
     /// Puts an item unless one with its key exists; returns whether it did.
@@ -2045,17 +2265,76 @@ impl MessageStore for DynamoStore {
         })
     }
 
+    async fn insert_page_leased(
+        &self,
+        messages: &[Message],
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Inserted>> {
+        // One conditional put stores the page and the lease on every first attempt of its
+        // messages, as `insert_message_leased` does for one.
+        let Some(first) = messages.first() else {
+            return Ok(Vec::new());
+        };
+        let mut item = self.expiring(page_item(messages)?, first.received_at);
+        item.insert(FIRST_LEASE.to_owned(), n(lease_until));
+        if self.put_new("insert page", item).await? {
+            return Ok(messages
+                .iter()
+                .map(|m| Inserted {
+                    message: m.clone(),
+                    first_attempts: FirstAttempts::Leased,
+                })
+                .collect());
+        }
+        let stored = self
+            .get(
+                "insert page",
+                message_log_pk(first.tenant, first.id),
+                &message_sk(first.id),
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::backend("insert page", "the page vanished after a refused put")
+            })?;
+        let held = Fields::new(&stored, "decode page")
+            .opt_n::<Millis>(FIRST_LEASE)?
+            .filter(|until| *until > now);
+        let first_attempts = held.map_or(FirstAttempts::Open, FirstAttempts::HeldUntil);
+        Ok(decode_messages(&stored)?
+            .into_iter()
+            .map(|message| Inserted {
+                message,
+                first_attempts,
+            })
+            .collect())
+    }
+
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> Result<Option<Message>> {
-        // Keyed under its tenant: another tenant's id is not found.
+        // Keyed under its tenant: another tenant's id is not found. A message of a page
+        // is under its page's first id.
         let mut found = self
             .get("get message", message_log_pk(tenant, id), &message_sk(id))
             .await?;
+        if found.is_none() && id.page_base() != id {
+            let base = id.page_base();
+            found = self
+                .get(
+                    "get message",
+                    message_log_pk(tenant, base),
+                    &message_sk(base),
+                )
+                .await?;
+        }
         if found.is_none() && self.legacy_keys().await? {
             found = self
                 .get("get message", tenant_pk(tenant), &message_sk(id))
                 .await?;
         }
-        found.map(|item| decode_message(&item)).transpose()
+        let Some(item) = found else {
+            return Ok(None);
+        };
+        Ok(decode_messages(&item)?.into_iter().find(|m| m.id == id))
     }
 
     async fn list_messages(&self, tenant: TenantId, query: &MessageQuery) -> Result<Page<Message>> {
@@ -2096,7 +2375,7 @@ impl MessageStore for DynamoStore {
             let Some(message) = next_merged(
                 &mut shards,
                 &request,
-                decode_message,
+                decode_messages_newest_first,
                 "list messages",
                 |m| m.id,
             )
@@ -2104,6 +2383,16 @@ impl MessageStore for DynamoStore {
             else {
                 break;
             };
+            // A page's messages come out together; the query filtered items, not them:
+            // those at or after the cursor, or of another type, are left out here.
+            if query.before.is_some_and(|before| message.id >= before)
+                || query
+                    .event_type
+                    .as_ref()
+                    .is_some_and(|t| *t != message.event_type)
+            {
+                continue;
+            }
             // A message stored under both layouts (published again across the upgrade,
             // before the migration) comes out of the merge twice in a row: once is enough.
             if items
@@ -2268,7 +2557,7 @@ impl<T> ShardReader<T> {
     async fn fill(
         &mut self,
         query: impl Fn(&str) -> QueryFluentBuilder,
-        decode: fn(&Item) -> Result<T>,
+        decode: fn(&Item) -> Result<Vec<T>>,
         what: &'static str,
     ) -> Result<()> {
         while self.buffered.is_empty() && !self.done {
@@ -2278,7 +2567,7 @@ impl<T> ShardReader<T> {
                 .await
                 .map_err(|e| sdk_error(what, e))?;
             for item in out.items.unwrap_or_default() {
-                self.buffered.push_back(decode(&item)?);
+                self.buffered.extend(decode(&item)?);
             }
             match out.last_evaluated_key {
                 Some(next) if !next.is_empty() => self.start = Some(next),
@@ -2295,7 +2584,7 @@ impl<T> ShardReader<T> {
 async fn next_merged<T, K: Ord>(
     shards: &mut [ShardReader<T>],
     query: &(impl Fn(&str) -> QueryFluentBuilder + Sync),
-    decode: fn(&Item) -> Result<T>,
+    decode: fn(&Item) -> Result<Vec<T>>,
     what: &'static str,
     rank: impl Fn(&T) -> K,
 ) -> Result<Option<T>> {
@@ -2339,8 +2628,9 @@ impl DynamoStore {
                 .limit(i32::try_from(batch).unwrap_or(i32::MAX));
             match &query.event_type {
                 Some(event_type) => request
-                    .filter_expression("#type = :type")
+                    .filter_expression("#type = :type OR attribute_exists(#page)")
                     .expression_attribute_names("#type", "type")
+                    .expression_attribute_names("#page", PAGE)
                     .expression_attribute_values(":type", s(event_type)),
                 None => request,
             }
@@ -2663,19 +2953,80 @@ impl DeliveryStore for DynamoStore {
         message: MessageId,
         endpoint: EndpointId,
     ) -> Result<Option<Delivery>> {
-        self.get("get delivery", message_pk(message), &delivery_sk(endpoint))
+        if let Some(item) = self
+            .get("get delivery", message_pk(message), &delivery_sk(endpoint))
             .await?
-            .map(|item| decode_delivery(&item))
-            .transpose()
+        {
+            return decode_delivery(&item).map(Some);
+        }
+        Ok(self.firsts_of(message).await?.and_then(|(tenant, firsts)| {
+            firsts
+                .iter()
+                .find(|f| f.e == endpoint)
+                .map(|f| f.delivery(message, tenant))
+        }))
     }
 
     async fn list_deliveries(&self, message: MessageId) -> Result<Vec<Delivery>> {
         // Sort keys order by endpoint id, as SQLite's `ORDER BY endpoint`.
-        self.query_prefix("list deliveries", message_pk(message), DELIVERY_PREFIX)
+        let mut deliveries = self
+            .query_prefix("list deliveries", message_pk(message), DELIVERY_PREFIX)
             .await?
             .iter()
             .map(decode_delivery)
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if let Some((tenant, firsts)) = self.firsts_of(message).await? {
+            for first in firsts {
+                if !deliveries.iter().any(|d| d.endpoint == first.e) {
+                    deliveries.push(first.delivery(message, tenant));
+                }
+            }
+            deliveries.sort_by_key(|d| d.endpoint);
+        }
+        Ok(deliveries)
+    }
+
+    fn records_page_firsts(&self) -> bool {
+        true
+    }
+
+    async fn record_page_firsts(&self, firsts: &[(Delivery, Attempt)]) -> Result<()> {
+        // One item per page (a caller gives one page's): a fan-out's first answers cost
+        // one write however many deliveries they settle.
+        let mut pages: Vec<(MessageId, TenantId, Vec<First>)> = Vec::new();
+        for (delivery, attempt) in firsts {
+            let page = attempt.message.page_base();
+            match pages
+                .iter_mut()
+                .find(|(p, t, _)| *p == page && *t == attempt.tenant)
+            {
+                Some((_, _, entries)) => entries.push(First::of(delivery, attempt)),
+                None => pages.push((page, attempt.tenant, vec![First::of(delivery, attempt)])),
+            }
+        }
+        for (page, tenant, entries) in pages {
+            match firsts_item(page, tenant, &entries)? {
+                Some(item) => {
+                    let item = self.expiring(item, entries.iter().map(|f| f.at).min().unwrap_or(0));
+                    self.client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("record first results", e))?;
+                }
+                None => {
+                    for (delivery, attempt) in firsts
+                        .iter()
+                        .filter(|(_, a)| a.message.page_base() == page && a.tenant == tenant)
+                    {
+                        self.record_attempt(delivery, 0, Some(attempt)).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn claim_delivery(
@@ -2687,8 +3038,17 @@ impl DeliveryStore for DynamoStore {
     ) -> Result<bool> {
         // A target without a record is pending with no attempts: creating the record with
         // the lease is the claim. DynamoDB cannot compare two placeholders, so whether
-        // "no record" may count is decided here rather than in the condition.
+        // "no record" may count is decided here rather than in the condition. A first
+        // attempt recorded with its page's first results has no record of its own, and
+        // is not claimed again.
         if expected_attempts == 0 {
+            if self
+                .firsts_of(fresh.message)
+                .await?
+                .is_some_and(|(_, firsts)| firsts.iter().any(|f| f.e == fresh.endpoint))
+            {
+                return Ok(false);
+            }
             let row = Delivery {
                 status: DeliveryStatus::Pending,
                 attempts: 0,
@@ -2791,6 +3151,13 @@ impl DeliveryStore for DynamoStore {
                 attempts.push(decode_attempt(&item)?);
             }
         }
+        if let Some((owner, firsts)) = self.firsts_of(message).await? {
+            for first in firsts {
+                if !attempts.iter().any(|a| a.endpoint == first.e) {
+                    attempts.push(first.attempt(message, owner));
+                }
+            }
+        }
         attempts.retain(|a| a.tenant == tenant);
         // Attempt ids are ULIDs, so creation order; ties of `at` aside that is time order,
         // and sorting makes it exactly SQLite's `ORDER BY at, id`.
@@ -2827,7 +3194,7 @@ impl DeliveryStore for DynamoStore {
             let rank = |d: &Delivery| std::cmp::Reverse(d.message);
             let what = "list failed deliveries";
             let Some(delivery) =
-                next_merged(&mut shards, &request, decode_delivery, what, rank).await?
+                next_merged(&mut shards, &request, decode_deliveries, what, rank).await?
             else {
                 break;
             };

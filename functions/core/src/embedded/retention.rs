@@ -273,6 +273,9 @@ struct Probe {
     id: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    /// A page's events.
+    #[serde(default)]
+    events: Vec<Probe>,
 }
 
 fn queued_messages(conn: &Connection) -> rusqlite::Result<Queued> {
@@ -284,13 +287,14 @@ fn queued_messages(conn: &Connection) -> rusqlite::Result<Queued> {
         let sent_at: Millis = row.get(1)?;
         let probe = serde_json::from_str::<Probe>(&body).ok();
         let named = probe.and_then(|p| match p.kind.as_deref() {
-            Some("event") => p.id,
-            Some("attempt") => p.message,
+            Some("event") => p.id.map(|id| vec![id]),
+            Some("attempt") => p.message.map(|id| vec![id]),
+            Some("page") => Some(p.events.into_iter().filter_map(|e| e.id).collect()),
             _ => None,
         });
         match named {
-            Some(id) => {
-                queued.named.insert(id);
+            Some(ids) => {
+                queued.named.extend(ids);
             }
             // An envelope, or a body the worker will dead-letter: either way, nothing
             // received since it was sent goes.
@@ -706,6 +710,26 @@ mod tests {
             assert_eq!(queued.named, HashSet::from([id.to_string()]));
             assert_eq!(queued.envelopes_since, Some(7));
         }
+        // A page names each of its events.
+        let tenant = TenantId::new();
+        let ids = MessageId::page(2);
+        let events = ids
+            .iter()
+            .map(|id| {
+                let payload = RawValue::from_string(r#"{"id":"not this"}"#.into()).unwrap();
+                EventTask::new(*id, tenant, "opened".into(), payload, None, None, T0, true)
+            })
+            .collect();
+        let page = Task::Page(crate::task::PageTask::new(events).expect("page"));
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE queue (body TEXT, sent_at INTEGER)")
+            .expect("schema");
+        conn.execute("INSERT INTO queue VALUES (?1, 5)", [page.to_body()])
+            .expect("insert");
+        let queued = queued_messages(&conn).expect("read");
+        let expected: HashSet<String> = ids.iter().map(|id| id.to_string()).collect();
+        assert_eq!(queued.named, expected);
+        assert_eq!(queued.envelopes_since, None);
     }
 
     #[test]

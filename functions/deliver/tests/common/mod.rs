@@ -5,15 +5,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_core::config::CoreConfig;
-use hookline_core::ports::{SharedQueue, SharedStore, SystemClock};
+use hookline_core::ports::{SharedClock, SharedQueue, SharedStore, SystemClock};
 use hookline_core::urlpolicy::{SystemResolver, UrlPolicy};
 use hookline_deliver::{Deliverer, Sender, SenderOptions};
 
+// Each test binary includes this file; those that set their own clock use only
+// `loopback_deliverer_at`.
+#[allow(dead_code)]
 pub fn loopback_deliverer(
     store: SharedStore,
     queue: SharedQueue,
     schedule: &str,
     timeout: Duration,
+) -> Deliverer {
+    loopback_deliverer_at(store, queue, schedule, timeout, Arc::new(SystemClock))
+}
+
+/// [`loopback_deliverer`] on the given clock.
+pub fn loopback_deliverer_at(
+    store: SharedStore,
+    queue: SharedQueue,
+    schedule: &str,
+    timeout: Duration,
+    clock: SharedClock,
 ) -> Deliverer {
     let config = Arc::new(CoreConfig {
         url_policy: Arc::new(UrlPolicy {
@@ -31,11 +45,5 @@ pub fn loopback_deliverer(
         extra_roots: Vec::new(),
     })
     .unwrap();
-    Deliverer::new(
-        store,
-        queue,
-        Arc::new(SystemClock),
-        config,
-        Arc::new(sender),
-    )
+    Deliverer::new(store, queue, clock, config, Arc::new(sender))
 }
