@@ -547,11 +547,12 @@ impl DeadLetter {
     }
 
     /// The tenant the message is for, when its body names one (an event task or a
-    /// producer's envelope: its owner, else its publisher).
+    /// producer's envelope: its owner, else its publisher; a page: its events' owner).
     pub fn tenant(&self) -> Option<crate::ids::TenantId> {
         let body: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        let task = body.get("events").and_then(|e| e.get(0)).unwrap_or(&body);
         let named = |field: &str| {
-            body.get(field)?
+            task.get(field)?
                 .as_str()
                 .and_then(crate::ids::TenantId::parse)
         };
@@ -590,3 +591,39 @@ pub type SharedStore = Arc<dyn Store>;
 pub type SharedQueue = Arc<dyn Queue>;
 pub type SharedClock = Arc<dyn Clock>;
 pub type SharedDeadLetters = Arc<dyn DeadLetters>;
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::ids::{MessageId, TenantId};
+    use crate::task::{EventTask, PageTask, Task};
+
+    fn letter(body: String) -> DeadLetter {
+        DeadLetter {
+            id: "1".into(),
+            reason: "max_receives".into(),
+            at: 0,
+            body,
+        }
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_tenant_its_event_or_page_is_for() {
+        let (publisher, owner) = (TenantId::new(), TenantId::new());
+        let event = |id| {
+            let payload = RawValue::from_string("{}".into()).unwrap();
+            EventTask::new(id, publisher, "opened".into(), payload, None, None, 1, true)
+                .with_owner(Some(owner))
+        };
+        let one = Task::Event(event(MessageId::new())).to_body();
+        assert_eq!(letter(one).tenant(), Some(owner));
+        let events = MessageId::page(2).into_iter().map(event).collect();
+        let page = Task::Page(PageTask::new(events).unwrap()).to_body();
+        assert_eq!(letter(page).tenant(), Some(owner));
+        let envelope = format!(r#"{{"tenant":"{publisher}","type":"opened","payload":{{}}}}"#);
+        assert_eq!(letter(envelope).tenant(), Some(publisher));
+        assert_eq!(letter("{not json".into()).tenant(), None);
+    }
+}

@@ -92,10 +92,10 @@ fn origin() -> Origin {
     }
 }
 
-fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {
-    let id = MessageId::new();
+/// Event `i` of the run, as ingest queues it.
+fn delivered(id: MessageId, tenant: TenantId, i: usize) -> EventTask {
     let payload = RawValue::from_string(json!({"i": i}).to_string()).unwrap();
-    let task = EventTask::new(
+    EventTask::new(
         id,
         tenant,
         "delivered".into(),
@@ -104,8 +104,12 @@ fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {
         None,
         now_ms(),
         true,
-    );
-    let body = Task::Event(task).to_body();
+    )
+}
+
+fn event_task(tenant: TenantId, i: usize) -> (MessageId, Outgoing) {
+    let id = MessageId::new();
+    let body = Task::Event(delivered(id, tenant, i)).to_body();
     (
         id,
         Outgoing {
@@ -125,19 +129,7 @@ fn page_tasks(tenant: TenantId, from: usize, to: usize) -> (Vec<MessageId>, Vec<
         let events = chunk
             .iter()
             .zip(&page_ids)
-            .map(|(i, id)| {
-                let payload = RawValue::from_string(json!({"i": i}).to_string()).unwrap();
-                EventTask::new(
-                    *id,
-                    tenant,
-                    "delivered".into(),
-                    payload,
-                    None,
-                    None,
-                    now_ms(),
-                    true,
-                )
-            })
+            .map(|(i, id)| delivered(*id, tenant, *i))
             .collect();
         out.push(Outgoing {
             body: Task::Page(PageTask::new(events).unwrap()).to_body(),
