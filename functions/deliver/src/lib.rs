@@ -311,14 +311,12 @@ impl Deliverer {
             .await?;
         let unordered = EventOrder::default();
         let fan_outs = inserted.iter().zip(&admitted).map(|(inserted, admitted)| {
-            let wanted = inserted.message.targets.len() as u32;
-            let permit = permits.as_mut().and_then(|p| {
-                if p.num_permits() as u32 > wanted {
-                    p.split(wanted as usize)
-                } else {
-                    None
-                }
-            });
+            // Each message its fan-out's share; the last one what is left.
+            let wanted = inserted.message.targets.len();
+            let permit = permits
+                .as_mut()
+                .filter(|p| p.num_permits() > wanted)
+                .and_then(|p| p.split(wanted));
             let permit = permit.or_else(|| permits.take());
             self.fan_out(
                 &inserted.message,

@@ -418,7 +418,7 @@ pub async fn accept(state: &AppState, events: Vec<Validated>) -> Result<Vec<Fate
 }
 
 /// The most events one page carries: ten 1.5 KB events make a queue message of about
-/// 16 KB and a stored page of 2–3 KB.
+/// 16 KB and a stored page of 1–2 KB.
 pub const PAGE_EVENTS: usize = 10;
 /// The most payload bytes one page carries (an event larger than this goes alone): a
 /// queue message stays well inside the queue's limit, and a page inside an item's.
@@ -427,31 +427,29 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 /// Splits events that may share pages into pages: each owner's, in order, at most
 /// [`PAGE_EVENTS`] and [`PAGE_BYTES`] of payload a page. A page of one is sent alone.
 fn pages(events: Vec<(usize, EventTask)>) -> Vec<Vec<(usize, EventTask)>> {
-    // Per owner, the page being filled: its payload bytes and events.
+    // Per owner, the one page being filled: its payload bytes and events.
     type Filling = (TenantId, usize, Vec<(usize, EventTask)>);
     let mut open: Vec<Filling> = Vec::new();
     let mut done = Vec::new();
     for (at, task) in events {
         let owner = task.route().tenant;
         let size = task.payload.get().len();
-        let slot = open.iter().position(|(o, bytes, page)| {
-            *o == owner && page.len() < PAGE_EVENTS && bytes + size <= PAGE_BYTES
+        let i = match open.iter().position(|(o, _, _)| *o == owner) {
+            // Too full for this event: done, and a new one begins.
+            Some(i) if open[i].1 + size > PAGE_BYTES => {
+                done.push(open.remove(i).2);
+                None
+            }
+            found => found,
+        };
+        let i = i.unwrap_or_else(|| {
+            open.push((owner, 0, Vec::new()));
+            open.len() - 1
         });
-        match slot {
-            Some(i) => {
-                open[i].1 += size;
-                open[i].2.push((at, task));
-                if open[i].2.len() == PAGE_EVENTS {
-                    done.push(open.remove(i).2);
-                }
-            }
-            None => {
-                // The owner's page that is too full for this event is done.
-                if let Some(i) = open.iter().position(|(o, _, _)| *o == owner) {
-                    done.push(open.remove(i).2);
-                }
-                open.push((owner, size, vec![(at, task)]));
-            }
+        open[i].1 += size;
+        open[i].2.push((at, task));
+        if open[i].2.len() == PAGE_EVENTS {
+            done.push(open.remove(i).2);
         }
     }
     done.extend(open.into_iter().map(|(_, _, page)| page));
@@ -486,6 +484,62 @@ fn at_index(i: usize, e: Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_keep_each_owners_events_in_order_within_the_count_and_size() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let task = |owner: TenantId, bytes: usize| {
+            let payload = format!(r#""{}""#, "x".repeat(bytes - 2));
+            let payload = serde_json::value::RawValue::from_string(payload).unwrap();
+            EventTask::new(
+                MessageId::new(),
+                owner,
+                "opened".into(),
+                payload,
+                None,
+                None,
+                1,
+                true,
+            )
+        };
+        // Owner a: 12 small events, then three of 30 KiB, then one larger than a page;
+        // owner b's 12 small ones between a's.
+        let mut events = Vec::new();
+        for _ in 0..12 {
+            events.push((events.len(), task(a, 100)));
+            events.push((events.len(), task(b, 100)));
+        }
+        for _ in 0..3 {
+            events.push((events.len(), task(a, 30 * 1024)));
+        }
+        events.push((events.len(), task(a, PAGE_BYTES + 1)));
+        let owner_of: Vec<TenantId> = events.iter().map(|(_, t)| t.tenant).collect();
+        let pages = pages(events);
+        let mut shape: Vec<(TenantId, Vec<usize>)> = pages
+            .iter()
+            .map(|p| (owner_of[p[0].0], p.iter().map(|(at, _)| *at).collect()))
+            .collect();
+        shape.sort_by_key(|(_, ats)| ats[0]);
+        let evens = |from: usize, n: usize| (0..n).map(|k| from + 2 * k).collect::<Vec<_>>();
+        let want = vec![
+            (a, evens(0, 10)),
+            (b, evens(1, 10)),
+            // Two of 30 KiB join the owner's last two small ones; the third would pass
+            // PAGE_BYTES, and the largest goes alone.
+            (a, vec![20, 22, 24, 25]),
+            (b, vec![21, 23]),
+            (a, vec![26]),
+            (a, vec![27]),
+        ];
+        assert_eq!(shape, want);
+        for page in &pages {
+            let bytes: usize = page.iter().map(|(_, t)| t.payload.get().len()).sum();
+            assert!(
+                page.len() == 1 || bytes <= PAGE_BYTES,
+                "{bytes} bytes in a page"
+            );
+        }
+    }
 
     #[test]
     fn the_openapi_documents_each_events_fate_when_not_all_are_queued() {

@@ -742,28 +742,36 @@ fn message_item(m: &Message) -> Item {
 /// what the write is billed on), else its text. Verbatim either way: signatures are
 /// computed over these exact bytes.
 fn payload_attribute(text: &str) -> (&'static str, Option<AttributeValue>) {
-    let packed = zstd::bulk::Compressor::with_dictionary(PAYLOAD_ZSTD_LEVEL, PAYLOAD_DICTIONARY)
-        .and_then(|mut c| c.compress(text.as_bytes()));
-    match packed {
-        Ok(packed) if PAYLOAD_ZSTD.len() + packed.len() < "payload".len() + text.len() => (
-            PAYLOAD_ZSTD,
-            Some(AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
-                packed,
-            ))),
-        ),
+    match pack(text.as_bytes()) {
+        Ok(packed) if PAYLOAD_ZSTD.len() + packed.len() < "payload".len() + text.len() => {
+            (PAYLOAD_ZSTD, Some(AttributeValue::B(Blob::new(packed))))
+        }
         _ => ("payload", Some(s(text))),
     }
+}
+
+/// `bytes` compressed with the payload dictionary (a payload, or a page's messages).
+fn pack(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    zstd::bulk::Compressor::with_dictionary(PAYLOAD_ZSTD_LEVEL, PAYLOAD_DICTIONARY)
+        .and_then(|mut c| c.compress(bytes))
+}
+
+/// What [`pack`] compressed; `what` names the record in the error.
+fn unpack(packed: &[u8], what: &'static str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    zstd::stream::read::Decoder::with_dictionary(packed, PAYLOAD_DICTIONARY)
+        .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut bytes))
+        .map_err(|e| Error::backend(what, e))?;
+    Ok(bytes)
 }
 
 fn decode_payload(f: &Fields<'_>) -> Result<Box<RawValue>> {
     let text = match f.get(PAYLOAD_ZSTD) {
         Some(value) => {
             let packed = value.as_b().map_err(|_| f.bad(PAYLOAD_ZSTD))?;
-            let mut text = String::new();
-            zstd::stream::read::Decoder::with_dictionary(packed.as_ref(), PAYLOAD_DICTIONARY)
-                .and_then(|mut d| std::io::Read::read_to_string(&mut d, &mut text))
-                .map_err(|e| Error::backend("decompress message payload", e))?;
-            text
+            let what = "decompress message payload";
+            String::from_utf8(unpack(packed.as_ref(), what)?)
+                .map_err(|e| Error::backend(what, e))?
         }
         None => f.string("payload")?,
     };
@@ -845,9 +853,7 @@ fn page_item(messages: &[Message]) -> Result<Item> {
         })
         .collect();
     let json = to_json("encode page", &stored)?;
-    let packed = zstd::bulk::Compressor::with_dictionary(PAYLOAD_ZSTD_LEVEL, PAYLOAD_DICTIONARY)
-        .and_then(|mut c| c.compress(json.as_bytes()))
-        .map_err(|e| Error::backend("compress page", e))?;
+    let packed = pack(json.as_bytes()).map_err(|e| Error::backend("compress page", e))?;
     Ok(item(
         message_log_pk(first.tenant, first.id),
         message_sk(first.id),
@@ -859,6 +865,15 @@ fn page_item(messages: &[Message]) -> Result<Item> {
     ))
 }
 
+/// Who may make the first attempts of a stored message's (or page's) deliveries, as its
+/// lease stands at `now`.
+fn first_attempts_of(stored: &Item, now: Millis) -> Result<FirstAttempts> {
+    let held = Fields::new(stored, "decode message")
+        .opt_n::<Millis>(FIRST_LEASE)?
+        .filter(|until| *until > now);
+    Ok(held.map_or(FirstAttempts::Open, FirstAttempts::HeldUntil))
+}
+
 /// The messages a message item holds: itself, or a page's, in id order.
 fn decode_messages(item: &Item) -> Result<Vec<Message>> {
     let f = Fields::new(item, "decode page");
@@ -866,10 +881,7 @@ fn decode_messages(item: &Item) -> Result<Vec<Message>> {
         return Ok(vec![decode_message(item)?]);
     };
     let tenant: TenantId = f.parsed("tenant")?;
-    let mut json = Vec::new();
-    zstd::stream::read::Decoder::with_dictionary(packed, PAYLOAD_DICTIONARY)
-        .and_then(|mut d| std::io::Read::read_to_end(&mut d, &mut json))
-        .map_err(|e| Error::backend("decompress page", e))?;
+    let json = unpack(packed, "decompress page")?;
     let stored: Vec<PagedMessage> =
         serde_json::from_slice(&json).map_err(|e| Error::backend("decode page", e))?;
     Ok(stored
@@ -1565,9 +1577,9 @@ impl DynamoStore {
         }
     }
 
-    /// Puts a message item unless the message is stored. `None` when this call stored it,
-    /// else the stored item: read back rather than echo the input, as a retried publish
-    /// must see the version that was stored first.
+    /// Puts a message item (or a page's, under `message`, its first) unless it is stored.
+    /// `None` when this call stored it, else the stored item: read back rather than echo
+    /// the input, as a retried publish must see the version that was stored first.
     async fn put_message(&self, message: &Message, item: Item) -> Result<Option<Item>> {
         // A copy of an event stored before the sharded layout (handed over again across
         // the upgrade) must find it there, not store it a second time. Only until the
@@ -2266,12 +2278,9 @@ impl MessageStore for DynamoStore {
                 first_attempts: FirstAttempts::Leased,
             });
         };
-        let held = Fields::new(&stored, "decode message")
-            .opt_n::<Millis>(FIRST_LEASE)?
-            .filter(|until| *until > now);
         Ok(Inserted {
             message: decode_message(&stored)?,
-            first_attempts: held.map_or(FirstAttempts::Open, FirstAttempts::HeldUntil),
+            first_attempts: first_attempts_of(&stored, now)?,
         })
     }
 
@@ -2288,7 +2297,7 @@ impl MessageStore for DynamoStore {
         };
         let mut item = self.expiring(page_item(messages)?, first.received_at);
         item.insert(FIRST_LEASE.to_owned(), n(lease_until));
-        if self.put_new("insert page", item).await? {
+        let Some(stored) = self.put_message(first, item).await? else {
             return Ok(messages
                 .iter()
                 .map(|m| Inserted {
@@ -2296,21 +2305,8 @@ impl MessageStore for DynamoStore {
                     first_attempts: FirstAttempts::Leased,
                 })
                 .collect());
-        }
-        let stored = self
-            .get(
-                "insert page",
-                message_log_pk(first.tenant, first.id),
-                &message_sk(first.id),
-            )
-            .await?
-            .ok_or_else(|| {
-                Error::backend("insert page", "the page vanished after a refused put")
-            })?;
-        let held = Fields::new(&stored, "decode page")
-            .opt_n::<Millis>(FIRST_LEASE)?
-            .filter(|until| *until > now);
-        let first_attempts = held.map_or(FirstAttempts::Open, FirstAttempts::HeldUntil);
+        };
+        let first_attempts = first_attempts_of(&stored, now)?;
         Ok(decode_messages(&stored)?
             .into_iter()
             .map(|message| Inserted {
